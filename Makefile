@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    create .venv if missing, install the project, train the ex09 default recipe
+#   make test   same set-up, then the test suite
+# Data: --data-dir via DATA_DIR=..., else $I2DL_DATA_DIR, else the default cache dir (downloaded there).
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+ARGS   ?=
+DATA_ARG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
+
+.PHONY: run test quick install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[dev,postgres]"
+	@touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) -m experiments.run ex09 $(DATA_ARG) $(ARGS)
+
+quick: $(STAMP)
+	$(PY) -m experiments.run ex09 --preset quick $(DATA_ARG) $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest -q $(ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

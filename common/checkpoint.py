@@ -1,0 +1,72 @@
+"""Checkpoints: written atomically (temp file + rename, so a killed run never leaves a half file), loaded
+with ``weights_only=True`` (no arbitrary pickle code), and checked against the course's size limits."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+MAX_PARAMS = 5_000_000
+MAX_FILE_BYTES = 20 * 1024 * 1024
+
+
+class ModelTooLargeError(ValueError):
+    pass
+
+
+def _atomic_replace(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    _atomic_replace(Path(path), lambda f: f.write(text.encode()))
+
+
+def atomic_torch_save(obj, path: str | Path) -> None:
+    import torch
+
+    _atomic_replace(Path(path), lambda f: torch.save(obj, f))
+
+
+def load(path: str | Path, map_location="cpu") -> dict:
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def count_params(model) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def check_param_limit(model, limit: int = MAX_PARAMS) -> int:
+    n = count_params(model)
+    if n >= limit:
+        raise ModelTooLargeError(
+            f"model has {n:,} parameters; the course allows fewer than {limit:,}. Shrink the widths/depth.")
+    return n
+
+
+def save_model_checked(obj: dict, model, path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> int:
+    """Save ``obj`` (holding ``model``'s state) atomically after checking the parameter limit, then check the
+    file size; an oversize file is removed and an error raised. Returns the file size in bytes."""
+    check_param_limit(model)
+    path = Path(path)
+    atomic_torch_save(obj, path)
+    size = path.stat().st_size
+    if size >= max_bytes:
+        path.unlink()
+        raise ModelTooLargeError(f"saved model {path} is {size / 2**20:.1f} MB; the course allows < 20 MB")
+    return size

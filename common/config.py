@@ -1,0 +1,144 @@
+"""Dataclass configs with typed ``a.b=value`` overrides (the CLI's ``--set``, and every Optuna trial).
+
+A config is a tree of dataclasses. ``apply_overrides(cfg, ["model.widths=[32,64]", "train.epochs=30"])``
+parses each value to the field's declared type (int, float, bool, str, tuples, ``X | None``) and rejects an
+unknown key with the list of valid ones, so a typo never silently does nothing.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from pathlib import Path
+from typing import Any, Iterable
+
+
+class ConfigError(ValueError):
+    """A bad override or config file; the message names the key and what is valid."""
+
+
+def to_dict(cfg) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def flat_keys(cfg, prefix: str = "") -> list[str]:
+    """Every overridable dotted key of a config tree, e.g. ``train.lr``."""
+    keys = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += flat_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def _parse_scalar(text: str, typ, key: str):
+    if typ is bool:
+        low = text.strip().lower()
+        if low in ("1", "true", "yes", "on"):
+            return True
+        if low in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f"{key}: expected a boolean (true/false), got {text!r}")
+    if typ is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(f"{key}: expected an integer, got {text!r}") from None
+    if typ is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError(f"{key}: expected a number, got {text!r}") from None
+    if typ is str:
+        return text
+    raise ConfigError(f"{key}: unsupported field type {typ!r}")
+
+
+def parse_value(value: Any, typ, key: str):
+    """Convert ``value`` (a CLI string, or an already-typed value from YAML/Optuna) to ``typ``."""
+    origin = typing.get_origin(typ)
+    args = typing.get_args(typ)
+    if origin in (typing.Union, types.UnionType):  # Optional[X] / X | None
+        inner = [a for a in args if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in ("none", "null")):
+            return None
+        return parse_value(value, inner[0], key)
+    if origin in (tuple, list):
+        if isinstance(value, str):
+            text = value.strip()
+            try:
+                value = json.loads(text) if text.startswith("[") else [v for v in text.split(",") if v.strip()]
+            except json.JSONDecodeError:
+                raise ConfigError(f"{key}: expected a list like [32,64,128], got {value!r}") from None
+        if not isinstance(value, (list, tuple)):
+            value = [value]
+        elem = args[0] if args else str
+        return tuple(parse_value(v, elem, key) for v in value)
+    if isinstance(value, str):
+        return _parse_scalar(value, typ, key)
+    if typ is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if typ is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if typ is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, typ):
+        return value
+    raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
+
+
+def set_value(cfg, key: str, value: Any) -> None:
+    """Set dotted ``key`` on the config tree, parsing ``value`` to the field's type."""
+    parts = key.split(".")
+    node = cfg
+    for i, part in enumerate(parts):
+        fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
+        if part not in fields:
+            valid = ", ".join(flat_keys(cfg))
+            raise ConfigError(f"unknown config key {key!r}. Valid keys: {valid}")
+        if i == len(parts) - 1:
+            if dataclasses.is_dataclass(getattr(node, part)):
+                raise ConfigError(f"{key!r} is a section; set one of its keys, e.g. {key}.{dataclasses.fields(getattr(node, part))[0].name}=...")
+            hints = typing.get_type_hints(type(node))
+            setattr(node, part, parse_value(value, hints[part], key))
+        else:
+            node = getattr(node, part)
+
+
+def apply_overrides(cfg, overrides: Iterable[str] | dict) -> Any:
+    """Apply ``["a.b=v", ...]`` (CLI form) or ``{"a.b": v}`` (typed form) to ``cfg`` in place; returns it."""
+    items = overrides.items() if isinstance(overrides, dict) else (_split(o) for o in overrides)
+    for key, value in items:
+        set_value(cfg, key, value)
+    if hasattr(cfg, "validate"):
+        cfg.validate()
+    return cfg
+
+
+def _split(override: str) -> tuple[str, str]:
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} must look like key=value, e.g. train.epochs=30")
+    key, value = override.split("=", 1)
+    return key.strip(), value
+
+
+def from_dict(cls, data: dict):
+    """Rebuild a config tree of type ``cls`` from :func:`to_dict` output (unknown keys rejected)."""
+    cfg = cls()
+    def walk(prefix, d):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(f"{prefix}{k}.", v)
+            else:
+                set_value(cfg, prefix + k, v)
+    walk("", data)
+    return cfg
+
+
+def save_config(cfg, path: str | Path) -> None:
+    from common.checkpoint import atomic_write_text
+
+    atomic_write_text(Path(path), json.dumps(to_dict(cfg), indent=2) + "\n")

@@ -1,0 +1,108 @@
+"""Weights & Biases tracking that never crashes and never hangs a run.
+
+The mode is decided here, not by wandb: ``disabled`` when asked; otherwise ``$WANDB_MODE`` if set; otherwise
+``online`` only when an API key is configured (``$WANDB_API_KEY`` or a ``~/.netrc`` entry for the W&B host),
+else ``offline`` (files under ``<run dir>/wandb/offline-run-*``, ``wandb sync`` uploads them later).
+Online init gets a short timeout and falls back to offline; every later call swallows and reports its error
+once. wandb itself is imported lazily (it costs ~1 s) and the API key is never printed.
+"""
+from __future__ import annotations
+
+import netrc
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+ONLINE_INIT_TIMEOUT_S = 20.0
+
+
+def api_key_configured() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def decide_mode(requested: str = "auto") -> str:
+    """``online``/``offline``/``disabled`` from the requested mode, $WANDB_MODE and whether a key exists."""
+    if requested not in ("auto", "online", "offline", "disabled"):
+        raise ValueError(f"track.mode must be auto, online, offline or disabled, not {requested!r}")
+    if requested == "disabled":
+        return "disabled"
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if env in ("disabled", "offline", "dryrun"):
+        return "disabled" if env == "disabled" else "offline"
+    if requested == "offline":
+        return "offline"
+    return "online" if api_key_configured() else "offline"
+
+
+class Tracker:
+    """One W&B run. All methods are safe to call whatever happened to wandb."""
+
+    def __init__(self, project: str, config: dict, run_dir: str | Path, mode: str = "auto",
+                 name: str | None = None, group: str | None = None, job_type: str | None = None,
+                 tags: list[str] | None = None):
+        self.run = None
+        self.mode = decide_mode(mode)
+        self._warned = False
+        if self.mode == "disabled":
+            return
+        run_dir = Path(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            import wandb
+        except Exception as e:  # not installed / broken install: train anyway
+            self._warn(f"wandb unavailable ({e.__class__.__name__}); tracking disabled")
+            self.mode = "disabled"
+            return
+        kwargs = dict(project=project, config=config, dir=str(run_dir), name=name, group=group,
+                      job_type=job_type, tags=tags, reinit="finish_previous")
+        for mode in ([self.mode, "offline"] if self.mode == "online" else [self.mode]):
+            try:
+                settings = wandb.Settings(init_timeout=ONLINE_INIT_TIMEOUT_S, silent=True, console="off",
+                                          x_disable_stats=True, disable_git=True, save_code=False)
+                self.run = wandb.init(mode=mode, settings=settings, **kwargs)
+                self.mode = mode
+                break
+            except Exception as e:  # includes wandb's init timeout; never print the key
+                self._warn(f"wandb init ({mode}) failed: {e.__class__.__name__}: {str(e)[:200]}", force=True)
+        if self.run is None:
+            self.mode = "disabled"
+
+    def _warn(self, msg: str, force: bool = False) -> None:
+        if force or not self._warned:
+            print(f"[tracking] {msg}", file=sys.stderr)
+            self._warned = True
+
+    def _safe(self, fn, *args, **kwargs) -> Any:
+        if self.run is None:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            self._warn(f"wandb call failed, continuing without it: {e.__class__.__name__}: {str(e)[:200]}")
+            return None
+
+    def define_metric(self, name: str, summary: str | None = None, step_metric: str | None = None) -> None:
+        self._safe(lambda: self.run.define_metric(name, summary=summary, step_metric=step_metric))
+
+    def log(self, metrics: dict, step: int | None = None) -> None:
+        self._safe(lambda: self.run.log(metrics, step=step))
+
+    def log_image(self, key: str, path: str | Path, step: int | None = None) -> None:
+        def _log():
+            import wandb
+            self.run.log({key: wandb.Image(str(path))}, step=step)
+        self._safe(_log)
+
+    def summary(self, values: dict) -> None:
+        self._safe(lambda: self.run.summary.update(values))
+
+    def finish(self, exit_code: int = 0) -> None:
+        self._safe(lambda: self.run.finish(exit_code=exit_code))
+        self.run = None

@@ -1,0 +1,1 @@
+"""ex09: facial keypoint regression on 96x96 grayscale faces."""

@@ -1,0 +1,156 @@
+"""The ex09 run config: one dataclass per concern, every field documented, overridable as ``section.field``.
+
+Presets are named starting points (``--preset quick``); ``--set`` overrides go on top of them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from common.augment import AffineAugment
+from common.config import ConfigError
+
+
+@dataclass
+class DataConfig:
+    data_dir: str | None = None
+    """Data root holding ``facial_keypoints/``; None = $I2DL_DATA_DIR, else the default cache dir."""
+    drop_bad_rows: bool = False
+    """Drop (and count) invalid CSV rows instead of stopping with an error."""
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "cnn"
+    """``cnn`` (the configurable CNN below) or ``timm:<name>`` for any timm backbone (e.g. timm:resnet10t)."""
+    stem: str = "unshuffle"
+    """How the 96x96 input is reduced before the first conv: ``unshuffle`` (lossless space-to-depth: 96x96x1 ->
+    (96/f)x(96/f)x f^2), ``avgpool`` (area downsampling by ``stem_factor``) or ``none``."""
+    stem_factor: int = 4
+    """Downsampling factor of the stem (1, 2, 4)."""
+    widths: tuple[int, ...] = (64, 128, 256)
+    """Output channels of each conv block; the number of entries is the depth."""
+    convs_per_block: int = 1
+    """Conv-BN-ReLU layers per block (the first one changes the width)."""
+    kernel: int = 3
+    """Kernel size of every conv."""
+    downsample: str = "maxpool"
+    """Halve the resolution at the end of each block with ``maxpool`` or a stride-2 conv (``stride``)."""
+    dropout2d: float = 0.0
+    """Channel dropout (Dropout2d) after each block."""
+    head: str = "flatten"
+    """``flatten`` keeps where features are (good for coordinates) or ``gap`` (global average pooling)."""
+    head_hidden: int = 256
+    """Hidden units of the regression head (0 = a single linear layer)."""
+    head_dropout: float = 0.1
+    """Dropout before the head's last linear layer."""
+    input_size: int = 96
+    """timm backbones only: the model resizes its (N,1,96,96) input to this size inside ``forward``."""
+    pretrained: bool = False
+    """timm backbones only: load pretrained weights (needs them on disk or a network)."""
+    flip_tta: bool = True
+    """At eval, also predict on the mirrored face and average (x negated, left/right swapped)."""
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 60
+    """Passes over the training set; the cosine schedule spans them."""
+    batch_size: int = 32
+    """Images per optimizer step."""
+    lr: float = 2e-3
+    """Peak AdamW learning rate."""
+    weight_decay: float = 1e-4
+    """AdamW decoupled weight decay."""
+    warmup_epochs: float = 1.0
+    """Linear warmup length (epochs) before the cosine decay."""
+    min_lr_ratio: float = 0.01
+    """Final learning rate as a fraction of ``lr``."""
+    loss: str = "smooth_l1"
+    """Training loss on normalized coordinates: ``mse``, ``l1`` or ``smooth_l1`` (beta below)."""
+    smooth_l1_beta: float = 0.02
+    """Where smooth-L1 turns from quadratic to linear (normalized units; 0.02 = ~1 px)."""
+    ema_decay: float = 0.998
+    """Per-step EMA of the weights, evaluated and saved instead of the raw model (0 = off)."""
+    grad_clip: float = 5.0
+    """Clip the gradient norm to this (0 = off)."""
+    seed: int = 0
+    """Seeds data order, augmentation and initialisation."""
+    deterministic: bool = False
+    """Ask torch for deterministic kernels (matters on GPU; CPU is deterministic for a fixed thread count)."""
+    device: str = "auto"
+    """``auto`` (cuda > mps > cpu) or a torch device string."""
+    threads: int = 0
+    """CPU intra-op threads (0 = all available cores)."""
+    channels_last: bool = True
+    """NHWC memory layout: measured 1.5x faster CNN training on the CI CPU."""
+    amp: bool = True
+    """bf16 autocast, on CUDA only (it is 8-20x slower on CPUs without bf16)."""
+    eval_every: int = 1
+    """Evaluate on val every N epochs (and always at the last)."""
+    time_limit_s: float = 0.0
+    """Stop after this many seconds of training (0 = no limit); the schedule still assumes ``epochs``."""
+
+
+@dataclass
+class TrackConfig:
+    mode: str = "auto"
+    """W&B: ``auto`` (online if an API key is configured, else offline), ``online``, ``offline``, ``disabled``."""
+    project: str = "i2dl-lab"
+    """W&B project."""
+    group: str | None = None
+    """W&B group (a study sets it to the study name)."""
+    name: str | None = None
+    """W&B run name (default: the run dir's name)."""
+
+
+@dataclass
+class KeypointsConfig:
+    """Everything one ex09 training run needs."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AffineAugment = field(default_factory=AffineAugment)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
+
+    def validate(self) -> None:
+        m, t = self.model, self.train
+        choices = {"model.stem": (m.stem, ("unshuffle", "avgpool", "none")),
+                   "model.downsample": (m.downsample, ("maxpool", "stride")),
+                   "model.head": (m.head, ("flatten", "gap")),
+                   "train.loss": (t.loss, ("mse", "l1", "smooth_l1"))}
+        for key, (value, valid) in choices.items():
+            if value not in valid:
+                raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(valid)}")
+        if not (m.arch == "cnn" or m.arch.startswith("timm:")):
+            raise ConfigError(f"model.arch={m.arch!r}: use 'cnn' or 'timm:<model name>'")
+        if 96 % max(1, m.stem_factor) or m.stem_factor < 1:
+            raise ConfigError(f"model.stem_factor={m.stem_factor} must divide 96")
+        if not m.widths:
+            raise ConfigError("model.widths needs at least one block width")
+        for key, value in (("train.epochs", t.epochs), ("train.batch_size", t.batch_size)):
+            if value < 1:
+                raise ConfigError(f"{key}={value} must be >= 1")
+        if t.lr <= 0:
+            raise ConfigError(f"train.lr={t.lr} must be > 0")
+        if not 0.0 <= t.ema_decay < 1.0:
+            raise ConfigError(f"train.ema_decay={t.ema_decay} must be in [0, 1)")
+
+
+def _quick(cfg: KeypointsConfig) -> None:
+    """~1 minute on 2 CPU cores: a smaller net at a quarter of the resolution, few epochs."""
+    cfg.model.widths = (48, 96, 192)
+    cfg.train.epochs = 12
+    cfg.train.ema_decay = 0.99
+
+
+PRESETS = {"default": lambda cfg: None, "quick": _quick}
+
+
+def make_config(preset: str = "default") -> KeypointsConfig:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    cfg = KeypointsConfig()
+    PRESETS[preset](cfg)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,236 @@
+"""Facial keypoints data in the course's CSV format, decoded once and held as tensors.
+
+``<data dir>/facial_keypoints/{training,val}.csv``: 30 keypoint columns in pixels (15 points, ``_x``/``_y``,
+order below) and ``Image`` (9216 space-separated integers 0..255, a 96x96 face, row-major). The course's own
+archive also has a leading index column; both layouts are accepted (columns are found by name).
+
+Every row is validated; a bad row raises :class:`KeypointsDataError` naming file, row and column, unless
+``drop_bad_rows`` is set (then they are dropped and counted). Decoded tensors are cached under the cache dir
+(never the data dir) keyed by the CSV's path, size and mtime, so parsing the 50 MB file happens once.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from common.paths import cache_dir, resolve_data_dir
+
+KEYPOINT_NAMES = (
+    "left_eye_center", "right_eye_center", "left_eye_inner_corner", "left_eye_outer_corner",
+    "right_eye_inner_corner", "right_eye_outer_corner", "left_eyebrow_inner_end", "left_eyebrow_outer_end",
+    "right_eyebrow_inner_end", "right_eyebrow_outer_end", "nose_tip", "mouth_left_corner",
+    "mouth_right_corner", "mouth_center_top_lip", "mouth_center_bottom_lip",
+)
+KEYPOINT_COLUMNS = tuple(f"{name}_{axis}" for name in KEYPOINT_NAMES for axis in ("x", "y"))
+IMAGE_SIZE = 96
+N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
+SPLIT_FILES = {"train": "training.csv", "val": "val.csv"}
+# The course's download (exercise_09): an archive holding training.csv and val.csv.
+COURSE_URL = "https://vision.in.tum.de/webshare/g/i2dl/facial_keypoints.zip"
+CACHE_VERSION = 1
+
+
+def _mirror_permutation() -> tuple[int, ...]:
+    """Index of each keypoint's mirror image: left_* <-> right_*, mouth_left <-> mouth_right."""
+    def mirror(name):
+        for a, b in (("left", "right"), ("right", "left")):
+            if f"{a}_" in name:
+                return name.replace(f"{a}_", f"{b}_")
+        return name
+    return tuple(KEYPOINT_NAMES.index(mirror(n)) for n in KEYPOINT_NAMES)
+
+
+FLIP_PERMUTATION = _mirror_permutation()
+
+
+class KeypointsDataError(ValueError):
+    """Bad or missing keypoint data; the message says which file/row/column and what to do."""
+
+
+def pixels_to_normalized(px):
+    return (px - IMAGE_SIZE / 2) / (IMAGE_SIZE / 2)
+
+
+def normalized_to_pixels(k):
+    return k * (IMAGE_SIZE / 2) + IMAGE_SIZE / 2
+
+
+@dataclass
+class KeypointsSplit:
+    """One split as tensors: ``images`` uint8 (N,1,96,96), ``keypoints`` float32 (N,15,2) in [-1, 1]."""
+
+    images: "object"
+    keypoints: "object"
+    source: Path
+    dropped: int = 0
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def float_images(self):
+        return self.images.float().div_(255.0)
+
+
+def parse_csv(path: Path, drop_bad_rows: bool = False):
+    """Parse and validate one CSV. Returns ``(images uint8 (N,96,96) numpy, keypoints float32 (N,30) px,
+    dropped)``."""
+    import numpy as np
+
+    path = Path(path)
+    with open(path, "r", encoding="utf-8", newline="") as f:
+        header = f.readline().rstrip("\r\n").split(",")
+        try:
+            kp_idx = [header.index(c) for c in KEYPOINT_COLUMNS]
+            img_idx = header.index("Image")
+        except ValueError:
+            missing = [c for c in (*KEYPOINT_COLUMNS, "Image") if c not in header]
+            raise KeypointsDataError(
+                f"{path}: header lacks column(s) {missing}; expected the course's 30 keypoint columns and "
+                f"'Image'") from None
+        images, keypoints, dropped = [], [], 0
+        for row, line in enumerate(f, start=1):
+            line = line.rstrip("\r\n")
+            if not line:
+                continue
+            try:
+                image, kps = _parse_row(line, len(header), kp_idx, img_idx)
+            except KeypointsDataError as e:
+                msg = f"{path.name} row {row} (line {row + 1}), {e}"
+                if not drop_bad_rows:
+                    raise KeypointsDataError(
+                        f"{path}: row {row} (line {row + 1}), {e}. Fix the row, or pass --drop-bad-rows to "
+                        f"skip bad rows") from None
+                warnings.warn(f"dropping {msg}", stacklevel=2)
+                dropped += 1
+                continue
+            images.append(image)
+            keypoints.append(kps)
+    if not images:
+        raise KeypointsDataError(f"{path}: no valid rows")
+    if dropped:
+        print(f"[data] {path.name}: dropped {dropped} bad row(s), kept {len(images)}", file=sys.stderr)
+    return (np.stack(images).reshape(-1, IMAGE_SIZE, IMAGE_SIZE), np.stack(keypoints).astype(np.float32),
+            dropped)
+
+
+def _parse_row(line: str, n_cols: int, kp_idx: list[int], img_idx: int):
+    import numpy as np
+
+    cells = line.split(",")
+    if len(cells) != n_cols:
+        raise KeypointsDataError(f"expected {n_cols} comma-separated cells, found {len(cells)}")
+    kps = np.empty(len(kp_idx), dtype=np.float64)
+    for j, ci in enumerate(kp_idx):
+        cell = cells[ci].strip()
+        if cell == "":
+            raise KeypointsDataError(f"column '{KEYPOINT_COLUMNS[j]}': missing keypoint")
+        try:
+            value = float(cell)
+        except ValueError:
+            raise KeypointsDataError(f"column '{KEYPOINT_COLUMNS[j]}': not a number: {cell[:20]!r}") from None
+        if not np.isfinite(value):
+            raise KeypointsDataError(f"column '{KEYPOINT_COLUMNS[j]}': missing keypoint ({cell})")
+        if not 0.0 <= value <= IMAGE_SIZE:
+            raise KeypointsDataError(
+                f"column '{KEYPOINT_COLUMNS[j]}': keypoint {value} px lies outside the 96x96 image")
+        kps[j] = value
+    try:  # a bad token makes fromstring stop (older numpy: with a warning) or raise (numpy >= 2.3)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pixels = np.fromstring(cells[img_idx], dtype=np.int64, sep=" ")
+    except ValueError:
+        pixels = np.empty(0, dtype=np.int64)
+    if pixels.size != N_PIXELS:  # slow path only to say exactly what is wrong
+        tokens = cells[img_idx].split()
+        bad = next((t for t in tokens if not t.lstrip("-").isdigit()), None)
+        if bad is not None:
+            raise KeypointsDataError(f"column 'Image': pixel {bad[:20]!r} is not an integer")
+        raise KeypointsDataError(f"column 'Image': expected {N_PIXELS} pixel values, found {len(tokens)}")
+    if pixels.min() < 0 or pixels.max() > 255:
+        pos = int(np.argmax((pixels < 0) | (pixels > 255)))
+        raise KeypointsDataError(f"column 'Image': pixel {pos} has value {pixels[pos]}, outside 0..255")
+    return pixels.astype(np.uint8), kps
+
+
+def _cache_file(csv_path: Path, drop_bad_rows: bool) -> Path:
+    st = csv_path.stat()
+    key = f"{csv_path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{drop_bad_rows}|v{CACHE_VERSION}"
+    return cache_dir() / "facial_keypoints" / f"{csv_path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
+
+
+def load_split(csv_path: Path, drop_bad_rows: bool = False, use_cache: bool = True) -> KeypointsSplit:
+    """Decoded tensors of one CSV, from the cache when the CSV is unchanged."""
+    import torch
+
+    from common.checkpoint import atomic_torch_save
+
+    csv_path = Path(csv_path)
+    cache = _cache_file(csv_path, drop_bad_rows)
+    if use_cache and cache.is_file():
+        try:
+            blob = torch.load(cache, weights_only=True)
+            return KeypointsSplit(blob["images"], blob["keypoints"], csv_path, int(blob["dropped"]))
+        except Exception:  # a corrupt cache is just rebuilt
+            pass
+    images, kps_px, dropped = parse_csv(csv_path, drop_bad_rows)
+    images = torch.from_numpy(images).unsqueeze(1).contiguous()
+    keypoints = pixels_to_normalized(torch.from_numpy(kps_px)).view(-1, len(KEYPOINT_NAMES), 2).contiguous()
+    if use_cache:
+        try:
+            atomic_torch_save({"images": images, "keypoints": keypoints, "dropped": dropped}, cache)
+        except OSError as e:  # read-only cache: still usable, just slower next time
+            print(f"[data] could not write cache {cache}: {e}", file=sys.stderr)
+    return KeypointsSplit(images, keypoints, csv_path, dropped)
+
+
+def keypoints_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    return resolve_data_dir(data_dir) / "facial_keypoints"
+
+
+def ensure_files(data_dir: str | os.PathLike | None = None, url: str | None = None) -> Path:
+    """The folder holding training.csv and val.csv; downloads and unpacks the course archive if missing."""
+    from common.download import DownloadError, download, extract_members
+
+    folder = keypoints_dir(data_dir)
+    wanted = list(SPLIT_FILES.values())
+    if all((folder / name).is_file() for name in wanted):
+        return folder
+    url = url or os.environ.get("I2DL_KEYPOINTS_URL", COURSE_URL)
+    archive = cache_dir() / "downloads" / "facial_keypoints.zip"
+    try:
+        print(f"[data] {folder} lacks {wanted}; downloading {url}", file=sys.stderr)
+        download(url, archive)
+        extract_members(archive, folder, wanted)
+    except (DownloadError, OSError) as e:
+        raise KeypointsDataError(
+            f"facial keypoint data not found: put training.csv and val.csv (the course's format) into {folder} "
+            f"(or point --data-dir / $I2DL_DATA_DIR at a folder holding facial_keypoints/). "
+            f"Automatic download failed: {e}") from e
+    return folder
+
+
+def load_keypoints(data_dir=None, drop_bad_rows: bool = False, splits=("train", "val"), url=None,
+                   csv_files: dict | None = None) -> dict[str, KeypointsSplit]:
+    """``{"train": KeypointsSplit, "val": KeypointsSplit}`` from the data dir (or explicit CSV paths)."""
+    if csv_files is None:
+        folder = ensure_files(data_dir, url)
+        csv_files = {s: folder / SPLIT_FILES[s] for s in splits}
+    return {s: load_split(Path(p), drop_bad_rows) for s, p in csv_files.items()}
+
+
+class CourseDataset:
+    """A map-style dataset yielding ``{"image": (1,96,96) float in [0,1], "keypoints": (15,2)}`` exactly like
+    the course's ``FacialKeypointsDataset`` with ``transforms.ToTensor()``; used by the course-exact score."""
+
+    def __init__(self, split: KeypointsSplit):
+        self.split = split
+
+    def __len__(self):
+        return len(self.split)
+
+    def __getitem__(self, i):
+        return {"image": self.split.images[i].float() / 255.0, "keypoints": self.split.keypoints[i]}

@@ -1,0 +1,221 @@
+"""Train a keypoint regressor: the whole loop, top to bottom.
+
+Data lives on the device as uint8 tensors; each step indexes a batch, augments it in one batched affine warp
+(points follow), and takes an AdamW step on a per-step cosine schedule. An EMA of the weights is evaluated
+every epoch with the batched score; the best EMA weights are checkpointed. At the end the best model is scored
+with the course's exact batch-size-1 function, plotted, and summarised.
+"""
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from common import checkpoint
+from common.augment import augment_batch
+from common.config import from_dict, to_dict
+from common.device import autocast, pick_device, set_threads
+from common.ema import make_ema
+from common.optim import param_groups
+from common.rundir import RunDir
+from common.schedules import cosine_scheduler
+from common.seed import seed_everything
+from common.timing import since_process_start
+from common.tracking import Tracker
+from ex09_keypoints.config import KeypointsConfig, ModelConfig
+from ex09_keypoints.data import FLIP_PERMUTATION, load_keypoints
+from ex09_keypoints.evaluate import evaluate_course_exact, evaluate_split
+from ex09_keypoints.models import KeypointModel, build_model
+
+CHECKPOINT_FORMAT = "i2dl-ex09-v1"
+PASS_SCORE = 100.0
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training diverged (NaN/inf loss); a study prunes such a trial."""
+
+
+def regression_loss(pred, target, cfg) -> torch.Tensor:
+    if cfg.loss == "mse":
+        return F.mse_loss(pred, target)
+    if cfg.loss == "l1":
+        return F.l1_loss(pred, target)
+    return F.smooth_l1_loss(pred, target, beta=cfg.smooth_l1_beta)
+
+
+def save_best(model: KeypointModel, cfg: KeypointsConfig, path: Path, **meta) -> int:
+    """The submitted artefact: weights + the model config to rebuild it (loadable with weights_only=True)."""
+    obj = {"format": CHECKPOINT_FORMAT, "model_config": to_dict(cfg.model), "config": to_dict(cfg),
+           "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}
+    return checkpoint.save_model_checked(obj, model, path)
+
+
+def load_model(path: str | Path, device="cpu") -> KeypointModel:
+    """Rebuild a saved keypoint model (weights_only load; no pickled code)."""
+    blob = checkpoint.load(path)
+    if blob.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an ex09 keypoint checkpoint (format {blob.get('format')!r})")
+    model = build_model(from_dict(ModelConfig, blob["model_config"]))
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device).eval()
+
+
+def train_one_epoch(model, optimizer, scheduler, ema, images, points, cfg: KeypointsConfig, generator,
+                    steps: int) -> float:
+    """``steps`` optimizer steps over a fresh permutation of (uint8 images, points); returns the mean loss.
+
+    Everything stays on the device: index a batch, augment it in one batched warp, step, update the EMA.
+    """
+    model.train()
+    device = images.device
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    bs = cfg.train.batch_size
+    order = torch.randperm(images.shape[0], generator=generator, device=device)
+    loss_sum = torch.zeros((), device=device)
+    for step in range(steps):
+        idx = order[step * bs:(step + 1) * bs]
+        x = images[idx].float().div_(255.0)
+        x, y = augment_batch(x, points[idx], cfg.augment, FLIP_PERMUTATION, generator=generator)
+        x = x.contiguous(memory_format=memory_format)
+        with autocast(device, cfg.train.amp):
+            pred = model(x).view(-1, 15, 2)
+        loss = regression_loss(pred.float(), y, cfg.train)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+        optimizer.step()
+        scheduler.step()
+        if ema is not None:
+            ema.update_parameters(model)
+        loss_sum += loss.detach()
+    return (loss_sum / steps).item()  # one device sync per epoch, not per step
+
+
+def train(cfg: KeypointsConfig, out_dir: str | Path, resume: str | Path | None = None,
+          on_epoch: Callable[[int, dict], None] | None = None, progress: bool = True) -> dict:
+    """Train with ``cfg``, writing everything into ``out_dir``; returns the summary dict.
+
+    ``on_epoch(epoch, metrics)`` is called after each evaluation (a study reports to its pruner there and may
+    raise to stop the run).
+    """
+    cfg.validate()
+    t_train = time.perf_counter()
+    seed_everything(cfg.train.seed, cfg.train.deterministic)
+    threads = set_threads(cfg.train.threads)
+    device = pick_device(cfg.train.device)
+    run = RunDir(out_dir, cfg)
+
+    data = load_keypoints(cfg.data.data_dir, cfg.data.drop_bad_rows)
+    train_images, train_points = data["train"].images.to(device), data["train"].keypoints.to(device)
+    val = data["val"]
+    n_train = train_images.shape[0]
+
+    model = build_model(cfg.model).to(device)
+    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model = model.to(memory_format=memory_format)
+    n_params = checkpoint.check_param_limit(model)
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.train.lr, cfg.train.weight_decay), lr=cfg.train.lr)
+    steps_per_epoch = max(1, n_train // cfg.train.batch_size)  # drop the ragged last batch (BN statistics)
+    total_steps = steps_per_epoch * cfg.train.epochs
+    scheduler = cosine_scheduler(optimizer, total_steps, round(cfg.train.warmup_epochs * steps_per_epoch),
+                                 cfg.train.min_lr_ratio)
+    ema = make_ema(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+    generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
+
+    start_epoch, best = 0, {"val_score": -math.inf, "epoch": -1}
+    if resume:
+        state = checkpoint.load(resume)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None and state.get("ema") is not None:
+            ema.load_state_dict(state["ema"])
+        generator.set_state(state["generator"])
+        start_epoch, best = state["epoch"] + 1, state["best"]
+        print(f"[ex09] resumed from {resume} at epoch {start_epoch}", file=sys.stderr)
+
+    tracker = Tracker(cfg.track.project, to_dict(cfg), run.path, cfg.track.mode,
+                      name=cfg.track.name or run.path.name, group=cfg.track.group, job_type="ex09-train")
+    tracker.define_metric("val/score", summary="max")
+    tracker.define_metric("train/loss", summary="min")
+
+    eval_model = ema.module if ema is not None else model
+    time_to_pass = None
+    epochs_run = start_epoch
+    bar = _progress(range(start_epoch, cfg.train.epochs), progress)
+    for epoch in bar:
+        train_loss = train_one_epoch(model, optimizer, scheduler, ema, train_images, train_points, cfg,
+                                     generator, steps_per_epoch)
+        if not math.isfinite(train_loss):
+            tracker.finish(exit_code=1)
+            run.close()
+            raise NonFiniteLossError(f"epoch {epoch}: training loss is {train_loss}; lower train.lr")
+        epochs_run = epoch + 1
+
+        last = epoch == cfg.train.epochs - 1
+        out_of_time = cfg.train.time_limit_s > 0 and time.perf_counter() - t_train > cfg.train.time_limit_s
+        if not ((epoch + 1) % cfg.train.eval_every == 0 or last or out_of_time):
+            continue
+        val_metrics = evaluate_split(eval_model, val, device, cfg.train.channels_last)
+        row = {"epoch": epoch, "train_loss": train_loss, "val_score": val_metrics["score"],
+               "val_rmse_px": val_metrics["rmse_px"], "lr": optimizer.param_groups[0]["lr"],
+               "elapsed_s": since_process_start()}
+        run.log_metrics(row)
+        tracker.log({"epoch": epoch, "train/loss": train_loss, "val/score": row["val_score"],
+                     "val/rmse_px": row["val_rmse_px"], "lr": row["lr"]}, step=epoch)
+        if time_to_pass is None and row["val_score"] >= PASS_SCORE:
+            time_to_pass = row["elapsed_s"]
+        if row["val_score"] > best["val_score"]:
+            best = {"val_score": row["val_score"], "epoch": epoch}
+            save_best(eval_model, cfg, run / "best.pt", epoch=epoch, val_score=row["val_score"])
+        checkpoint.atomic_torch_save(
+            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "ema": ema.state_dict() if ema is not None else None, "generator": generator.get_state(),
+             "epoch": epoch, "best": best}, run / "last.pt")
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{row['val_score']:.0f}", best=f"{best['val_score']:.0f}")
+        if on_epoch is not None:
+            on_epoch(epoch, row)
+        if out_of_time:
+            print(f"[ex09] time limit {cfg.train.time_limit_s:.0f}s reached after epoch {epoch}", file=sys.stderr)
+            break
+
+    # Final figures come from the best checkpoint, scored exactly as the course does.
+    best_model = load_model(run / "best.pt")
+    final = evaluate_split(best_model, val)
+    course = evaluate_course_exact(best_model, val)
+    wall_s = time.perf_counter() - t_train
+    summary = {
+        "val_score": course, "val_score_batched": final["score"], "val_rmse_px": final["rmse_px"],
+        "val_rmse_px_per_keypoint": final["rmse_px_per_keypoint"], "best_epoch": best["epoch"],
+        "epochs": epochs_run, "params": n_params, "model_bytes": (run / "best.pt").stat().st_size,
+        "wall_s": wall_s, "since_process_start_s": since_process_start(), "time_to_pass_s": time_to_pass,
+        "threads": threads, "device": str(device), "checkpoint": str(run / "best.pt"),
+    }
+    try:
+        from ex09_keypoints import plots
+        summary["figures"] = [str(p) for p in (plots.keypoints_grid(best_model, val, run / "val_keypoints.png"),
+                                               plots.learning_curves(run / "metrics.jsonl", run / "curves.png"))]
+        for p in summary["figures"]:
+            tracker.log_image(Path(p).stem, p)
+    except Exception as e:  # a plotting problem must not lose a finished training
+        print(f"[ex09] plotting failed: {e}", file=sys.stderr)
+    run.write_summary(summary)
+    tracker.summary({"val_score": course, "val_rmse_px": final["rmse_px"], "params": n_params})
+    tracker.finish()
+    run.close()
+    return summary
+
+
+def _progress(iterable, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc="ex09 epochs", unit="ep", file=sys.stderr, dynamic_ncols=True)

@@ -1,0 +1,101 @@
+"""Augmentation keeps keypoints on the features they mark."""
+import math
+
+import torch
+
+from common.augment import AffineAugment, augment_batch, random_affine, warp_images, warp_points
+from ex09_keypoints.data import FLIP_PERMUTATION, KEYPOINT_NAMES, pixels_to_normalized
+
+
+def dot_images(points_px, size=96):
+    """One image per point set with a single bright pixel at each point."""
+    n = points_px.shape[0]
+    img = torch.zeros(n, 1, size, size)
+    for i in range(n):
+        for x, y in points_px[i]:
+            img[i, 0, int(y), int(x)] = 1.0  # pixel j spans [j, j+1)
+    return img
+
+
+def blob_centroids(images, points_norm, radius=6):
+    """Intensity-weighted centroid (normalized coords) of the image near each expected point."""
+    n, _, h, w = images.shape
+    ys, xs = torch.meshgrid(torch.arange(h) + 0.5, torch.arange(w) + 0.5, indexing="ij")
+    out = torch.empty_like(points_norm)
+    for i in range(n):
+        for k in range(points_norm.shape[1]):
+            px = (points_norm[i, k] + 1) * w / 2
+            mask = ((xs - px[0]) ** 2 + (ys - px[1]) ** 2) < radius ** 2
+            wgt = images[i, 0] * mask
+            c = torch.stack([(wgt * xs).sum(), (wgt * ys).sum()]) / wgt.sum()
+            out[i, k] = c / (w / 2) - 1
+    return out
+
+
+def test_dot_lands_at_transformed_keypoint():
+    g = torch.Generator().manual_seed(0)
+    pts_px = torch.tensor([[[30.5, 40.5], [60.5, 35.5], [48.5, 70.5]]]).repeat(8, 1, 1)
+    images = dot_images(pts_px)
+    pts = pixels_to_normalized(pts_px)
+    aug = AffineAugment(flip=False, rotate_deg=25, scale=0.2, shift=0.1, brightness=0, contrast=0)
+    A, t, _ = random_affine(8, aug, generator=g)
+    assert A.det().abs().min() > 0.5  # rotations/scales were drawn, not identity
+    warped = warp_images(images, A, t)
+    moved = warp_points(pts, A, t)
+    found = blob_centroids(warped, moved)
+    err_px = (found - moved).abs().max() * 48
+    assert err_px < 0.6, err_px
+    assert (moved - pts).abs().max() * 48 > 2  # and the points really moved
+
+
+def test_flip_mirrors_image_and_swaps_left_right_names():
+    # the person's left eye is on the image's right (x > 0)
+    pts = torch.zeros(1, 15, 2)
+    pts[0, KEYPOINT_NAMES.index("left_eye_center")] = torch.tensor([0.5, -0.3])
+    pts[0, KEYPOINT_NAMES.index("right_eye_center")] = torch.tensor([-0.4, -0.25])
+    A = torch.tensor([[[-1.0, 0.0], [0.0, 1.0]]])
+    t = torch.zeros(1, 2)
+    moved = warp_points(pts, A, t, flipped=torch.tensor([True]), flip_permutation=FLIP_PERMUTATION)
+    left, right = KEYPOINT_NAMES.index("left_eye_center"), KEYPOINT_NAMES.index("right_eye_center")
+    # the mirrored face's left eye is where the old right eye lands, and is again on the image's right
+    assert torch.allclose(moved[0, left], torch.tensor([0.4, -0.25]))
+    assert torch.allclose(moved[0, right], torch.tensor([-0.5, -0.3]))
+    # a dot drawn on the old left eye is found at the new *right* eye
+    images = dot_images(((pts + 1) * 48)[:, [left]])
+    found = blob_centroids(warp_images(images, A, t), moved[:, [right]])
+    assert (found - moved[:, [right]]).abs().max() * 48 < 0.6
+
+
+def test_flip_permutation_is_an_involution_pairing_left_and_right():
+    perm = FLIP_PERMUTATION
+    assert sorted(perm) == list(range(15))
+    assert all(perm[perm[i]] == i for i in range(15))
+    for i, name in enumerate(KEYPOINT_NAMES):
+        other = KEYPOINT_NAMES[perm[i]]
+        assert other == name.replace("left", "#").replace("right", "left").replace("#", "right")
+
+
+def test_augment_batch_keeps_dots_on_points_with_flips_and_photometric():
+    g = torch.Generator().manual_seed(3)
+    pts_px = torch.rand(16, 15, 2, generator=g) * 50 + 23
+    images = dot_images(pts_px) * 0.8 + 0.1
+    aug = AffineAugment(flip=True, rotate_deg=15, scale=0.1, shift=0.05, brightness=0.1, contrast=0.2)
+    out_img, out_pts = augment_batch(images, pixels_to_normalized(pts_px), aug, FLIP_PERMUTATION, generator=g)
+    assert out_img.min() >= 0 and out_img.max() <= 1
+    bg = out_img.median()
+    found = blob_centroids((out_img - bg).clamp(min=0), out_pts, radius=1.6)
+    assert ((found - out_pts).abs() * 48).max() < 1.0
+
+
+def test_photometric_changes_intensity_but_not_geometry():
+    g = torch.Generator().manual_seed(1)
+    aug = AffineAugment(flip=False, rotate_deg=0, scale=0, shift=0, brightness=0.2, contrast=0.3)
+    images = torch.rand(4, 1, 96, 96, generator=g) * 0.5 + 0.25
+    pts = torch.rand(4, 15, 2, generator=g) - 0.5
+    out_img, out_pts = augment_batch(images, pts, aug, FLIP_PERMUTATION, generator=g)
+    assert torch.allclose(out_pts, pts, atol=1e-6)
+    assert not torch.allclose(out_img, images, atol=1e-3)
+    # contrast scales around the mean and brightness shifts: still perfectly correlated with the input
+    for i in range(4):
+        c = torch.corrcoef(torch.stack([out_img[i].flatten(), images[i].flatten()]))[0, 1]
+        assert c > 0.999 or math.isnan(c.item()) is False and c > 0.99

@@ -1,0 +1,98 @@
+"""common/ utilities checked against their definitions."""
+import math
+
+import pytest
+import torch
+
+from common.checkpoint import ModelTooLargeError, atomic_torch_save, check_param_limit, load, save_model_checked
+from common.ema import make_ema
+from common.optim import discriminative_groups, param_groups
+from common.schedules import consistency_ramp, cosine_scheduler, cosine_with_warmup
+from common.seed import seed_everything
+
+
+def test_cosine_endpoints_and_warmup():
+    assert cosine_with_warmup(0, 100, warmup_steps=10) == pytest.approx(0.1)
+    assert cosine_with_warmup(9, 100, warmup_steps=10) == pytest.approx(1.0)
+    assert cosine_with_warmup(10, 100, warmup_steps=10) == pytest.approx(1.0)
+    assert cosine_with_warmup(55, 100, warmup_steps=10) == pytest.approx(0.5)
+    assert cosine_with_warmup(100, 100, warmup_steps=10, min_ratio=0.01) == pytest.approx(0.01)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    sched = cosine_scheduler(opt, total_steps=4)
+    lrs = []
+    for _ in range(4):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(2.0) and lrs == sorted(lrs, reverse=True)
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_consistency_ramp_values():
+    assert consistency_ramp(0, 10, 10.0) == pytest.approx(10 * math.exp(-5))
+    assert consistency_ramp(5, 10, 10.0) == pytest.approx(10 * math.exp(-5 * 0.25))
+    assert consistency_ramp(10, 10, 10.0) == pytest.approx(10.0)
+    assert consistency_ramp(50, 10, 10.0) == pytest.approx(10.0)
+
+
+def test_ema_matches_closed_form_after_k_steps():
+    model = torch.nn.Linear(3, 1)
+    decay = 0.9
+    ema = make_ema(model, decay)
+    values = []
+    for k in range(5):
+        with torch.no_grad():
+            model.weight.fill_(float(k + 1))
+        values.append(float(k + 1))
+        ema.update_parameters(model)
+    # first update copies, then ema = d * ema + (1 - d) * w
+    expect = values[0]
+    for v in values[1:]:
+        expect = decay * expect + (1 - decay) * v
+    assert torch.allclose(ema.module.weight, torch.full_like(model.weight, expect))
+
+
+def test_ema_averages_batchnorm_buffers():
+    model = torch.nn.BatchNorm1d(2)
+    ema = make_ema(model, 0.5)
+    ema.update_parameters(model)
+    model.running_mean.fill_(4.0)
+    ema.update_parameters(model)
+    assert torch.allclose(ema.module.running_mean, torch.full((2,), 2.0))
+
+
+def test_param_groups_skip_decay_on_biases_and_carry_lrs():
+    enc, head = torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)
+    groups = discriminative_groups([(enc, 1e-4), (head, 1e-3)], weight_decay=0.01)
+    assert [g["lr"] for g in groups] == [1e-4, 1e-4, 1e-3, 1e-3]
+    assert [g["weight_decay"] for g in groups] == [0.01, 0.0, 0.01, 0.0]
+    assert groups[0]["params"][0] is enc.weight and groups[1]["params"][0] is enc.bias
+    with pytest.raises(ValueError):
+        discriminative_groups([(enc, 1e-4), (enc, 1e-3)], 0.0)
+    assert sum(len(g["params"]) for g in param_groups(enc, 1.0, 0.1)) == 2
+
+
+def test_seed_everything_repeats():
+    seed_everything(5)
+    a = torch.rand(3)
+    seed_everything(5)
+    assert torch.equal(a, torch.rand(3))
+
+
+def test_atomic_save_and_weights_only_load(tmp_path):
+    path = tmp_path / "x.pt"
+    atomic_torch_save({"w": torch.arange(3), "meta": {"a": 1}}, path)
+    blob = load(path)
+    assert torch.equal(blob["w"], torch.arange(3)) and blob["meta"] == {"a": 1}
+    assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
+
+
+def test_size_limits(tmp_path):
+    big = torch.nn.Linear(2500, 2001)  # 5,004,501 parameters
+    with pytest.raises(ModelTooLargeError, match="5,000,000"):
+        check_param_limit(big)
+    small = torch.nn.Linear(10, 10)
+    with pytest.raises(ModelTooLargeError, match="20 MB"):
+        save_model_checked({"pad": torch.zeros(6 * 2**20)}, small, tmp_path / "m.pt")  # 24 MB
+    assert not (tmp_path / "m.pt").exists()
+    assert save_model_checked({"w": small.state_dict()}, small, tmp_path / "ok.pt") < 2**20

@@ -1,0 +1,77 @@
+"""Models take the course's input and the score is the course's, exactly."""
+import pytest
+import torch
+
+from common.config import apply_overrides
+from ex09_keypoints.config import ModelConfig, make_config
+from ex09_keypoints.data import CourseDataset, KeypointsSplit, load_keypoints
+from ex09_keypoints.evaluate import course_score, evaluate_split, score_from_predictions
+from ex09_keypoints.models import build_model
+
+
+def small_model(**kw):
+    cfg = make_config("quick").model
+    cfg.widths, cfg.head_hidden = (8, 16), 16
+    for k, v in kw.items():
+        setattr(cfg, k, v)
+    return build_model(cfg)
+
+
+@pytest.mark.parametrize("stem, factor, downsample, head", [
+    ("unshuffle", 4, "maxpool", "flatten"), ("avgpool", 2, "stride", "gap"), ("none", 1, "maxpool", "gap")])
+def test_course_input_and_output_shape(stem, factor, downsample, head):
+    model = small_model(stem=stem, stem_factor=factor, downsample=downsample, head=head).eval()
+    out = model(torch.rand(3, 1, 96, 96))
+    assert out.shape == (3, 30) and out.view(-1, 15, 2).shape == (3, 15, 2)
+
+
+def test_flip_tta_makes_the_model_mirror_equivariant():
+    model = small_model(flip_tta=True).eval()
+    torch.manual_seed(0)
+    x = torch.rand(2, 1, 96, 96)
+    with torch.no_grad():
+        direct = model(x).view(-1, 15, 2)
+        mirrored = model(x.flip(-1)).view(-1, 15, 2)
+    perm = list(model.flip_perm)
+    assert torch.allclose(mirrored[:, perm] * torch.tensor([-1.0, 1.0]), direct, atol=1e-5)
+
+
+def test_timm_backbone_builds_and_resizes_inside():
+    cfg = ModelConfig(arch="timm:resnet10t", input_size=64, flip_tta=False)
+    model = build_model(cfg).eval()
+    assert model(torch.rand(2, 1, 96, 96)).shape == (2, 30)
+
+
+def test_batched_score_equals_course_function(synthetic_data_dir):
+    val = load_keypoints(synthetic_data_dir)["val"]
+    torch.manual_seed(0)
+    model = small_model()
+    model.train()
+    model(torch.rand(8, 1, 96, 96))  # move BN statistics away from their init
+    exact = course_score(model, CourseDataset(val))
+    batched = evaluate_split(model, val)
+    assert batched["score"] == pytest.approx(exact, rel=1e-6)
+    # and both equal the definition: 1 / (2 * mean over images of the per-image MSE)
+    with torch.no_grad():
+        pred = model.eval()(val.float_images()).view(-1, 15, 2)
+    per_image = ((pred - val.keypoints) ** 2).mean(dim=(1, 2))
+    assert exact == pytest.approx(1.0 / (2.0 * per_image.mean().item()), rel=1e-5)
+
+
+def test_score_and_rmse_from_known_errors():
+    target = torch.zeros(4, 15, 2)
+    pred = torch.full((4, 15, 2), 0.1)  # every coordinate off by 0.1 = 4.8 px
+    r = score_from_predictions(pred, target)
+    assert r["score"] == pytest.approx(1 / (2 * 0.01))
+    assert r["rmse_px"] == pytest.approx(4.8)
+    assert r["rmse_px_per_keypoint"]["nose_tip"] == pytest.approx(4.8)
+    assert r["n_images"] == 4
+
+
+def test_invalid_model_choices_are_rejected():
+    from common.config import ConfigError
+
+    with pytest.raises(ConfigError, match="maxpool, stride"):
+        apply_overrides(make_config(), ["model.downsample=avg"])
+    with pytest.raises(ConfigError, match="timm:"):
+        apply_overrides(make_config(), ["model.arch=resnet"])

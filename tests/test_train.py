@@ -1,0 +1,120 @@
+"""The training loop and the CLI on small synthetic data (seconds), plus one real-data run."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from common.wandb_records import read_run
+from conftest import REPO, synthetic_faces, tiny_config, write_course_csv
+from ex09_keypoints.data import CourseDataset, load_keypoints
+from ex09_keypoints.evaluate import course_score
+from ex09_keypoints.train import load_model, train
+
+
+def cli(*args, env_extra=None, check=True):
+    env = dict(os.environ, **(env_extra or {}))
+    proc = subprocess.run([sys.executable, "-m", "experiments.run", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"exit {proc.returncode}\nstdout:\n{proc.stdout}\nstderr:\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def test_run_dir_contents_and_checkpoint_round_trip(synthetic_data_dir, tmp_path):
+    summary = train(tiny_config(synthetic_data_dir), tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", "summary.json", "best.pt", "last.pt", "val_keypoints.png",
+                 "curves.png"):
+        assert (run / name).is_file(), name
+    saved = json.loads((run / "summary.json").read_text())
+    for key in ("val_score", "val_rmse_px", "params", "epochs", "wall_s"):
+        assert key in saved
+    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    # the checkpoint loads with weights_only=True and scores exactly what the run reported
+    blob = torch.load(run / "best.pt", weights_only=True)
+    assert blob["format"] == "i2dl-ex09-v1"
+    model = load_model(run / "best.pt")
+    val = load_keypoints(synthetic_data_dir)["val"]
+    assert course_score(model, CourseDataset(val)) == pytest.approx(summary["val_score"], rel=1e-9)
+
+
+def test_loss_falls_on_synthetic_data(synthetic_data_dir, tmp_path):
+    train(tiny_config(synthetic_data_dir, **{"train.epochs": 8, "train.lr": 3e-3}), tmp_path / "r",
+          progress=False)
+    rows = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["train_loss"] < 0.6 * rows[0]["train_loss"]
+
+
+def test_same_seed_twice_gives_same_val_score(synthetic_data_dir, tmp_path):
+    a = train(tiny_config(synthetic_data_dir), tmp_path / "a", progress=False)
+    b = train(tiny_config(synthetic_data_dir), tmp_path / "b", progress=False)
+    c = train(tiny_config(synthetic_data_dir, **{"train.seed": 1}), tmp_path / "c", progress=False)
+    assert a["val_score"] == b["val_score"]
+    assert a["val_score"] != c["val_score"]
+
+
+def test_resume_continues_from_last_checkpoint(synthetic_data_dir, tmp_path):
+    cfg = tiny_config(synthetic_data_dir, **{"train.epochs": 4, "train.time_limit_s": 1e-9})
+    first = train(cfg, tmp_path / "r", progress=False)  # stops after its first epoch
+    assert first["epochs"] == 1
+    cfg.train.time_limit_s = 0.0
+    second = train(cfg, tmp_path / "r", resume=tmp_path / "r" / "last.pt", progress=False)
+    assert second["epochs"] == 4
+    rows = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+
+
+def test_wandb_offline_files_hold_config_and_metrics(synthetic_data_dir, tmp_path):
+    cfg = tiny_config(synthetic_data_dir, **{"track.mode": "auto", "track.name": "wb-check"})
+    train(cfg, tmp_path / "run", progress=False)
+    runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    rec = read_run(runs[0])
+    assert rec["run"]["name"] == "wb-check"
+    assert rec["config"]["train"]["epochs"] == 3 and rec["config"]["model"]["widths"] == [16, 32]
+    scores = [h["val/score"] for h in rec["history"] if "val/score" in h]
+    logged = [json.loads(l)["val_score"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert scores == pytest.approx(logged)
+    assert rec["summary"]["val_score"] > 0 and rec["exit_code"] == 0
+
+
+def test_broken_wandb_never_stops_training(synthetic_data_dir, tmp_path, monkeypatch):
+    import wandb
+
+    def boom(*a, **k):
+        raise RuntimeError("simulated W&B outage")
+    monkeypatch.setattr(wandb, "init", boom)
+    summary = train(tiny_config(synthetic_data_dir, **{"track.mode": "online", "train.epochs": 1}),
+                    tmp_path / "r", progress=False)
+    assert summary["epochs"] == 1
+
+
+def test_cli_help_and_bad_override(synthetic_data_dir):
+    assert "--set" in cli("ex09", "--help").stdout
+    bad = cli("ex09", "--set", "train.epoch=3", check=False)
+    assert bad.returncode == 2 and "train.epochs" in bad.stderr and "unknown config key" in bad.stderr
+
+
+def test_cli_trains_and_evaluates_a_csv(synthetic_data_dir, tmp_path):
+    out = tmp_path / "run"
+    cli("ex09", "--preset", "quick", "--data-dir", str(synthetic_data_dir), "--out", str(out), "--no-progress",
+        "--set", "model.widths=[8,16]", "train.epochs=2", "train.batch_size=16", "track.mode=disabled")
+    images, points = synthetic_faces(7, seed=11)
+    csv = write_course_csv(tmp_path / "mine.csv", images, points)
+    proc = cli("ex09", "--evaluate", str(out / "best.pt"), "--csv", str(csv))
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["n_images"] == 7 and result["score"] > 0 and result["rmse_px"] > 0
+    assert "nose_tip" in proc.stdout
+
+
+@pytest.mark.realdata
+def test_quick_preset_beats_pass_score_on_real_data(real_data, tmp_path):
+    proc = cli("ex09", "--preset", "quick", "--data-dir", str(real_data), "--out", str(tmp_path / "q"),
+               "--no-progress")
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["val_score"] >= 100, result
