@@ -80,7 +80,7 @@ class ReferenceDataset:
         points = tv_tensors.KeyPoints(px, canvas_size=(96, 96))
         if self.aug.flip and torch.rand(()) < 0.5:
             image = tv_tensors.Image(image.flip(-1))
-            points = tv_tensors.KeyPoints(torch.stack([96 - px[:, 0], px[:, 1]], -1)[list(FLIP_PERMUTATION)],
+            points = tv_tensors.KeyPoints(torch.stack([97 - px[:, 0], px[:, 1]], -1)[list(FLIP_PERMUTATION)],
                                           canvas_size=(96, 96))
         image, points = self.transform(image, points)
         return image.as_subclass(torch.Tensor), points.as_subclass(torch.Tensor) / 48 - 1

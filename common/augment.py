@@ -8,6 +8,10 @@ the course's keypoint normalisation (px - 48) / 48 for a 96-pixel image. No per-
 
 For a point p (in output coordinates) ``grid_sample`` reads the input at ``theta @ [p, 1]``; so if points move
 input -> output by ``y = A x + t``, the sampling matrix is the inverse: ``theta = [A^-1 | -A^-1 t]``.
+
+``point_offset`` says where the data's point coordinates put the pixel grid: points are ``grid + offset``.
+Annotations made in 1-based pixel coordinates (MATLAB, iBUG 300-W) put pixel i's centre at i + 1, half a
+pixel right/down of the 0-based [i, i+1] convention; ignoring that makes every flip land one pixel off.
 """
 from __future__ import annotations
 
@@ -67,12 +71,12 @@ def warp_images(images, A, t, out_size=None):
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def warp_points(points, A, t, flipped=None, flip_permutation=None):
-    """Move points (N,K,2) by ``A x + t``; where ``flipped``, reorder them with ``flip_permutation`` so that
-    "left" names keep meaning the person's left after mirroring."""
+def warp_points(points, A, t, flipped=None, flip_permutation=None, point_offset: float = 0.0):
+    """Move points (N,K,2) by ``A x + t`` (in grid coordinates, see ``point_offset``); where ``flipped``,
+    reorder them with ``flip_permutation`` so that "left" names keep meaning the person's left."""
     import torch
 
-    moved = points @ A.transpose(1, 2) + t[:, None, :]
+    moved = (points - point_offset) @ A.transpose(1, 2) + t[:, None, :] + point_offset
     if flip_permutation is not None and flipped is not None and bool(flipped.any()):
         perm = torch.as_tensor(flip_permutation, device=points.device)
         moved = torch.where(flipped[:, None, None], moved[:, perm], moved)
@@ -95,9 +99,10 @@ def jitter_photometric(images, aug: AffineAugment, generator=None):
     return out.clamp_(0.0, 1.0)
 
 
-def augment_batch(images, points, aug: AffineAugment, flip_permutation=None, generator=None):
+def augment_batch(images, points, aug: AffineAugment, flip_permutation=None, generator=None,
+                  point_offset: float = 0.0):
     """Geometric + photometric augmentation of a batch of images and their points, in one pass."""
     A, t, flipped = random_affine(images.shape[0], aug, generator=generator, device=images.device)
     images = warp_images(images, A, t)
-    points = warp_points(points, A, t, flipped, flip_permutation)
+    points = warp_points(points, A, t, flipped, flip_permutation, point_offset)
     return jitter_photometric(images, aug, generator=generator), points

@@ -46,6 +46,12 @@ def _mirror_permutation() -> tuple[int, ...]:
 
 FLIP_PERMUTATION = _mirror_permutation()
 
+# Where the keypoints put the pixel grid, in normalized units. The annotations use 1-based pixel centres
+# (pixel i, counted from 0, is centred at px = i + 1, as in MATLAB and iBUG 300-W), so the mirror of x is
+# 97 - x and not 96 - x. Measured: a model trained with flips assuming 96 - x was biased by -0.50 px in x
+# and -0.01 px in y on its own training images, exactly half of a 1 px flip error.
+KEYPOINT_GRID_OFFSET = 0.5 / 48
+
 
 class KeypointsDataError(ValueError):
     """Bad or missing keypoint data; the message says which file/row/column and what to do."""

@@ -11,7 +11,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ex09_keypoints.config import ModelConfig
-from ex09_keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE
+from ex09_keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, KEYPOINT_GRID_OFFSET
 
 N_OUTPUTS = 30
 
@@ -97,7 +97,8 @@ class KeypointModel(nn.Module):
             return self.net(x)
         both = self.net(torch.cat([x, x.flip(-1)]))  # one batched pass over image and mirror
         direct, mirrored = both.view(2, -1, len(FLIP_PERMUTATION), 2).unbind(0)
-        mirrored = mirrored[:, self.flip_perm] * torch.tensor([-1.0, 1.0], device=x.device, dtype=x.dtype)
+        mirrored = mirrored[:, self.flip_perm].clone()
+        mirrored[..., 0] = 2 * KEYPOINT_GRID_OFFSET - mirrored[..., 0]  # mirror about the grid's centre
         return ((direct + mirrored) / 2).reshape(x.shape[0], N_OUTPUTS)
 
 

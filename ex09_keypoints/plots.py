@@ -30,8 +30,8 @@ def keypoints_grid(model, split, path: Path, n: int = 16, seed: int = 0) -> Path
     rows = (len(idx) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(2.4 * cols, 2.4 * rows))
     for ax, i in zip(axes.flat, range(len(idx))):
-        # keypoint px coordinates treat pixel j as spanning [j, j+1]: show the image on that grid
-        ax.imshow(split.images[idx[i], 0].numpy(), cmap="gray", extent=(0, 96, 96, 0))
+        # keypoints use 1-based pixel centres (pixel j spans [j + 0.5, j + 1.5]): draw the image on that grid
+        ax.imshow(split.images[idx[i], 0].numpy(), cmap="gray", extent=(0.5, 96.5, 96.5, 0.5))
         ax.scatter(true[i, :, 0], true[i, :, 1], s=10, c="lime", label="true")
         ax.scatter(pred[i, :, 0], pred[i, :, 1], s=10, c="red", marker="x", label="predicted")
         ax.set_axis_off()

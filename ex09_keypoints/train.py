@@ -28,7 +28,7 @@ from common.seed import seed_everything
 from common.timing import since_process_start
 from common.tracking import Tracker
 from ex09_keypoints.config import KeypointsConfig, ModelConfig
-from ex09_keypoints.data import FLIP_PERMUTATION, load_keypoints
+from ex09_keypoints.data import FLIP_PERMUTATION, KEYPOINT_GRID_OFFSET, load_keypoints
 from ex09_keypoints.evaluate import evaluate_course_exact, evaluate_split
 from ex09_keypoints.models import KeypointModel, build_model
 
@@ -80,7 +80,8 @@ def train_one_epoch(model, optimizer, scheduler, ema, images, points, cfg: Keypo
     for step in range(steps):
         idx = order[step * bs:(step + 1) * bs]
         x = images[idx].float().div_(255.0)
-        x, y = augment_batch(x, points[idx], cfg.augment, FLIP_PERMUTATION, generator=generator)
+        x, y = augment_batch(x, points[idx], cfg.augment, FLIP_PERMUTATION, generator=generator,
+                             point_offset=KEYPOINT_GRID_OFFSET)
         x = x.contiguous(memory_format=memory_format)
         with autocast(device, cfg.train.amp):
             pred = model(x).view(-1, 15, 2)

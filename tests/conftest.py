@@ -34,7 +34,7 @@ def synthetic_faces(n: int, seed: int = 0):
     """``(images uint8 (n,96,96), keypoints px (n,15,2))``: a shifted/scaled template of 15 points, each drawn
     as a bright Gaussian blob on a dim noisy background, so the mapping image -> points is learnable."""
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:96, 0:96] + 0.5  # pixel j spans [j, j+1]: its centre is j + 0.5
+    yy, xx = np.mgrid[0:96, 0:96] + 1.0  # the data's 1-based convention: pixel j is centred at j + 1
     images = np.empty((n, 96, 96), dtype=np.uint8)
     points = np.empty((n, 15, 2), dtype=np.float64)
     for i in range(n):

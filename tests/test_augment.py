@@ -1,6 +1,7 @@
 """Augmentation keeps keypoints on the features they mark."""
 import math
 
+import pytest
 import torch
 
 from common.augment import AffineAugment, augment_batch, random_affine, warp_images, warp_points
@@ -99,3 +100,19 @@ def test_photometric_changes_intensity_but_not_geometry():
     for i in range(4):
         c = torch.corrcoef(torch.stack([out_img[i].flatten(), images[i].flatten()]))[0, 1]
         assert c > 0.999 or math.isnan(c.item()) is False and c > 0.99
+
+
+def test_flip_with_one_based_pixel_centres_maps_x_to_97_minus_x():
+    """The keypoint data's convention (pixel i centred at px = i + 1): a dot drawn in pixel i is annotated at
+    i + 1 and after mirroring sits in pixel 95 - i, annotated at 96 - i = 97 - (i + 1)."""
+    from ex09_keypoints.data import KEYPOINT_GRID_OFFSET, normalized_to_pixels
+
+    i, row = 70, 40
+    pts = pixels_to_normalized(torch.tensor([[[i + 1.0, row + 1.0]]]))
+    image = torch.zeros(1, 1, 96, 96)
+    image[0, 0, row, i] = 1.0
+    A, t = torch.tensor([[[-1.0, 0.0], [0.0, 1.0]]]), torch.zeros(1, 2)
+    moved = warp_points(pts, A, t, point_offset=KEYPOINT_GRID_OFFSET)
+    assert torch.allclose(normalized_to_pixels(moved), torch.tensor([[[97.0 - (i + 1), row + 1.0]]]))
+    flipped = warp_images(image, A, t)
+    assert flipped[0, 0, row, 95 - i].item() == pytest.approx(1.0, abs=1e-4)  # and that pixel is the one annotated at 96 - i
