@@ -96,3 +96,32 @@ def test_size_limits(tmp_path):
         save_model_checked({"pad": torch.zeros(6 * 2**20)}, small, tmp_path / "m.pt")  # 24 MB
     assert not (tmp_path / "m.pt").exists()
     assert save_model_checked({"w": small.state_dict()}, small, tmp_path / "ok.pt") < 2**20
+
+
+def test_mixup_lam_perm_and_loss():
+    from common.mixup import mixup_batch, mixup_loss
+
+    torch.manual_seed(0)
+    x = torch.arange(8.0).view(4, 2)
+    mixed, perm, lam = mixup_batch(x, alpha=0.2)
+    assert 0.0 <= lam <= 1.0 and sorted(perm.tolist()) == [0, 1, 2, 3]
+    assert torch.allclose(mixed, lam * x + (1 - lam) * x[perm])
+    same, ident, one = mixup_batch(x, alpha=0.0)
+    assert same is x and one == 1.0 and ident.tolist() == [0, 1, 2, 3]
+    logits, y = torch.randn(4, 3), torch.tensor([0, 1, 2, 0])
+    ce = torch.nn.CrossEntropyLoss()
+    expect = lam * ce(logits, y) + (1 - lam) * ce(logits, y[perm])
+    assert torch.allclose(mixup_loss(ce, logits, y, perm, lam), expect)
+    lams = [mixup_batch(x, alpha=0.2)[2] for _ in range(400)]  # Beta(0.2, 0.2) is U-shaped
+    assert sum(l < 0.1 or l > 0.9 for l in lams) > 0.5 * len(lams)
+
+
+def test_class_balanced_sampler_frequencies():
+    from common.sampling import class_balanced_sampler
+
+    labels = torch.tensor([0] * 90 + [1] * 9 + [2] * 1)
+    sampler = class_balanced_sampler(labels, num_samples=30000, generator=torch.Generator().manual_seed(0))
+    drawn = labels[torch.tensor(list(sampler))]
+    freq = torch.bincount(drawn, minlength=3).double() / len(drawn)
+    assert len(drawn) == 30000
+    assert torch.allclose(freq, torch.full((3,), 1 / 3, dtype=torch.float64), atol=0.015)
