@@ -150,42 +150,45 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, resume: str | Path | None =
     time_to_pass = None
     epochs_run = start_epoch
     bar = _progress(range(start_epoch, cfg.train.epochs), progress)
-    for epoch in bar:
-        train_loss = train_one_epoch(model, optimizer, scheduler, ema, train_images, train_points, cfg,
-                                     generator, steps_per_epoch)
-        if not math.isfinite(train_loss):
-            tracker.finish(exit_code=1)
-            run.close()
-            raise NonFiniteLossError(f"epoch {epoch}: training loss is {train_loss}; lower train.lr")
-        epochs_run = epoch + 1
+    try:
+        for epoch in bar:
+            train_loss = train_one_epoch(model, optimizer, scheduler, ema, train_images, train_points, cfg,
+                                         generator, steps_per_epoch)
+            if not math.isfinite(train_loss):
+                raise NonFiniteLossError(f"epoch {epoch}: training loss is {train_loss}; lower train.lr")
+            epochs_run = epoch + 1
 
-        last = epoch == cfg.train.epochs - 1
-        out_of_time = cfg.train.time_limit_s > 0 and time.perf_counter() - t_train > cfg.train.time_limit_s
-        if not ((epoch + 1) % cfg.train.eval_every == 0 or last or out_of_time):
-            continue
-        val_metrics = evaluate_split(eval_model, val, device, cfg.train.channels_last)
-        row = {"epoch": epoch, "train_loss": train_loss, "val_score": val_metrics["score"],
-               "val_rmse_px": val_metrics["rmse_px"], "lr": optimizer.param_groups[0]["lr"],
-               "elapsed_s": since_process_start()}
-        run.log_metrics(row)
-        tracker.log({"epoch": epoch, "train/loss": train_loss, "val/score": row["val_score"],
-                     "val/rmse_px": row["val_rmse_px"], "lr": row["lr"]}, step=epoch)
-        if time_to_pass is None and row["val_score"] >= PASS_SCORE:
-            time_to_pass = row["elapsed_s"]
-        if row["val_score"] > best["val_score"]:
-            best = {"val_score": row["val_score"], "epoch": epoch}
-            save_best(eval_model, cfg, run / "best.pt", epoch=epoch, val_score=row["val_score"])
-        checkpoint.atomic_torch_save(
-            {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-             "ema": ema.state_dict() if ema is not None else None, "generator": generator.get_state(),
-             "epoch": epoch, "best": best}, run / "last.pt")
-        if hasattr(bar, "set_postfix"):
-            bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{row['val_score']:.0f}", best=f"{best['val_score']:.0f}")
-        if on_epoch is not None:
-            on_epoch(epoch, row)
-        if out_of_time:
-            print(f"[ex09] time limit {cfg.train.time_limit_s:.0f}s reached after epoch {epoch}", file=sys.stderr)
-            break
+            last = epoch == cfg.train.epochs - 1
+            out_of_time = cfg.train.time_limit_s > 0 and time.perf_counter() - t_train > cfg.train.time_limit_s
+            if not ((epoch + 1) % cfg.train.eval_every == 0 or last or out_of_time):
+                continue
+            val_metrics = evaluate_split(eval_model, val, device, cfg.train.channels_last)
+            row = {"epoch": epoch, "train_loss": train_loss, "val_score": val_metrics["score"],
+                   "val_rmse_px": val_metrics["rmse_px"], "lr": optimizer.param_groups[0]["lr"],
+                   "elapsed_s": since_process_start()}
+            run.log_metrics(row)
+            tracker.log({"epoch": epoch, "train/loss": train_loss, "val/score": row["val_score"],
+                         "val/rmse_px": row["val_rmse_px"], "lr": row["lr"]}, step=epoch)
+            if time_to_pass is None and row["val_score"] >= PASS_SCORE:
+                time_to_pass = row["elapsed_s"]
+            if row["val_score"] > best["val_score"]:
+                best = {"val_score": row["val_score"], "epoch": epoch}
+                save_best(eval_model, cfg, run / "best.pt", epoch=epoch, val_score=row["val_score"])
+            checkpoint.atomic_torch_save(
+                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                 "ema": ema.state_dict() if ema is not None else None, "generator": generator.get_state(),
+                 "epoch": epoch, "best": best}, run / "last.pt")
+            if hasattr(bar, "set_postfix"):
+                bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{row['val_score']:.0f}", best=f"{best['val_score']:.0f}")
+            if on_epoch is not None:
+                on_epoch(epoch, row)
+            if out_of_time:
+                print(f"[ex09] time limit {cfg.train.time_limit_s:.0f}s reached after epoch {epoch}", file=sys.stderr)
+                break
+    except BaseException:  # NaN, a pruner stopping the trial, Ctrl-C: close the W&B run as failed
+        tracker.finish(exit_code=1)
+        run.close()
+        raise
 
     # Final figures come from the best checkpoint, scored exactly as the course does.
     best_model = load_model(run / "best.pt")

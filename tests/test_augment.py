@@ -1,6 +1,4 @@
 """Augmentation keeps keypoints on the features they mark."""
-import math
-
 import pytest
 import torch
 
@@ -99,7 +97,7 @@ def test_photometric_changes_intensity_but_not_geometry():
     # contrast scales around the mean and brightness shifts: still perfectly correlated with the input
     for i in range(4):
         c = torch.corrcoef(torch.stack([out_img[i].flatten(), images[i].flatten()]))[0, 1]
-        assert c > 0.999 or math.isnan(c.item()) is False and c > 0.99
+        assert c > 0.99
 
 
 def test_flip_with_one_based_pixel_centres_maps_x_to_97_minus_x():

@@ -118,3 +118,14 @@ def test_quick_preset_beats_pass_score_on_real_data(real_data, tmp_path):
                "--no-progress")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["val_score"] >= 100, result
+
+
+def test_nan_loss_raises_and_closes_the_wandb_run(synthetic_data_dir, tmp_path):
+    from ex09_keypoints.train import NonFiniteLossError
+
+    cfg = tiny_config(synthetic_data_dir, **{"train.lr": 1e30, "train.grad_clip": 0.0, "train.epochs": 2,
+                                             "track.mode": "offline"})
+    with pytest.raises(NonFiniteLossError, match="train.lr"):
+        train(cfg, tmp_path / "r", progress=False)
+    rec = read_run(next((tmp_path / "r" / "wandb").glob("offline-run-*")))
+    assert rec["exit_code"] == 1
