@@ -3,8 +3,8 @@
 One random affine per sample (rotation, isotropic scale, shift, optional horizontal flip) is applied to the
 whole batch with a single ``affine_grid`` + ``grid_sample`` call, and the same matrix moves the points, so
 keypoints stay on the features they mark. Points use the normalized image coordinates of ``grid_sample``
-with ``align_corners=False``: x = -1 is the left edge of the image and +1 the right edge, which is exactly
-the course's keypoint normalisation (px - 48) / 48 for a 96-pixel image. No per-sample Python, no PIL.
+with ``align_corners=False``: x = -1 is the left edge of the image and +1 the right edge, which matches the
+course's keypoint normalisation (px - 48) / 48 up to ``point_offset`` (below). No per-sample Python, no PIL.
 
 For a point p (in output coordinates) ``grid_sample`` reads the input at ``theta @ [p, 1]``; so if points move
 input -> output by ``y = A x + t``, the sampling matrix is the inverse: ``theta = [A^-1 | -A^-1 t]``.
