@@ -1,5 +1,8 @@
 """Batched, on-device augmentation of images *and* the points on them.
 
+Why not torchvision's v2 transforms on the batch tensor: they draw *one* set of random parameters per call, so
+every image of a batch would get the same rotation / erased box. Here every parameter is drawn per sample.
+
 One random affine per sample (rotation, isotropic scale, shift, optional horizontal flip) is applied to the
 whole batch with a single ``affine_grid`` + ``grid_sample`` call, and the same matrix moves the points, so
 keypoints stay on the features they mark. Points use the normalized image coordinates of ``grid_sample``
@@ -35,6 +38,18 @@ class AffineAugment:
     """Additive brightness offset drawn from [-brightness, brightness] (images in [0, 1])."""
     contrast: float = 0.25
     """Contrast factor drawn from [1 - contrast, 1 + contrast], applied around each image's mean."""
+    shear_deg: float = 0.0
+    """x-shear angle drawn uniformly from [-shear_deg, shear_deg] degrees (torchvision's ``shear=s``)."""
+    blur_p: float = 0.0
+    """Probability of a Gaussian blur (3x3 kernel) per image."""
+    blur_sigma: tuple[float, ...] = (0.1, 1.0)
+    """Range of the blur's standard deviation in pixels, drawn per image."""
+    erase_p: float = 0.0
+    """Probability of random erasing per image: one rectangle set to 0 (torchvision's ``RandomErasing``)."""
+    erase_scale: tuple[float, ...] = (0.01, 0.06)
+    """Range of the erased area as a fraction of the image."""
+    erase_ratio: tuple[float, ...] = (0.3, 3.3)
+    """Range of the erased rectangle's aspect ratio (drawn log-uniformly)."""
 
 
 def random_affine(n: int, aug: AffineAugment, generator=None, device="cpu"):
@@ -48,6 +63,11 @@ def random_affine(n: int, aug: AffineAugment, generator=None, device="cpu"):
     scale = uniform(1.0 - aug.scale, 1.0 + aug.scale)
     cos, sin = torch.cos(angle) * scale, torch.sin(angle) * scale
     A = torch.stack([torch.stack([cos, -sin], -1), torch.stack([sin, cos], -1)], -2)  # (n, 2, 2)
+    if aug.shear_deg > 0:  # drawn only when asked, so configs without shear keep their random stream
+        shear = torch.tan(uniform(-aug.shear_deg, aug.shear_deg) * (math.pi / 180.0))
+        S = torch.eye(2, device=device).repeat(n, 1, 1)
+        S[:, 0, 1] = shear
+        A = A @ S
     if aug.flip:
         flipped = torch.rand(n, generator=generator, device=device) < 0.5
         sign = torch.where(flipped, -1.0, 1.0)
@@ -99,10 +119,72 @@ def jitter_photometric(images, aug: AffineAugment, generator=None):
     return out.clamp_(0.0, 1.0)
 
 
+def random_blur(images, p: float, sigma_range, generator=None):
+    """Blur each image with probability ``p`` by a 3x3 Gaussian of its own sigma (one grouped conv)."""
+    import torch
+    import torch.nn.functional as F
+
+    n, c, h, w = images.shape
+    lo, hi = sigma_range
+    sigma = torch.rand(n, generator=generator, device=images.device) * (hi - lo) + lo
+    taps = torch.exp(-torch.tensor([1.0, 0.0, 1.0], device=images.device)[None, :] / (2 * sigma[:, None] ** 2))
+    taps = taps / taps.sum(1, keepdim=True)  # (n, 3) normalized 1-D kernels
+    kernel = (taps[:, :, None] * taps[:, None, :]).repeat_interleave(c, 0)[:, None]  # (n*c, 1, 3, 3)
+    blurred = F.conv2d(F.pad(images.reshape(1, n * c, h, w), (1, 1, 1, 1), mode="replicate"), kernel,
+                       groups=n * c).view(n, c, h, w)
+    chosen = torch.rand(n, generator=generator, device=images.device) < p
+    return torch.where(chosen[:, None, None, None], blurred, images)
+
+
+def random_erasing(images, p: float, scale_range, ratio_range, generator=None):
+    """torchvision's RandomErasing (value 0) drawn per image: with probability ``p`` one rectangle of area
+    ``scale`` x image and aspect ratio ``ratio`` (log-uniform) is zeroed, at a uniformly random position."""
+    import torch
+
+    n, _, h, w = images.shape
+    dev = images.device
+
+    def uniform(lo, hi):
+        return torch.rand(n, generator=generator, device=dev) * (hi - lo) + lo
+
+    area = uniform(*scale_range) * h * w
+    ratio = torch.exp(uniform(math.log(ratio_range[0]), math.log(ratio_range[1])))
+    eh = torch.sqrt(area * ratio).round().clamp(1, h)
+    ew = torch.sqrt(area / ratio).round().clamp(1, w)
+    top = (torch.rand(n, generator=generator, device=dev) * (h - eh + 1)).floor()
+    left = (torch.rand(n, generator=generator, device=dev) * (w - ew + 1)).floor()
+    rows = torch.arange(h, device=dev)[None, :]
+    cols = torch.arange(w, device=dev)[None, :]
+    in_rows = (rows >= top[:, None]) & (rows < (top + eh)[:, None])  # (n, h)
+    in_cols = (cols >= left[:, None]) & (cols < (left + ew)[:, None])  # (n, w)
+    chosen = torch.rand(n, generator=generator, device=dev) < p
+    box = in_rows[:, :, None] & in_cols[:, None, :] & chosen[:, None, None]
+    return images.masked_fill(box[:, None], 0.0)
+
+
+def pixel_ops(images, aug: AffineAugment, generator=None):
+    """The non-geometric part: brightness/contrast, blur, erasing (each skipped when switched off)."""
+    if aug.brightness > 0 or aug.contrast > 0:
+        images = jitter_photometric(images, aug, generator=generator)
+    if aug.blur_p > 0:
+        images = random_blur(images, aug.blur_p, aug.blur_sigma, generator=generator)
+    if aug.erase_p > 0:
+        images = random_erasing(images, aug.erase_p, aug.erase_scale, aug.erase_ratio, generator=generator)
+    return images
+
+
+def augment_images(images, aug: AffineAugment, generator=None):
+    """Augment a batch of images (N,C,H,W) in [0, 1] that carry no points (e.g. MNIST digits)."""
+    if aug.flip or aug.rotate_deg > 0 or aug.scale > 0 or aug.shift > 0 or aug.shear_deg > 0:
+        A, t, _ = random_affine(images.shape[0], aug, generator=generator, device=images.device)
+        images = warp_images(images, A, t)
+    return pixel_ops(images, aug, generator)
+
+
 def augment_batch(images, points, aug: AffineAugment, flip_permutation=None, generator=None,
                   point_offset: float = 0.0):
     """Geometric + photometric augmentation of a batch of images and their points, in one pass."""
     A, t, flipped = random_affine(images.shape[0], aug, generator=generator, device=images.device)
     images = warp_images(images, A, t)
     points = warp_points(points, A, t, flipped, flip_permutation, point_offset)
-    return jitter_photometric(images, aug, generator=generator), points
+    return pixel_ops(images, aug, generator), points

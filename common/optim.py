@@ -24,3 +24,19 @@ def discriminative_groups(module_lrs, weight_decay: float) -> list[dict]:
             seen |= ids
             groups.append(group)
     return groups
+
+
+def optimizer_step(model, optimizer, loss, grad_clip: float = 0.0, scheduler=None, ema=None) -> None:
+    """One training step after the forward pass, the same in every loop: backward, clip the gradient norm to
+    ``grad_clip`` (0 = off), step, advance the per-step schedule, update the EMA / mean teacher."""
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    if ema is not None:
+        ema.update_parameters(model)

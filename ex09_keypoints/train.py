@@ -21,7 +21,7 @@ from common.augment import augment_batch
 from common.config import from_dict, to_dict
 from common.device import autocast, pick_device, set_threads
 from common.ema import make_ema
-from common.optim import param_groups
+from common.optim import optimizer_step, param_groups
 from common.rundir import RunDir
 from common.schedules import cosine_scheduler
 from common.seed import seed_everything
@@ -86,14 +86,7 @@ def train_one_epoch(model, optimizer, scheduler, ema, images, points, cfg: Keypo
         with autocast(device, cfg.train.amp):
             pred = model(x).view(-1, 15, 2)
         loss = regression_loss(pred.float(), y, cfg.train)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if ema is not None:
-            ema.update_parameters(model)
+        optimizer_step(model, optimizer, loss, cfg.train.grad_clip, scheduler, ema)
         loss_sum += loss.detach()
     return (loss_sum / steps).item()  # one device sync per epoch, not per step
 

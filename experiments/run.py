@@ -1,4 +1,4 @@
-"""``python -m experiments.run ex09 [--preset quick] [--set key=value ...] [--out DIR]``
+"""``python -m experiments.run {ex08,ex09} ... [--set key=value ...] [--out DIR]``
 
 Parse -> config (preset, then overrides) -> dispatch. Heavy imports (torch, wandb) happen only after the
 arguments are known to be valid, so ``--help`` and bad flags answer instantly.
@@ -12,7 +12,6 @@ from pathlib import Path
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--preset", default="default", help="named starting config (default, quick)")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="config overrides, e.g. --set model.widths=[32,64,128] train.epochs=30")
     p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<experiment>-<time>)")
@@ -23,9 +22,19 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="experiment", required=True, metavar="{ex09}")
+    sub = parser.add_subparsers(dest="experiment", required=True, metavar="{ex08,ex09}")
+    from ex08_autoencoder.config import RECIPES, STEPS  # light: dataclasses only, no torch
+
+    p = sub.add_parser("ex08", help="few-label MNIST: autoencoder pretraining -> transfer -> mean teacher",
+                       description="Run an ex08 recipe (all its steps, or one with --step) into one run dir.")
+    p.add_argument("--recipe", default="leaderboard", choices=list(RECIPES), help="which recipe (default: %(default)s)")
+    p.add_argument("--step", default=None, choices=list(STEPS),
+                   help="run only this step, from the previous step's checkpoint in --out")
+    _add_common(p)
+
     p = sub.add_parser("ex09", help="facial keypoints: train (default) or --evaluate a checkpoint",
                        description="Train the ex09 keypoint regressor, or score a saved model on a CSV.")
+    p.add_argument("--preset", default="default", help="named starting config (default, quick)")
     _add_common(p)
     p.add_argument("--drop-bad-rows", action="store_true", help="skip invalid CSV rows (reports how many)")
     p.add_argument("--resume", type=Path, default=None, help="continue from a run's last.pt")
@@ -47,6 +56,37 @@ def resolve_config(args):
         cfg.data.drop_bad_rows = True
     cfg.validate()
     return cfg
+
+
+def run_ex08(args) -> int:
+    from common.config import apply_overrides, to_dict
+    from common.rundir import default_run_dir
+    from ex08_autoencoder.config import make_config
+
+    cfg = make_config(args.recipe)
+    apply_overrides(cfg, args.overrides)
+    if args.data_dir:
+        cfg.data.data_dir = args.data_dir
+    cfg.validate()
+    if args.show_config:
+        print(json.dumps(to_dict(cfg), indent=2))
+        return 0
+    if args.step is not None and args.out is None:
+        raise SystemExit("--step needs --out DIR: the run dir holding the previous step's checkpoint")
+    from ex08_autoencoder.recipes import param_report, run_recipe
+
+    print(f"[ex08] recipe {cfg.recipe}: {param_report(cfg)}", flush=True)
+    out = args.out or default_run_dir(f"ex08-{cfg.recipe}")
+    summary = run_recipe(cfg, out, only_step=args.step, progress=not args.no_progress)
+    print(f"run dir: {out}")
+    for step, r in summary["steps"].items():
+        accs = "  ".join(f"{k} {r[k]:.2%}" for k in ("probe_test10k_acc", "val_acc", "test100_acc", "test10k_acc")
+                         if k in r)
+        print(f"  {step:9s} {r['wall_s']:6.0f} s  {accs}")
+    keys = ("recipe", "test100_acc", "test10k_acc", "val_acc", "params", "wall_s")
+    print(json.dumps({k: summary[k] for k in keys if k in summary}
+                     | {f"{s}_wall_s": r["wall_s"] for s, r in summary["steps"].items()}))
+    return 0
 
 
 def run_ex09(args) -> int:
@@ -95,9 +135,14 @@ def main(argv=None) -> int:
     from common.config import ConfigError
 
     try:
-        return {"ex09": run_ex09}[args.experiment](args)
+        return {"ex08": run_ex08, "ex09": run_ex09}[args.experiment](args)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:  # bad data files: MnistDataError, KeypointsDataError name the file and the fix
+        if type(e).__name__ not in ("MnistDataError", "KeypointsDataError"):
+            raise
+        print(f"data error: {e}", file=sys.stderr)
         return 2
 
 

@@ -98,3 +98,76 @@ def tiny_config(data_dir: Path, **overrides):
             "train.ema_decay": 0.9, "train.threads": 1, "track.mode": "disabled"}
     base.update(overrides)
     return apply_overrides(cfg, base)
+
+
+def write_idx_gz(path: Path, array: np.ndarray) -> Path:
+    """Write a uint8 array as a gzipped IDX file (the MNIST format)."""
+    import gzip
+
+    magic = {3: 2051, 1: 2049}[array.ndim]
+    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+    return path
+
+
+def synthetic_digits(n: int, seed: int = 0):
+    """``(images uint8 (n,28,28), labels (n,))``: ten fixed random stroke templates, shifted and noised, so a
+    small MLP can learn them but not instantly."""
+    rng = np.random.default_rng(seed)
+    templates = (rng.random((10, 28, 28)) > 0.8) * 200.0
+    labels = rng.integers(0, 10, size=n)
+    images = templates[labels] + rng.normal(0, 30, size=(n, 28, 28))
+    shifts = rng.integers(-1, 2, size=(n, 2))
+    for i, (dy, dx) in enumerate(shifts):
+        images[i] = np.roll(images[i], (dy, dx), axis=(0, 1))
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def synthetic_mnist_dir(tmp_path_factory) -> Path:
+    """A data root with MNIST/raw/ holding four small synthetic IDX files (900 train, 200 test)."""
+    root = tmp_path_factory.mktemp("mnist")
+    raw = root / "MNIST" / "raw"
+    (tr_x, tr_y), (te_x, te_y) = synthetic_digits(900, 1), synthetic_digits(200, 2)
+    write_idx_gz(raw / "train-images-idx3-ubyte.gz", tr_x)
+    write_idx_gz(raw / "train-labels-idx1-ubyte.gz", tr_y)
+    write_idx_gz(raw / "t10k-images-idx3-ubyte.gz", te_x)
+    write_idx_gz(raw / "t10k-labels-idx1-ubyte.gz", te_y)
+    return root
+
+
+@pytest.fixture
+def synthetic_mnist(synthetic_mnist_dir, monkeypatch) -> Path:
+    """The synthetic MNIST root, with the md5 table pointed at its files (the real md5s are the originals')."""
+    from common.download import md5sum
+    from ex08_autoencoder import data
+
+    raw = synthetic_mnist_dir / "MNIST" / "raw"
+    monkeypatch.setattr(data, "FILES", {k: (name, md5sum(raw / name)) for k, (name, _) in data.FILES.items()})
+    return synthetic_mnist_dir
+
+
+@pytest.fixture
+def real_mnist() -> Path:
+    root = Path(os.environ.get("I2DL_DATA_DIR", REPO.parent / "shared" / "data"))
+    if not (root / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").is_file():
+        pytest.skip("real MNIST absent: set I2DL_DATA_DIR to a folder holding MNIST/raw/*.gz "
+                    "(CI uses ../shared/data)")
+    return root
+
+
+def tiny_ex08_config(data_dir: Path, recipe: str = "leaderboard", **overrides):
+    """A seconds-long ex08 config on the synthetic digits."""
+    from common.config import apply_overrides
+    from ex08_autoencoder.config import make_config
+
+    cfg = make_config(recipe)
+    cfg.data.data_dir = str(data_dir)
+    base = {"model.hidden": [64], "model.latent": 16, "model.head_hidden": [32], "pretrain.epochs": 2,
+            "pretrain.batch_size": 64, "transfer.epochs": 3, "transfer.samples_per_epoch": 64,
+            "teacher.epochs": 2, "teacher.unlabeled_per_epoch": 128, "teacher.unlabeled_batch": 64,
+            "run.threads": 1, "track.mode": "disabled"}
+    base.update(overrides)
+    return apply_overrides(cfg, base)

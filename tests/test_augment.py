@@ -114,3 +114,57 @@ def test_flip_with_one_based_pixel_centres_maps_x_to_97_minus_x():
     assert torch.allclose(normalized_to_pixels(moved), torch.tensor([[[97.0 - (i + 1), row + 1.0]]]))
     flipped = warp_images(image, A, t)
     assert flipped[0, 0, row, 95 - i].item() == pytest.approx(1.0, abs=1e-4)  # and that pixel is the one annotated at 96 - i
+
+
+def test_shear_matches_torchvision_definition():
+    """With only shear on, the matrix is [[1, tan(s)], [0, 1]] with s within +-shear_deg; the points follow."""
+    import math
+
+    aug = AffineAugment(flip=False, rotate_deg=0, scale=0, shift=0, brightness=0, contrast=0, shear_deg=5)
+    A, t, _ = random_affine(2000, aug, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(A[:, 0, 0], torch.ones(2000)) and torch.allclose(A[:, 1], torch.tensor([0.0, 1.0]))
+    shear = torch.rad2deg(torch.atan(A[:, 0, 1]))
+    assert shear.abs().max() <= 5 + 1e-4 and shear.min() < -4.5 and shear.max() > 4.5
+    assert torch.equal(t, torch.zeros_like(t))
+    pts = torch.tensor([[[0.0, 0.5]]]).repeat(2000, 1, 1)
+    moved = warp_points(pts, A, t)
+    assert torch.allclose(moved[:, 0, 0], 0.5 * torch.tan(torch.deg2rad(shear)), atol=1e-6)
+    assert math.isclose(float(moved[:, 0, 1].mean()), 0.5, abs_tol=1e-6)
+
+
+def test_random_erasing_rate_and_area():
+    from common.augment import random_erasing
+
+    g = torch.Generator().manual_seed(0)
+    out = random_erasing(torch.ones(4000, 1, 28, 28), 0.15, (0.01, 0.06), (0.3, 3.3), generator=g)
+    erased = (out == 0).flatten(1).float().sum(1) / (28 * 28)
+    hit = erased > 0
+    assert hit.float().mean().item() == pytest.approx(0.15, abs=0.02)
+    assert erased[hit].min() >= 0.004 and erased[hit].max() <= 0.08  # rounding to whole pixels
+    assert erased[hit].mean().item() == pytest.approx(0.035, abs=0.007)
+    rows = (out[hit] == 0).any(-1).squeeze(1)  # an erased region is one axis-aligned rectangle per image
+    cols = (out[hit] == 0).any(-2).squeeze(1)
+    assert torch.equal(rows.float().sum(1) * cols.float().sum(1), (out[hit] == 0).flatten(1).float().sum(1))
+
+
+def test_random_blur_keeps_mean_and_smooths():
+    from common.augment import random_blur
+
+    g = torch.Generator().manual_seed(0)
+    img = torch.zeros(500, 1, 28, 28)
+    img[:, :, 14, 14] = 1.0
+    out = random_blur(img, 0.5, (0.5, 1.0), generator=g)
+    blurred = out[:, 0, 14, 14] < 1.0
+    assert blurred.float().mean().item() == pytest.approx(0.5, abs=0.07)
+    assert torch.allclose(out.sum((1, 2, 3)), torch.ones(500), atol=1e-5)  # normalized kernel
+    assert torch.equal(out[~blurred], img[~blurred])
+
+
+def test_augment_images_off_is_identity_and_on_changes_pixels():
+    from common.augment import augment_images
+    from ex08_autoencoder.config import digit_augment
+
+    x = torch.rand(8, 1, 28, 28)
+    assert torch.equal(augment_images(x, digit_augment()), x)
+    strong = augment_images(x, digit_augment(12, 0.1, 0.1, 5, erase_p=1.0), torch.Generator().manual_seed(0))
+    assert strong.shape == x.shape and not torch.allclose(strong, x)

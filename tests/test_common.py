@@ -125,3 +125,25 @@ def test_class_balanced_sampler_frequencies():
     freq = torch.bincount(drawn, minlength=3).double() / len(drawn)
     assert len(drawn) == 30000
     assert torch.allclose(freq, torch.full((3,), 1 / 3, dtype=torch.float64), atol=0.015)
+
+
+def test_optimizer_step_clips_the_gradient_norm_and_updates_ema():
+    from common.optim import optimizer_step
+
+    model = torch.nn.Linear(4, 1, bias=False)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    ema = make_ema(model, 0.5)
+    before = model.weight.detach().clone()
+    loss = 1000.0 * model(torch.ones(1, 4)).sum()  # gradient (1000, 1000, 1000, 1000), norm 2000
+    optimizer_step(model, opt, loss, grad_clip=1.0, ema=ema)
+    step = before - model.weight.detach()
+    assert torch.linalg.norm(step).item() == pytest.approx(1.0, rel=1e-5)  # lr 1 x clipped norm 1
+    assert torch.allclose(ema.module.weight, model.weight)  # the first EMA update copies
+
+
+def test_label_smoothing_cross_entropy_is_the_definition():
+    """PyTorch's label smoothing: (1 - eps) * CE(y) + eps * mean over classes of -log p."""
+    logits, y, eps = torch.randn(6, 10), torch.randint(0, 10, (6,)), 0.05
+    logp = logits.log_softmax(1)
+    expect = ((1 - eps) * -logp.gather(1, y[:, None]).squeeze(1) + eps * -logp.mean(1)).mean()
+    assert torch.allclose(torch.nn.CrossEntropyLoss(label_smoothing=eps)(logits, y), expect)

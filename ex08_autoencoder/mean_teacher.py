@@ -1,0 +1,76 @@
+"""Step 3: Mean Teacher (Tarvainen & Valpola, 2017) on labeled and unlabeled images.
+
+The student learns by backprop from
+    loss = CE(student(strong(x_l)), y_l) + w(t) * MSE(softmax(student(strong(x))), softmax(teacher(weak(x))))
+over x = labeled + unlabeled images of the step, and the teacher is an EMA of the student, updated after every
+optimizer step. w(t) ramps up (sigmoid-shaped) so the early, unreliable teacher does not dominate. Both start
+from the transfer step's classifier. The teacher (best val epoch) is the submitted model.
+
+One epoch = ``unlabeled_per_epoch`` unlabeled images (a fresh random subset of the pool) in batches of
+``unlabeled_batch``, each step paired with ``labeled_batch`` class-balanced labeled images.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from common.augment import augment_images
+from common.ema import make_ema
+from common.optim import optimizer_step, param_groups
+from common.schedules import consistency_ramp, cosine_scheduler
+from ex08_autoencoder.config import AutoencoderConfig
+from ex08_autoencoder.data import FewLabelData, to_float
+from ex08_autoencoder.evaluate import accuracy, better
+from ex08_autoencoder.models import Classifier
+from ex08_autoencoder.transfer import labeled_order
+
+
+def consistency_loss(student_logits, teacher_logits):
+    """MSE between the class probabilities, averaged over samples and classes."""
+    return F.mse_loss(student_logits.softmax(1), teacher_logits.softmax(1))
+
+
+def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier, log, generator,
+                 progress=None) -> tuple[Classifier, dict]:
+    c = cfg.teacher
+    device = data.train_x.device
+    student.train()
+    teacher = make_ema(student, c.ema_decay)
+    teacher.update_parameters(student)  # the first update copies the student
+    optimizer = torch.optim.AdamW(param_groups(student, c.lr, c.weight_decay), lr=c.lr)
+    steps = max(1, c.unlabeled_per_epoch // c.unlabeled_batch)
+    scheduler = cosine_scheduler(optimizer, steps * c.epochs) if c.cosine else None
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
+    cpu_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator, device=device)))
+    n_unlabeled = data.unlabeled_x.shape[0]
+    best, best_state = None, None
+    for epoch in progress(range(c.epochs)) if progress else range(c.epochs):
+        u_order = torch.randperm(n_unlabeled, generator=generator, device=device)
+        l_order = labeled_order(data.train_y, steps * c.labeled_batch, True, cpu_gen).to(device)
+        sums = torch.zeros(2, device=device)
+        for s in range(steps):
+            l_idx = l_order[s * c.labeled_batch:(s + 1) * c.labeled_batch]
+            x = to_float(torch.cat([data.train_x[l_idx],
+                                    data.unlabeled_x[u_order[s * c.unlabeled_batch:(s + 1) * c.unlabeled_batch]]]))
+            student_logits = student(augment_images(x, c.strong, generator))
+            with torch.no_grad():
+                teacher_logits = teacher.module(augment_images(x, c.weak, generator))
+            supervised = criterion(student_logits[:len(l_idx)], data.train_y[l_idx])
+            consistency = consistency_loss(student_logits, teacher_logits)
+            w = consistency_ramp(epoch + s / steps, c.ramp_epochs, c.consistency_weight)
+            optimizer_step(student, optimizer, supervised + w * consistency, c.grad_clip, scheduler, ema=teacher)
+            sums += torch.stack([supervised.detach(), consistency.detach()])
+        sup, cons = (sums / steps).tolist()
+        t_val, s_val = accuracy(teacher.module, data.val_x, data.val_y), accuracy(student, data.val_x, data.val_y)
+        row = {"epoch": epoch, "supervised_loss": sup, "consistency_loss": cons, "consistency_weight": w,
+               "val_acc": t_val["acc"], "val_loss": t_val["loss"], "student_val_acc": s_val["acc"]}
+        if not (torch.isfinite(torch.tensor(sup)) and torch.isfinite(torch.tensor(cons))):
+            raise FloatingPointError(f"teacher epoch {epoch}: loss is not finite; lower teacher.lr")
+        log(row)
+        if better(t_val, best):
+            best, best_state = {**t_val, "epoch": epoch}, copy.deepcopy(teacher.module.state_dict())
+    final = teacher.module
+    final.load_state_dict(best_state)
+    return final.eval(), {"best_epoch": best["epoch"], "val_acc": best["acc"], "val_loss": best["loss"]}

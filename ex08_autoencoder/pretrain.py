@@ -1,0 +1,76 @@
+"""Step 1: a (denoising) autoencoder on the unlabeled images.
+
+Each batch: clean image (optionally augmented) -> corrupt (zero ``mask_ratio`` of the pixels, add Gaussian
+noise of std ``noise_std``) -> reconstruct the *clean* image. Reconstruction loss on the 100 clean val images
+picks the epoch whose encoder is kept.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+
+from common.augment import augment_images
+from common.optim import optimizer_step, param_groups
+from common.schedules import cosine_scheduler
+from ex08_autoencoder.config import AutoencoderConfig
+from ex08_autoencoder.data import FewLabelData, to_float
+from ex08_autoencoder.models import Autoencoder
+
+
+def corrupt(x, mask_ratio: float, noise_std: float, generator=None):
+    """Zero each pixel with probability ``mask_ratio``, then add N(0, noise_std^2) noise to every pixel.
+    Not clamped, so the noise has exactly the std asked for."""
+    if mask_ratio > 0:
+        x = x * (torch.rand(x.shape, generator=generator, device=x.device) >= mask_ratio)
+    if noise_std > 0:
+        x = x + noise_std * torch.randn(x.shape, generator=generator, device=x.device)
+    return x
+
+
+def reconstruction_loss(logits, clean, kind: str):
+    """BCE (from logits: stable) or MSE of the sigmoid output, against the clean image."""
+    if kind == "bce":
+        return F.binary_cross_entropy_with_logits(logits, clean)
+    return F.mse_loss(torch.sigmoid(logits), clean)
+
+
+@torch.no_grad()
+def val_loss(ae, images_uint8, kind: str) -> float:
+    ae.eval()
+    x = to_float(images_uint8)
+    loss = reconstruction_loss(ae.reconstruction_logits(x), x, kind).item()
+    ae.train()
+    return loss
+
+
+def pretrain(cfg: AutoencoderConfig, data: FewLabelData, log, generator, progress=None) -> tuple[Autoencoder, dict]:
+    """Train the autoencoder; ``log(row)`` records each epoch. Returns the best-val autoencoder and its figures."""
+    c = cfg.pretrain
+    device = data.unlabeled_x.device
+    ae = Autoencoder(cfg.model).to(device)
+    optimizer = torch.optim.Adam(param_groups(ae, c.lr, c.weight_decay), lr=c.lr)
+    n = data.unlabeled_x.shape[0]
+    steps = n // c.batch_size  # ragged last batch dropped (BatchNorm statistics of a tiny batch are noise)
+    scheduler = cosine_scheduler(optimizer, steps * c.epochs) if c.cosine else None
+    best, best_state = None, None
+    for epoch in progress(range(c.epochs)) if progress else range(c.epochs):
+        order = torch.randperm(n, generator=generator, device=device)
+        loss_sum = torch.zeros((), device=device)
+        for s in range(steps):
+            clean = augment_images(to_float(data.unlabeled_x[order[s * c.batch_size:(s + 1) * c.batch_size]]),
+                                   c.augment, generator)
+            noisy = corrupt(clean, c.mask_ratio, c.noise_std, generator)
+            loss = reconstruction_loss(ae.reconstruction_logits(noisy), clean, c.loss)
+            optimizer_step(ae, optimizer, loss, 0.0, scheduler)
+            loss_sum += loss.detach()
+        row = {"epoch": epoch, "train_loss": (loss_sum / steps).item(), "val_loss": val_loss(ae, data.val_x, c.loss),
+               "lr": optimizer.param_groups[0]["lr"]}
+        if not torch.isfinite(torch.tensor(row["train_loss"])):
+            raise FloatingPointError(f"pretrain epoch {epoch}: loss is {row['train_loss']}; lower pretrain.lr")
+        log(row)
+        if best is None or row["val_loss"] < best["val_loss"]:
+            best, best_state = row, copy.deepcopy(ae.state_dict())
+    ae.load_state_dict(best_state)
+    return ae.eval(), {"best_epoch": best["epoch"], "val_loss": best["val_loss"], "train_loss": row["train_loss"]}

@@ -1,0 +1,198 @@
+"""Run a recipe's steps (pretrain -> transfer -> teacher), all of them or one, into one run directory.
+
+The run dir holds the resolved config, the few-label split (``split.json``), ``metrics.jsonl`` (a row per epoch,
+tagged with its step), a checkpoint per step (``pretrain.pt``, ``transfer.pt``, ``teacher.pt``), the exported
+final classifier ``model.pt`` (< 5M parameters, < 20 MB, checked), PNGs, and ``summary.json``. One W&B run per
+step, grouped by the run dir's name. Each step is seeded on its own (seed + step number), so running
+``--step transfer`` alone from a saved ``pretrain.pt`` gives the same numbers as the whole recipe does.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from common import checkpoint
+from common.checkpoint import atomic_write_text
+from common.config import ConfigError, from_dict, to_dict
+from common.device import pick_device, set_threads
+from common.rundir import RunDir
+from common.seed import seed_everything
+from common.timing import since_process_start
+from common.tracking import Tracker
+from ex08_autoencoder import plots
+from ex08_autoencoder.config import STEPS, AutoencoderConfig
+from ex08_autoencoder.data import FewLabelData, few_label_data, load_mnist
+from ex08_autoencoder.evaluate import accuracy, predict_logits
+from ex08_autoencoder.mean_teacher import mean_teacher
+from ex08_autoencoder.models import Autoencoder, Classifier, ModelConfig, encode, millions
+from ex08_autoencoder.pretrain import corrupt, pretrain
+from ex08_autoencoder.probe import linear_probe
+from ex08_autoencoder.transfer import transfer
+
+CHECKPOINT_FORMAT = "i2dl-ex08-v1"
+CHECKPOINT_OF = {"pretrain": "pretrain.pt", "transfer": "transfer.pt", "teacher": "teacher.pt"}
+
+
+def save_step(model, kind: str, cfg: AutoencoderConfig, path: Path, **meta) -> int:
+    """A step's model: weights + the model config to rebuild it (loadable with ``weights_only=True``)."""
+    obj = {"format": CHECKPOINT_FORMAT, "kind": kind, "model_config": to_dict(cfg.model),
+           "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}
+    return checkpoint.save_model_checked(obj, model, path)
+
+
+def load_step(path: Path, kind: str, device="cpu"):
+    """Rebuild an ``autoencoder`` or ``classifier`` saved by :func:`save_step`."""
+    blob = checkpoint.load(path)
+    if blob.get("format") != CHECKPOINT_FORMAT or blob.get("kind") != kind:
+        raise ValueError(f"{path} is not an ex08 {kind} checkpoint (format {blob.get('format')!r}, "
+                         f"kind {blob.get('kind')!r})")
+    model_cfg = from_dict(ModelConfig, blob["model_config"])
+    model = Autoencoder(model_cfg) if kind == "autoencoder" else Classifier(model_cfg)
+    model.load_state_dict(blob["state_dict"])
+    return model.to(device)
+
+
+def _previous(run: RunDir, step: str, kind: str, device):
+    path = run / CHECKPOINT_OF[step]
+    if not path.is_file():
+        raise ConfigError(f"{path} is missing: run the '{step}' step first into the same --out dir "
+                          f"(or the whole recipe without --step)")
+    return load_step(path, kind, device)
+
+
+def _split_file(run: RunDir, data: FewLabelData) -> None:
+    """Save the split with the run; a later ``--step`` into the same dir must use the same one."""
+    path = run / "split.json"
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if any(saved[k] != data.split[k] for k in ("train", "val", "test")):
+            raise ConfigError(f"{path} holds a different few-label split than data.split_seed gives now; "
+                              f"use the split_seed of the earlier steps or a new --out dir")
+        return
+    atomic_write_text(path, json.dumps(data.split) + "\n")
+
+
+def _progress(enabled: bool, step: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return lambda it: tqdm(it, desc=f"ex08 {step}", unit="ep", file=sys.stderr, dynamic_ncols=True)
+
+
+def _report_classifier(model, data: FewLabelData, run: RunDir, step: str, figures: list) -> dict:
+    test100, test10k = accuracy(model, data.test100_x, data.test100_y), accuracy(model, data.test10k_x, data.test10k_y)
+    preds = predict_logits(model, data.test10k_x).argmax(1)
+    figures.append(plots.confusion(data.test10k_y, preds, run / f"confusion_{step}.png",
+                                   f"{step}: MNIST 10k test, accuracy {test10k['acc']:.2%}"))
+    return {"test100_acc": test100["acc"], "test10k_acc": test10k["acc"], "params": checkpoint.count_params(model)}
+
+
+def run_step(step: str, cfg: AutoencoderConfig, data: FewLabelData, run: RunDir, tracker: Tracker,
+             progress: bool) -> dict:
+    device = data.train_x.device
+    generator = torch.Generator(device=device).manual_seed(cfg.run.seed * 1000 + STEPS.index(step))
+
+    def log(row):
+        row = {"step": step, **row, "elapsed_s": since_process_start()}
+        run.log_metrics(row)
+        tracker.log({f"{step}/{k}": v for k, v in row.items() if isinstance(v, (int, float))}, step=row["epoch"])
+
+    figures, result = [], {}
+    if step == "pretrain":
+        ae, result = pretrain(cfg, data, log, generator, _progress(progress, step))
+        result["params"] = checkpoint.count_params(ae)
+        save_step(ae, "autoencoder", cfg, run / CHECKPOINT_OF[step], **result)
+        result.update(linear_probe(ae.encoder, data))
+        c = cfg.pretrain
+        fixed = torch.Generator(device=device).manual_seed(0)
+        figures.append(plots.reconstructions(ae, data.val_x, lambda x: corrupt(x, c.mask_ratio, c.noise_std, fixed),
+                                             run / "reconstructions.png"))
+        figures.append(plots.latent_pca(encode(ae.encoder, data.test10k_x[:3000]), data.test10k_y[:3000],
+                                        run / "latent_pca.png"))
+    elif step == "transfer":
+        ae = _previous(run, "pretrain", "autoencoder", device)
+        model, result = transfer(cfg, data, ae.encoder, log, generator, _progress(progress, step))
+        result.update(_report_classifier(model, data, run, step, figures))
+        save_step(model, "classifier", cfg, run / CHECKPOINT_OF[step], **result)
+    else:
+        student = _previous(run, "transfer", "classifier", device)
+        model, result = mean_teacher(cfg, data, student, log, generator, _progress(progress, step))
+        result.update(_report_classifier(model, data, run, step, figures))
+        save_step(model, "classifier", cfg, run / CHECKPOINT_OF[step], **result)
+    for fig in figures:
+        tracker.log_image(fig.stem, fig)
+    result["figures"] = [str(f) for f in figures]
+    return result
+
+
+def run_recipe(cfg: AutoencoderConfig, out_dir: str | Path, only_step: str | None = None,
+               progress: bool = True) -> dict:
+    """Run all of ``cfg.steps`` (or just ``only_step``) into ``out_dir``; returns the (merged) summary."""
+    cfg.validate()
+    if only_step is not None and only_step not in cfg.steps:
+        raise ConfigError(f"--step {only_step!r} is not a step of the {cfg.recipe} recipe; "
+                          f"choose one of {', '.join(cfg.steps)}")
+    t0 = time.perf_counter()
+    threads = set_threads(cfg.run.threads)
+    device = pick_device(cfg.run.device)
+    run = RunDir(out_dir, cfg)
+    seed_everything(cfg.run.seed)
+    data = few_label_data(load_mnist(cfg.data.data_dir), cfg.data.split_seed, cfg.data.per_class, device,
+                          cfg.data.max_unlabeled)
+    _split_file(run, data)
+    summary_path = run / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() and only_step else {}
+    summary.setdefault("steps", {})
+    group = cfg.track.group or run.path.name
+    for step in ([only_step] if only_step else cfg.steps):
+        t_step = time.perf_counter()
+        seed_everything(cfg.run.seed * 1000 + STEPS.index(step))
+        tracker = Tracker(cfg.track.project, to_dict(cfg), run.path, cfg.track.mode, name=f"{group}-{step}",
+                          group=group, job_type=f"ex08-{step}")
+        for key, how in (("val_acc", "max"), ("val_loss", "min")):
+            tracker.define_metric(f"{step}/{key}", summary=how)
+        try:
+            result = run_step(step, cfg, data, run, tracker, progress)
+        except BaseException:  # NaN, Ctrl-C: close the W&B run as failed, keep what is on disk
+            tracker.finish(exit_code=1)
+            run.close()
+            raise
+        result["wall_s"] = time.perf_counter() - t_step
+        tracker.summary({k: v for k, v in result.items() if isinstance(v, (int, float))})
+        tracker.finish()
+        summary["steps"][step] = result
+        print(f"[ex08] {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)),
+              file=sys.stderr)
+    run.close()
+    last = [s for s in cfg.steps if s in summary["steps"]][-1]
+    if last != "pretrain":
+        final = load_step(run / CHECKPOINT_OF[last], "classifier")
+        summary["model_bytes"] = save_step(final, "classifier", cfg, run / "model.pt", from_step=last)
+        summary.update({k: summary["steps"][last][k] for k in ("test100_acc", "test10k_acc", "val_acc")})
+    try:
+        summary["figures"] = summary.get("figures", []) + [str(plots.learning_curves(run / "metrics.jsonl",
+                                                                                     run / "curves.png"))]
+    except Exception as e:  # a plotting problem must not lose a finished training
+        print(f"[ex08] plotting failed: {e}", file=sys.stderr)
+    ae_params = summary["steps"].get("pretrain", {}).get("params")
+    clf = summary["steps"].get(last, {}).get("params") if last != "pretrain" else None
+    summary.update({"recipe": cfg.recipe, "final_step": last, "params": clf or ae_params,
+                    "params_autoencoder": ae_params, "params_classifier": clf,
+                    "wall_s": sum(s["wall_s"] for s in summary["steps"].values()),
+                    "this_invocation_s": time.perf_counter() - t0, "since_process_start_s": since_process_start(),
+                    "threads": threads, "device": str(device)})
+    run.write_summary(summary)
+    return summary
+
+
+def param_report(cfg: AutoencoderConfig) -> str:
+    """Parameter counts of the recipe's autoencoder and classifier, printed the way the seed prints them."""
+    from common.checkpoint import count_params
+
+    ae, clf = count_params(Autoencoder(cfg.model)), count_params(Classifier(cfg.model))
+    return (f"autoencoder params: {millions(ae)} ({ae:,})   classifier params: {millions(clf)} ({clf:,})")

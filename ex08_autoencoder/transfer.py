@@ -1,0 +1,79 @@
+"""Step 2: transfer. The pretrained encoder plus a fresh head learn from the 100 labeled images.
+
+Discriminative learning rates (slow encoder, fast head), class-balanced sampling, strong augmentation, mixup
+and label smoothing all fight over-fitting 100 images. The epoch with the best val accuracy is kept.
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from common.augment import augment_images
+from common.mixup import mixup_batch, mixup_loss
+from common.optim import discriminative_groups, optimizer_step
+from common.sampling import class_balanced_sampler
+from common.schedules import cosine_scheduler
+from ex08_autoencoder.config import AutoencoderConfig
+from ex08_autoencoder.data import FewLabelData, to_float
+from ex08_autoencoder.evaluate import accuracy, better
+from ex08_autoencoder.models import Classifier, Encoder
+
+
+def supervised_loss(model, images_uint8, labels, aug, criterion, mixup_alpha: float, generator):
+    """Augment, optionally mix up, and score one labeled batch; returns (loss, logits)."""
+    x = augment_images(to_float(images_uint8), aug, generator)
+    x, perm, lam = mixup_batch(x, mixup_alpha)
+    logits = model(x)
+    return mixup_loss(criterion, logits, labels, perm, lam), logits
+
+
+def labeled_order(labels, n_samples: int, balanced: bool, generator_cpu):
+    """Indices of one epoch: ``n_samples`` class-balanced draws, or one shuffled pass (``n_samples`` = 0)."""
+    if balanced:
+        return torch.tensor(list(class_balanced_sampler(labels.cpu(), n_samples or len(labels), generator_cpu)))
+    return torch.randperm(len(labels), generator=generator_cpu)
+
+
+def make_optimizer(c, classifier: Classifier):
+    groups = discriminative_groups([(classifier.encoder, c.lr_encoder), (classifier.head, c.lr_head)],
+                                   c.weight_decay)
+    if c.optimizer == "adam":  # L2 weight decay, as the case study's torch.optim.Adam(weight_decay=...)
+        return torch.optim.Adam(groups)
+    return torch.optim.AdamW(groups)
+
+
+def transfer(cfg: AutoencoderConfig, data: FewLabelData, encoder: Encoder, log, generator,
+             progress=None) -> tuple[Classifier, dict]:
+    c = cfg.transfer
+    device = data.train_x.device
+    model = Classifier(cfg.model, encoder).to(device).train()
+    optimizer = make_optimizer(c, model)
+    cpu_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator, device=device)))
+    per_epoch = c.samples_per_epoch if c.balanced or c.samples_per_epoch else len(data.train_y)
+    steps = max(1, per_epoch // c.batch_size + (per_epoch % c.batch_size > 1))  # a last batch of 1 breaks BN
+    scheduler = cosine_scheduler(optimizer, steps * c.epochs) if c.cosine else None
+    criterion = torch.nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
+    best, best_state = None, None
+    for epoch in progress(range(c.epochs)) if progress else range(c.epochs):
+        order = labeled_order(data.train_y, c.samples_per_epoch, c.balanced, cpu_gen).to(device)
+        loss_sum, correct = 0.0, 0
+        for s in range(steps):
+            idx = order[s * c.batch_size:(s + 1) * c.batch_size]
+            loss, logits = supervised_loss(model, data.train_x[idx], data.train_y[idx], c.augment, criterion,
+                                           c.mixup_alpha, generator)
+            optimizer_step(model, optimizer, loss, c.grad_clip, scheduler)
+            loss_sum += loss.item()
+            correct += int((logits.argmax(1) == data.train_y[idx]).sum())
+        val = accuracy(model, data.val_x, data.val_y)
+        row = {"epoch": epoch, "train_loss": loss_sum / steps, "val_acc": val["acc"], "val_loss": val["loss"],
+               "lr_head": optimizer.param_groups[-1]["lr"]}
+        if c.mixup_alpha <= 0:  # with mixup the images no longer carry a single label to be right about
+            row["train_acc"] = correct / min(len(order), steps * c.batch_size)
+        if not torch.isfinite(torch.tensor(row["train_loss"])):
+            raise FloatingPointError(f"transfer epoch {epoch}: loss is {row['train_loss']}; lower the lrs")
+        log(row)
+        if better(val, best):
+            best, best_state = {**val, "epoch": epoch}, copy.deepcopy(model.state_dict())
+    model.load_state_dict(best_state)
+    return model.eval(), {"best_epoch": best["epoch"], "val_acc": best["acc"], "val_loss": best["loss"]}

@@ -1,0 +1,154 @@
+"""ex08 data (IDX files, md5, download, the few-label split), corruption, models and parameter counts."""
+import gzip
+import hashlib
+import http.server
+import json
+import shutil
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import synthetic_digits, write_idx_gz
+from ex08_autoencoder import data
+from ex08_autoencoder.data import MnistDataError, ensure_files, load_mnist, make_split, read_idx
+
+
+def test_read_idx_round_trip(tmp_path):
+    images, labels = synthetic_digits(20)
+    assert np.array_equal(read_idx(write_idx_gz(tmp_path / "x.gz", images), 3), images)
+    assert np.array_equal(read_idx(write_idx_gz(tmp_path / "y.gz", labels), 1), labels)
+
+
+def test_wrong_magic_names_the_file(tmp_path):
+    images, _ = synthetic_digits(5)
+    path = write_idx_gz(tmp_path / "imgs.gz", images)
+    with pytest.raises(MnistDataError, match=r"imgs\.gz: wrong IDX magic"):
+        read_idx(path, 1)  # a 3-d image file where labels are expected
+
+
+def test_truncated_file_names_the_file(tmp_path):
+    images, _ = synthetic_digits(5)
+    raw = gzip.decompress(write_idx_gz(tmp_path / "full.gz", images).read_bytes())
+    short = tmp_path / "short.gz"
+    short.write_bytes(gzip.compress(raw[:-100]))
+    with pytest.raises(MnistDataError, match=r"short\.gz: header says shape \(5, 28, 28\).*truncated"):
+        read_idx(short, 3)
+    cut = tmp_path / "cut.gz"
+    cut.write_bytes((tmp_path / "full.gz").read_bytes()[:200])  # the gzip stream itself ends early
+    with pytest.raises(MnistDataError, match=r"cut\.gz: cannot decompress"):
+        read_idx(cut, 3)
+
+
+def test_bad_md5_names_the_file(synthetic_mnist_dir, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(synthetic_mnist_dir, root)  # the real md5 table does not match synthetic files
+    with pytest.raises(MnistDataError, match=r"train-images-idx3-ubyte\.gz: md5 .* does not match"):
+        ensure_files(root)
+
+
+def test_missing_files_offline_names_files_and_folder(tmp_path):
+    with pytest.raises(MnistDataError) as err:
+        ensure_files(tmp_path, mirrors=("http://127.0.0.1:9/",))  # nothing listens on port 9
+    msg = str(err.value)
+    assert "train-images-idx3-ubyte.gz" in msg and "t10k-labels-idx1-ubyte.gz" in msg
+    assert str(tmp_path / "MNIST" / "raw") in msg and "--data-dir" in msg
+
+
+def test_download_from_a_loopback_mirror_checks_md5(synthetic_mnist_dir, tmp_path, monkeypatch):
+    raw = synthetic_mnist_dir / "MNIST" / "raw"
+    md5 = {name: hashlib.md5((raw / name).read_bytes()).hexdigest() for name, _ in data.FILES.values()}
+    monkeypatch.setattr(data, "FILES", {k: (name, md5[name]) for k, (name, _) in data.FILES.items()})
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, directory=str(raw), **kw)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        mirror = f"http://127.0.0.1:{server.server_address[1]}/"
+        monkeypatch.setenv("I2DL_MNIST_MIRRORS", "http://127.0.0.1:9/," + mirror)  # the first mirror is down
+        folder = ensure_files(tmp_path / "fresh")
+        assert sorted(p.name for p in folder.iterdir()) == sorted(md5)
+        assert load_mnist(tmp_path / "fresh").train_images.shape == (900, 1, 28, 28)
+        # a mirror serving different bytes fails the md5 check and leaves nothing behind
+        monkeypatch.setattr(data, "FILES", {k: (name, "0" * 32) for k, (name, _) in data.FILES.items()})
+        with pytest.raises(MnistDataError, match="md5 mismatch"):
+            ensure_files(tmp_path / "other", mirrors=(mirror,))
+        assert not any((tmp_path / "other" / "MNIST" / "raw").iterdir())
+    finally:
+        server.shutdown()
+
+
+def test_split_is_balanced_disjoint_and_seeded():
+    labels = np.repeat(np.arange(10), 50)
+    split = make_split(labels, seed=3)
+    for name in ("train", "val", "test"):
+        assert np.bincount(labels[split[name]], minlength=10).tolist() == [10] * 10
+    labeled = set(split["train"]) | set(split["val"]) | set(split["test"])
+    assert len(labeled) == 300 and not labeled & set(split["unlabeled"])
+    assert len(split["unlabeled"]) == 200 and labeled | set(split["unlabeled"]) == set(range(500))
+    assert make_split(labels, seed=3) == split and make_split(labels, seed=4) != split
+
+
+REAL_SPLIT_DIGEST = "5df85f92df193151"  # sha256 of the seed-0 split, recorded when the split was introduced
+
+
+def test_real_split_is_pinned(real_mnist):
+    """The same split on every machine: numpy's PCG64 stream is platform-independent, so this digest of the
+    seed-0 split of the real labels must never change (if it does, old runs are no longer comparable)."""
+    split = make_split(load_mnist(real_mnist).train_labels.numpy(), seed=0)
+    assert len(split["unlabeled"]) == 59_700
+    digest = hashlib.sha256(json.dumps({k: split[k] for k in ("train", "val", "test")}).encode()).hexdigest()
+    assert split["train"][:5] == [817, 897, 1216, 1703, 1926]
+    assert digest[:16] == REAL_SPLIT_DIGEST
+
+
+def test_corruption_rate_and_sigma():
+    from ex08_autoencoder.pretrain import corrupt
+
+    g = torch.Generator().manual_seed(0)
+    ones = torch.ones(200, 1, 28, 28)
+    masked = corrupt(ones, 0.2, 0.0, g)
+    assert (masked == 0).float().mean().item() == pytest.approx(0.2, abs=0.005)
+    noisy = corrupt(torch.zeros(200, 1, 28, 28), 0.0, 0.15, g)
+    assert noisy.std().item() == pytest.approx(0.15, rel=0.01) and abs(noisy.mean().item()) < 0.002
+    both = corrupt(ones, 0.2, 0.15, g)  # mask first, then noise on every pixel
+    kept = both[both > 0.5]
+    assert (kept - 1).std().item() == pytest.approx(0.15, rel=0.02)
+
+
+def test_parameter_counts_print_as_the_seeds():
+    from common.checkpoint import count_params
+    from ex08_autoencoder.config import make_config
+    from ex08_autoencoder.models import Autoencoder, Classifier
+    from ex08_autoencoder.recipes import param_report
+
+    case = make_config("case-study")
+    assert count_params(Autoencoder(case.model)) == 824_702
+    assert count_params(Classifier(case.model)) == 591_185
+    assert "autoencoder params: 0.824M" in param_report(case) and "classifier params: 0.591M" in param_report(case)
+    board = make_config("leaderboard")
+    assert count_params(Classifier(board.model)) == 1_433_738  # "~1.4M"
+    for model in (Autoencoder(board.model), Classifier(case.model)):
+        kinds = {type(m).__name__ for m in model.modules()}
+        assert not {k for k in kinds if "Conv" in k}, "fully connected layers only"
+
+
+def test_leaderboard_block_structure():
+    from ex08_autoencoder.config import make_config
+    from ex08_autoencoder.models import Classifier
+
+    model = Classifier(make_config("leaderboard").model)
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(784, 1024), (1024, 512), (512, 128), (128, 256),
+                                                                  (256, 10)]
+    names = [type(m).__name__ for m in model.encoder.net]
+    assert names == ["Flatten", "Linear", "LayerNorm", "GELU", "Dropout", "Linear", "LayerNorm", "GELU", "Dropout",
+                     "Linear", "LayerNorm", "GELU"]  # the last block has no dropout
+    assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
