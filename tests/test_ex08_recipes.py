@@ -102,8 +102,8 @@ def test_cli_case_study_prints_the_seed_parameter_counts(synthetic_mnist, tmp_pa
 @pytest.mark.realdata
 def test_each_step_learns_on_real_mnist(real_mnist, tmp_path, capsys):
     """Short real runs, step by step through the CLI: the AE's loss falls and its features beat chance by far,
-    transfer lifts the 10k-test accuracy above the linear probe's, the teacher keeps it and its consistency
-    loss falls."""
+    transfer lifts the 10k-test accuracy above the linear probe's, the teacher keeps it while its supervised
+    loss falls. (That the full teacher step *improves* on transfer is what benchmarks/ex08_recipe.py shows.)"""
     out = tmp_path / "real"
     common = ["ex08", "--data-dir", str(real_mnist), "--out", str(out), "--no-progress", "--set",
               "data.max_unlabeled=12000", "pretrain.epochs=3", "transfer.epochs=15", "teacher.epochs=3",
@@ -118,5 +118,5 @@ def test_each_step_learns_on_real_mnist(real_mnist, tmp_path, capsys):
     steps = json.loads((out / "summary.json").read_text())["steps"]
     assert steps["pretrain"]["probe_test10k_acc"] > 0.6
     assert steps["transfer"]["test10k_acc"] > max(0.8, steps["pretrain"]["probe_test10k_acc"])
-    assert steps["teacher"]["test10k_acc"] > steps["transfer"]["test10k_acc"] - 0.01
-    assert teach[-1]["consistency_loss"] < teach[0]["consistency_loss"]
+    assert steps["teacher"]["test10k_acc"] >= steps["transfer"]["test10k_acc"] - 0.005
+    assert teach[-1]["supervised_loss"] < teach[0]["supervised_loss"]
