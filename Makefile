@@ -1,5 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    create .venv if missing, install the project, train the ex09 default recipe
+#   make ex08   same set-up, then the ex08 leaderboard recipe (RECIPE=case-study for the course's case study)
 #   make test   same set-up, then the test suite
 # Data: --data-dir via DATA_DIR=..., else $I2DL_DATA_DIR, else the default cache dir (downloaded there).
 PYTHON ?= python3
@@ -7,9 +8,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 ARGS   ?=
+RECIPE ?= leaderboard
 DATA_ARG := $(if $(DATA_DIR),--data-dir $(DATA_DIR),)
 
-.PHONY: run test quick install clean
+.PHONY: run ex08 test quick install clean
 
 install: $(STAMP)
 
@@ -20,6 +22,9 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(PY) -m experiments.run ex09 $(DATA_ARG) $(ARGS)
+
+ex08: $(STAMP)
+	$(PY) -m experiments.run ex08 --recipe $(RECIPE) $(DATA_ARG) $(ARGS)
 
 quick: $(STAMP)
 	$(PY) -m experiments.run ex09 --preset quick $(DATA_ARG) $(ARGS)

@@ -11,10 +11,25 @@ from __future__ import annotations
 import netrc
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 ONLINE_INIT_TIMEOUT_S = 20.0
+
+
+@dataclass
+class TrackConfig:
+    """The ``track`` section of every experiment's config."""
+
+    mode: str = "auto"
+    """W&B: ``auto`` (online if an API key is configured, else offline), ``online``, ``offline``, ``disabled``."""
+    project: str = "i2dl-lab"
+    """W&B project."""
+    group: str | None = None
+    """W&B group (a study sets it to the study name; ex08 default: the run dir's name, grouping its steps)."""
+    name: str | None = None
+    """W&B run name (default: the run dir's name; ex08 appends ``-<step>``)."""
 
 
 def api_key_configured() -> bool:

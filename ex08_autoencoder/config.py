@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from common.augment import AffineAugment
 from common.config import ConfigError
+from common.tracking import TrackConfig
 
 STEPS = ("pretrain", "transfer", "teacher")
 
@@ -149,18 +150,6 @@ class RunConfig:
     """``auto`` (cuda > mps > cpu) or a torch device string."""
     threads: int = 0
     """CPU intra-op threads (0 = all available cores)."""
-    eval_batch: int = 2048
-    """Batch size for evaluation and feature extraction."""
-
-
-@dataclass
-class TrackConfig:
-    mode: str = "auto"
-    """W&B: ``auto`` (online if an API key is configured, else offline), ``online``, ``offline``, ``disabled``."""
-    project: str = "i2dl-lab"
-    """W&B project."""
-    group: str | None = None
-    """W&B group of the step runs (default: the run dir's name)."""
 
 
 @dataclass

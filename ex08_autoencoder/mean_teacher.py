@@ -55,7 +55,7 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
             x = to_float(torch.cat([data.train_x[l_idx],
                                     data.unlabeled_x[u_order[s * c.unlabeled_batch:(s + 1) * c.unlabeled_batch]]]))
             student_logits = student(augment_images(x, c.strong, generator))
-            with torch.no_grad():
+            with torch.no_grad():  # teacher in train mode: its dropout is part of the noise, as in the paper
                 teacher_logits = teacher.module(augment_images(x, c.weak, generator))
             supervised = criterion(student_logits[:len(l_idx)], data.train_y[l_idx])
             consistency = consistency_loss(student_logits, teacher_logits)

@@ -152,7 +152,8 @@ def run_recipe(cfg: AutoencoderConfig, out_dir: str | Path, only_step: str | Non
     for step in ([only_step] if only_step else cfg.steps):
         t_step = time.perf_counter()
         seed_everything(cfg.run.seed * 1000 + STEPS.index(step))
-        tracker = Tracker(cfg.track.project, to_dict(cfg), run.path, cfg.track.mode, name=f"{group}-{step}",
+        tracker = Tracker(cfg.track.project, to_dict(cfg), run.path, cfg.track.mode,
+                          name=f"{cfg.track.name or run.path.name}-{step}",
                           group=group, job_type=f"ex08-{step}")
         for key, how in (("val_acc", "max"), ("val_loss", "min")):
             tracker.define_metric(f"{step}/{key}", summary=how)

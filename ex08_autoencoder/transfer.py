@@ -29,10 +29,13 @@ def supervised_loss(model, images_uint8, labels, aug, criterion, mixup_alpha: fl
 
 
 def labeled_order(labels, n_samples: int, balanced: bool, generator_cpu):
-    """Indices of one epoch: ``n_samples`` class-balanced draws, or one shuffled pass (``n_samples`` = 0)."""
+    """Indices of one epoch of ``n_samples`` (0 = one pass over the labels): class-balanced draws with
+    replacement, or shuffled passes without."""
+    n = n_samples or len(labels)
     if balanced:
-        return torch.tensor(list(class_balanced_sampler(labels.cpu(), n_samples or len(labels), generator_cpu)))
-    return torch.randperm(len(labels), generator=generator_cpu)
+        return torch.tensor(list(class_balanced_sampler(labels.cpu(), n, generator_cpu)))
+    passes = -(-n // len(labels))
+    return torch.cat([torch.randperm(len(labels), generator=generator_cpu) for _ in range(passes)])[:n]
 
 
 def make_optimizer(c, classifier: Classifier):
@@ -50,7 +53,7 @@ def transfer(cfg: AutoencoderConfig, data: FewLabelData, encoder: Encoder, log, 
     model = Classifier(cfg.model, encoder).to(device).train()
     optimizer = make_optimizer(c, model)
     cpu_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator, device=device)))
-    per_epoch = c.samples_per_epoch if c.balanced or c.samples_per_epoch else len(data.train_y)
+    per_epoch = c.samples_per_epoch or len(data.train_y)
     steps = max(1, per_epoch // c.batch_size + (per_epoch % c.batch_size > 1))  # a last batch of 1 breaks BN
     scheduler = cosine_scheduler(optimizer, steps * c.epochs) if c.cosine else None
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)

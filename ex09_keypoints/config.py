@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from common.augment import AffineAugment
 from common.config import ConfigError
+from common.tracking import TrackConfig
 
 
 @dataclass
@@ -91,18 +92,6 @@ class TrainConfig:
     """Evaluate on val every N epochs (and always at the last)."""
     time_limit_s: float = 0.0
     """Stop after this many seconds of training (0 = no limit); the schedule still assumes ``epochs``."""
-
-
-@dataclass
-class TrackConfig:
-    mode: str = "auto"
-    """W&B: ``auto`` (online if an API key is configured, else offline), ``online``, ``offline``, ``disabled``."""
-    project: str = "i2dl-lab"
-    """W&B project."""
-    group: str | None = None
-    """W&B group (a study sets it to the study name)."""
-    name: str | None = None
-    """W&B run name (default: the run dir's name)."""
 
 
 @dataclass

@@ -152,3 +152,16 @@ def test_leaderboard_block_structure():
     assert names == ["Flatten", "Linear", "LayerNorm", "GELU", "Dropout", "Linear", "LayerNorm", "GELU", "Dropout",
                      "Linear", "LayerNorm", "GELU"]  # the last block has no dropout
     assert model(torch.rand(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_labeled_epoch_order_balanced_or_shuffled_passes():
+    from ex08_autoencoder.transfer import labeled_order
+
+    labels = torch.tensor([0] * 80 + [1] * 20)
+    g = torch.Generator().manual_seed(0)
+    one_pass = labeled_order(labels, 0, False, g)
+    assert sorted(one_pass.tolist()) == list(range(100))
+    three_passes = labeled_order(labels, 250, False, g)
+    assert len(three_passes) == 250 and torch.bincount(three_passes).max() <= 3
+    balanced = labeled_order(labels, 4000, True, g)
+    assert len(balanced) == 4000 and abs(float((labels[balanced] == 1).float().mean()) - 0.5) < 0.03
