@@ -15,10 +15,14 @@ def predict_logits(model, images_uint8, batch_size: int = 2048):
     return out
 
 
-def accuracy(model, images_uint8, labels, batch_size: int = 2048) -> dict:
-    """``{"acc": fraction correct, "loss": mean cross entropy}``."""
-    logits = predict_logits(model, images_uint8, batch_size)
+def scores(logits, labels) -> dict:
+    """``{"acc": fraction correct, "loss": mean cross entropy}`` of given logits."""
     return {"acc": (logits.argmax(1) == labels).float().mean().item(), "loss": F.cross_entropy(logits, labels).item()}
+
+
+def accuracy(model, images_uint8, labels, batch_size: int = 2048) -> dict:
+    """:func:`scores` of the model's predictions on uint8 images."""
+    return scores(predict_logits(model, images_uint8, batch_size), labels)
 
 
 def better(candidate: dict, best: dict | None) -> bool:

@@ -12,6 +12,7 @@ One epoch = ``unlabeled_per_epoch`` unlabeled images (a fresh random subset of t
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -24,7 +25,7 @@ from ex08_autoencoder.config import AutoencoderConfig
 from ex08_autoencoder.data import FewLabelData, to_float
 from ex08_autoencoder.evaluate import accuracy, better
 from ex08_autoencoder.models import Classifier
-from ex08_autoencoder.transfer import labeled_order
+from ex08_autoencoder.transfer import cpu_generator, labeled_order
 
 
 def consistency_loss(student_logits, teacher_logits):
@@ -43,7 +44,7 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
     steps = max(1, c.unlabeled_per_epoch // c.unlabeled_batch)
     scheduler = cosine_scheduler(optimizer, steps * c.epochs) if c.cosine else None
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
-    cpu_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator, device=device)))
+    cpu_gen = cpu_generator(generator)
     n_unlabeled = data.unlabeled_x.shape[0]
     best, best_state = None, None
     for epoch in progress(range(c.epochs)) if progress else range(c.epochs):
@@ -66,7 +67,7 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
         t_val, s_val = accuracy(teacher.module, data.val_x, data.val_y), accuracy(student, data.val_x, data.val_y)
         row = {"epoch": epoch, "supervised_loss": sup, "consistency_loss": cons, "consistency_weight": w,
                "val_acc": t_val["acc"], "val_loss": t_val["loss"], "student_val_acc": s_val["acc"]}
-        if not (torch.isfinite(torch.tensor(sup)) and torch.isfinite(torch.tensor(cons))):
+        if not (math.isfinite(sup) and math.isfinite(cons)):
             raise FloatingPointError(f"teacher epoch {epoch}: loss is not finite; lower teacher.lr")
         log(row)
         if better(t_val, best):

@@ -7,6 +7,7 @@ picks the epoch whose encoder is kept.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -67,7 +68,7 @@ def pretrain(cfg: AutoencoderConfig, data: FewLabelData, log, generator, progres
             loss_sum += loss.detach()
         row = {"epoch": epoch, "train_loss": (loss_sum / steps).item(), "val_loss": val_loss(ae, data.val_x, c.loss),
                "lr": optimizer.param_groups[0]["lr"]}
-        if not torch.isfinite(torch.tensor(row["train_loss"])):
+        if not math.isfinite(row["train_loss"]):
             raise FloatingPointError(f"pretrain epoch {epoch}: loss is {row['train_loss']}; lower pretrain.lr")
         log(row)
         if best is None or row["val_loss"] < best["val_loss"]:

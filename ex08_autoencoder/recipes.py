@@ -26,7 +26,7 @@ from common.tracking import Tracker
 from ex08_autoencoder import plots
 from ex08_autoencoder.config import STEPS, AutoencoderConfig
 from ex08_autoencoder.data import FewLabelData, few_label_data, load_mnist
-from ex08_autoencoder.evaluate import accuracy, predict_logits
+from ex08_autoencoder.evaluate import accuracy, predict_logits, scores
 from ex08_autoencoder.mean_teacher import mean_teacher
 from ex08_autoencoder.models import Autoencoder, Classifier, ModelConfig, encode, millions
 from ex08_autoencoder.pretrain import corrupt, pretrain
@@ -85,9 +85,9 @@ def _progress(enabled: bool, step: str):
 
 
 def _report_classifier(model, data: FewLabelData, run: RunDir, step: str, figures: list) -> dict:
-    test100, test10k = accuracy(model, data.test100_x, data.test100_y), accuracy(model, data.test10k_x, data.test10k_y)
-    preds = predict_logits(model, data.test10k_x).argmax(1)
-    figures.append(plots.confusion(data.test10k_y, preds, run / f"confusion_{step}.png",
+    logits = predict_logits(model, data.test10k_x)  # once, for the accuracy and the confusion matrix
+    test100, test10k = accuracy(model, data.test100_x, data.test100_y), scores(logits, data.test10k_y)
+    figures.append(plots.confusion(data.test10k_y, logits.argmax(1), run / f"confusion_{step}.png",
                                    f"{step}: MNIST 10k test, accuracy {test10k['acc']:.2%}"))
     return {"test100_acc": test100["acc"], "test10k_acc": test10k["acc"], "params": checkpoint.count_params(model)}
 

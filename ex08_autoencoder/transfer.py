@@ -6,6 +6,7 @@ and label smoothing all fight over-fitting 100 images. The epoch with the best v
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 
@@ -38,6 +39,12 @@ def labeled_order(labels, n_samples: int, balanced: bool, generator_cpu):
     return torch.cat([torch.randperm(len(labels), generator=generator_cpu) for _ in range(passes)])[:n]
 
 
+def cpu_generator(generator):
+    """A CPU generator seeded from ``generator`` (the sampler wants one on the CPU whatever the device)."""
+    return torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator,
+                                                            device=generator.device)))
+
+
 def make_optimizer(c, classifier: Classifier):
     groups = discriminative_groups([(classifier.encoder, c.lr_encoder), (classifier.head, c.lr_head)],
                                    c.weight_decay)
@@ -52,7 +59,7 @@ def transfer(cfg: AutoencoderConfig, data: FewLabelData, encoder: Encoder, log, 
     device = data.train_x.device
     model = Classifier(cfg.model, encoder).to(device).train()
     optimizer = make_optimizer(c, model)
-    cpu_gen = torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator, device=device)))
+    cpu_gen = cpu_generator(generator)
     per_epoch = c.samples_per_epoch or len(data.train_y)
     steps = max(1, per_epoch // c.batch_size + (per_epoch % c.batch_size > 1))  # a last batch of 1 breaks BN
     scheduler = cosine_scheduler(optimizer, steps * c.epochs) if c.cosine else None
@@ -60,20 +67,20 @@ def transfer(cfg: AutoencoderConfig, data: FewLabelData, encoder: Encoder, log, 
     best, best_state = None, None
     for epoch in progress(range(c.epochs)) if progress else range(c.epochs):
         order = labeled_order(data.train_y, c.samples_per_epoch, c.balanced, cpu_gen).to(device)
-        loss_sum, correct = 0.0, 0
+        loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
         for s in range(steps):
             idx = order[s * c.batch_size:(s + 1) * c.batch_size]
             loss, logits = supervised_loss(model, data.train_x[idx], data.train_y[idx], c.augment, criterion,
                                            c.mixup_alpha, generator)
             optimizer_step(model, optimizer, loss, c.grad_clip, scheduler)
-            loss_sum += loss.item()
-            correct += int((logits.argmax(1) == data.train_y[idx]).sum())
+            loss_sum += loss.detach()  # summed on the device: no sync per step
+            correct += (logits.argmax(1) == data.train_y[idx]).sum()
         val = accuracy(model, data.val_x, data.val_y)
-        row = {"epoch": epoch, "train_loss": loss_sum / steps, "val_acc": val["acc"], "val_loss": val["loss"],
+        row = {"epoch": epoch, "train_loss": loss_sum.item() / steps, "val_acc": val["acc"], "val_loss": val["loss"],
                "lr_head": optimizer.param_groups[-1]["lr"]}
         if c.mixup_alpha <= 0:  # with mixup the images no longer carry a single label to be right about
-            row["train_acc"] = correct / min(len(order), steps * c.batch_size)
-        if not torch.isfinite(torch.tensor(row["train_loss"])):
+            row["train_acc"] = correct.item() / min(len(order), steps * c.batch_size)
+        if not math.isfinite(row["train_loss"]):
             raise FloatingPointError(f"transfer epoch {epoch}: loss is {row['train_loss']}; lower the lrs")
         log(row)
         if better(val, best):
