@@ -90,6 +90,21 @@ def parse_value(value: Any, typ, key: str):
     raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
 
 
+def get_value(cfg, key: str) -> Any:
+    """The value at dotted ``key`` (which must exist: see :func:`flat_keys`)."""
+    node = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def format_override(key: str, value: Any) -> str:
+    """``key=value`` as the CLI's ``--set`` parses it back (lists as JSON, strings bare)."""
+    if isinstance(value, (list, tuple)):
+        return f"{key}={json.dumps(list(value), separators=(',', ':'))}"
+    return f"{key}={value}"
+
+
 def set_value(cfg, key: str, value: Any) -> None:
     """Set dotted ``key`` on the config tree, parsing ``value`` to the field's type."""
     parts = key.split(".")
@@ -110,7 +125,7 @@ def set_value(cfg, key: str, value: Any) -> None:
 
 def apply_overrides(cfg, overrides: Iterable[str] | dict) -> Any:
     """Apply ``["a.b=v", ...]`` (CLI form) or ``{"a.b": v}`` (typed form) to ``cfg`` in place; returns it."""
-    items = overrides.items() if isinstance(overrides, dict) else (_split(o) for o in overrides)
+    items = overrides.items() if isinstance(overrides, dict) else (split_override(o) for o in overrides)
     for key, value in items:
         set_value(cfg, key, value)
     if hasattr(cfg, "validate"):
@@ -118,7 +133,7 @@ def apply_overrides(cfg, overrides: Iterable[str] | dict) -> Any:
     return cfg
 
 
-def _split(override: str) -> tuple[str, str]:
+def split_override(override: str) -> tuple[str, str]:
     if "=" not in override:
         raise ConfigError(f"override {override!r} must look like key=value, e.g. train.epochs=30")
     key, value = override.split("=", 1)

@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -93,14 +94,17 @@ def _report_classifier(model, data: FewLabelData, run: RunDir, step: str, figure
 
 
 def run_step(step: str, cfg: AutoencoderConfig, data: FewLabelData, run: RunDir, tracker: Tracker,
-             progress: bool) -> dict:
+             progress: bool, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
     device = data.train_x.device
     generator = torch.Generator(device=device).manual_seed(cfg.run.seed * 1000 + STEPS.index(step))
 
     def log(row):
         row = {"step": step, **row, "elapsed_s": since_process_start()}
         run.log_metrics(row)
-        tracker.log({f"{step}/{k}": v for k, v in row.items() if isinstance(v, (int, float))}, step=row["epoch"])
+        # No explicit W&B step: a study's trial logs all steps into one run, where epochs restart per step.
+        tracker.log({f"{step}/{k}": v for k, v in row.items() if isinstance(v, (int, float))})
+        if on_epoch is not None:
+            on_epoch(row["epoch"], row)
 
     figures, result = [], {}
     if step == "pretrain":
@@ -131,8 +135,14 @@ def run_step(step: str, cfg: AutoencoderConfig, data: FewLabelData, run: RunDir,
 
 
 def run_recipe(cfg: AutoencoderConfig, out_dir: str | Path, only_step: str | None = None,
-               progress: bool = True) -> dict:
-    """Run all of ``cfg.steps`` (or just ``only_step``) into ``out_dir``; returns the (merged) summary."""
+               progress: bool = True, on_epoch: Callable[[int, dict], None] | None = None,
+               tracker: Tracker | None = None) -> dict:
+    """Run all of ``cfg.steps`` (or just ``only_step``) into ``out_dir``; returns the (merged) summary.
+
+    ``on_epoch(epoch, row)`` sees every epoch's row (tagged with its ``step``; a study's pruner watches
+    ``val_acc``) and may raise to stop. ``tracker``: log every step into this one W&B run and leave finishing
+    it to the caller (a study trial); by default each step opens and closes its own run.
+    """
     cfg.validate()
     if only_step is not None and only_step not in cfg.steps:
         raise ConfigError(f"--step {only_step!r} is not a step of the {cfg.recipe} recipe; "
@@ -149,23 +159,28 @@ def run_recipe(cfg: AutoencoderConfig, out_dir: str | Path, only_step: str | Non
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() and only_step else {}
     summary.setdefault("steps", {})
     group = cfg.track.group or run.path.name
+    shared_tracker = tracker
     for step in ([only_step] if only_step else cfg.steps):
         t_step = time.perf_counter()
         seed_everything(cfg.run.seed * 1000 + STEPS.index(step))
-        tracker = Tracker(cfg.track.project, to_dict(cfg), run.path, cfg.track.mode,
-                          name=f"{cfg.track.name or run.path.name}-{step}",
-                          group=group, job_type=f"ex08-{step}")
+        step_tracker = shared_tracker or Tracker(cfg.track.project, to_dict(cfg), run.path, cfg.track.mode,
+                                                 name=f"{cfg.track.name or run.path.name}-{step}",
+                                                 group=group, job_type=f"ex08-{step}")
+        step_tracker.define_metric(f"{step}/*", step_metric=f"{step}/epoch")
         for key, how in (("val_acc", "max"), ("val_loss", "min")):
-            tracker.define_metric(f"{step}/{key}", summary=how)
+            step_tracker.define_metric(f"{step}/{key}", summary=how, step_metric=f"{step}/epoch")
         try:
-            result = run_step(step, cfg, data, run, tracker, progress)
-        except BaseException:  # NaN, Ctrl-C: close the W&B run as failed, keep what is on disk
-            tracker.finish(exit_code=1)
+            result = run_step(step, cfg, data, run, step_tracker, progress, on_epoch)
+        except BaseException:  # NaN, Ctrl-C, a pruner: close the W&B run as failed, keep what is on disk
+            if shared_tracker is None:
+                step_tracker.finish(exit_code=1)
             run.close()
             raise
         result["wall_s"] = time.perf_counter() - t_step
-        tracker.summary({k: v for k, v in result.items() if isinstance(v, (int, float))})
-        tracker.finish()
+        step_tracker.summary({(f"{step}/{k}" if shared_tracker else k): v for k, v in result.items()
+                              if isinstance(v, (int, float))})
+        if shared_tracker is None:
+            step_tracker.finish()
         summary["steps"][step] = result
         print(f"[ex08] {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)),
               file=sys.stderr)

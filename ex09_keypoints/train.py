@@ -92,11 +92,13 @@ def train_one_epoch(model, optimizer, scheduler, ema, images, points, cfg: Keypo
 
 
 def train(cfg: KeypointsConfig, out_dir: str | Path, resume: str | Path | None = None,
-          on_epoch: Callable[[int, dict], None] | None = None, progress: bool = True) -> dict:
+          on_epoch: Callable[[int, dict], None] | None = None, progress: bool = True,
+          tracker: Tracker | None = None) -> dict:
     """Train with ``cfg``, writing everything into ``out_dir``; returns the summary dict.
 
     ``on_epoch(epoch, metrics)`` is called after each evaluation (a study reports to its pruner there and may
-    raise to stop the run).
+    raise to stop the run). ``tracker``: log into this W&B run and leave finishing it to the caller (a study
+    trial); by default the run opens and closes its own.
     """
     cfg.validate()
     t_train = time.perf_counter()
@@ -134,8 +136,10 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, resume: str | Path | None =
         start_epoch, best = state["epoch"] + 1, state["best"]
         print(f"[ex09] resumed from {resume} at epoch {start_epoch}", file=sys.stderr)
 
-    tracker = Tracker(cfg.track.project, to_dict(cfg), run.path, cfg.track.mode,
-                      name=cfg.track.name or run.path.name, group=cfg.track.group, job_type="ex09-train")
+    owns_tracker = tracker is None
+    if owns_tracker:
+        tracker = Tracker(cfg.track.project, to_dict(cfg), run.path, cfg.track.mode,
+                          name=cfg.track.name or run.path.name, group=cfg.track.group, job_type="ex09-train")
     tracker.define_metric("val/score", summary="max")
     tracker.define_metric("train/loss", summary="min")
 
@@ -179,7 +183,8 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, resume: str | Path | None =
                 print(f"[ex09] time limit {cfg.train.time_limit_s:.0f}s reached after epoch {epoch}", file=sys.stderr)
                 break
     except BaseException:  # NaN, a pruner stopping the trial, Ctrl-C: close the W&B run as failed
-        tracker.finish(exit_code=1)
+        if owns_tracker:
+            tracker.finish(exit_code=1)
         run.close()
         raise
 
@@ -205,7 +210,8 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, resume: str | Path | None =
         print(f"[ex09] plotting failed: {e}", file=sys.stderr)
     run.write_summary(summary)
     tracker.summary({"val_score": course, "val_rmse_px": final["rmse_px"], "params": n_params})
-    tracker.finish()
+    if owns_tracker:
+        tracker.finish()
     run.close()
     return summary
 

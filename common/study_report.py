@@ -1,0 +1,141 @@
+"""What a study found: ``report.md`` and PNGs in the study dir, and retraining the best trial as a normal run.
+
+Compute accounting: every trial records how many evaluations (pruner steps, usually epochs) it ran and how
+many a full run plans; what pruned trials did not run is the compute pruning saved.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+from common.checkpoint import atomic_write_text
+from common.config import apply_overrides, format_override, set_value
+
+
+def _fmt(v) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def compute_stats(study) -> dict[str, Any]:
+    """Counts by state, evaluations (epochs) run vs saved by pruning, trial wall time."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    run = sum(int(t.user_attrs.get("evals_run", 0)) for t in trials)
+    saved = sum(max(0, int(t.user_attrs.get("planned_evals", 0)) - int(t.user_attrs.get("evals_run", 0)))
+                for t in trials if t.state == TrialState.PRUNED and "planned_evals" in t.user_attrs)
+    walls = [float(t.user_attrs["wall_s"]) for t in trials if "wall_s" in t.user_attrs]
+    return {"counts": counts, "evals_run": run, "evals_saved": saved,
+            "fraction_saved": saved / (run + saved) if run + saved else 0.0,
+            "trial_wall_s": sum(walls), "trials": len(trials)}
+
+
+def _figures(study, study_dir: Path) -> dict[str, str]:
+    """Optuna's matplotlib plots; a plot that cannot be drawn yet (too few trials) is reported, not raised."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import optuna.visualization.matplotlib as ovm
+
+    plots = {"study_history.png": ovm.plot_optimization_history,
+             "study_importances.png": ovm.plot_param_importances,
+             "study_intermediate.png": ovm.plot_intermediate_values}
+    out: dict[str, str] = {}
+    for name, plot in plots.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # ExperimentalWarning on every matplotlib plot
+                ax = plot(study)
+            fig = (ax if hasattr(ax, "savefig") else getattr(ax, "figure", None) or ax.flat[0].figure)
+            fig.set_size_inches(8, 5)
+            fig.tight_layout()
+            fig.savefig(study_dir / name, dpi=100)
+            plt.close(fig)
+            out[name] = "ok"
+        except Exception as e:  # e.g. importances need 2+ complete trials with varying parameters
+            out[name] = f"not drawn: {type(e).__name__}: {str(e)[:160]}"
+    return out
+
+
+def write_report(study, study_dir: str | Path) -> Path:
+    """Write ``report.md`` (+ PNGs) into ``study_dir``; returns its path."""
+    from optuna.trial import TrialState
+
+    study_dir = Path(study_dir)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    stats = compute_stats(study)
+    metric = study.user_attrs.get("metric", "value")
+    direction = study.direction.name.lower()
+    lines = [f"# Study `{study.study_name}`", "",
+             f"Experiment **{study.user_attrs.get('experiment', '?')}**, {direction} **{metric}**. "
+             f"{stats['trials']} trials: " + ", ".join(f"{n} {k}" for k, n in stats["counts"].items() if n) + ".", ""]
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if complete:
+        best = study.best_trial
+        lines += ["## Best trial", "",
+                  f"Trial **{best.number}**: {metric} = **{best.value:.4g}** "
+                  f"({best.user_attrs.get('evals_run', '?')} evaluations, {best.user_attrs.get('wall_s', 0):.0f} s), "
+                  f"run dir `trial-{best.number:04d}/`.", "",
+                  "| parameter | value |", "|---|---|"]
+        lines += [f"| `{k}` | {_fmt(v)} |" for k, v in best.params.items()]
+        baseline = [t for t in complete if t.user_attrs.get("baseline")]
+        if baseline:
+            b = baseline[0]
+            lines += ["", f"Baseline (the preset's own values under the same fixed budget, trial {b.number}): "
+                          f"{metric} = {b.value:.4g}; the best trial is "
+                          f"{'at' if best.number == b.number else f'{best.value - b.value:+.4g} against'} it."]
+        overrides = best.user_attrs.get("overrides", {})
+        lines += ["", "Its config overrides (retrain with `python -m experiments.run report --study "
+                  f"{study.study_name} --retrain-best`):", "", "```",
+                  " ".join(format_override(k, v) for k, v in overrides.items()), "```", ""]
+    else:
+        lines += ["No complete trial yet.", ""]
+    lines += ["## Compute", "",
+              f"- evaluations (epochs) run: {stats['evals_run']}; saved by pruning: {stats['evals_saved']} "
+              f"(**{stats['fraction_saved']:.0%}** of what running every trial to the end would have cost)",
+              f"- trial wall time: {stats['trial_wall_s'] / 3600:.2f} h in all", ""]
+    ranked = sorted(complete, key=lambda t: t.value, reverse=direction == "maximize")[:10]
+    if ranked:
+        lines += ["## Top trials", "", f"| trial | {metric} | evals | wall s | params |", "|---|---|---|---|---|"]
+        lines += [f"| {t.number} | {t.value:.4g} | {t.user_attrs.get('evals_run', '?')} | "
+                  f"{t.user_attrs.get('wall_s', 0):.0f} | "
+                  + ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()) + " |" for t in ranked]
+        lines.append("")
+    stopped = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.PRUNED, TrialState.FAIL)]
+    if stopped:
+        lines += ["## Pruned and failed trials", "", "| trial | state | reason |", "|---|---|---|"]
+        lines += [f"| {t.number} | {t.state.name.lower()} | {t.user_attrs.get('reason', '')[:200]} |"
+                  for t in stopped]
+        lines.append("")
+    figures = _figures(study, study_dir)
+    lines += ["## Figures", ""]
+    for name, status in figures.items():
+        lines.append(f"![{name}]({name})" if status == "ok" else f"- {name}: {status}")
+    path = study_dir / "report.md"
+    atomic_write_text(path, "\n".join(lines) + "\n")
+    return path
+
+
+def retrain_best(study, sweep, experiment, out_dir: Path, overrides: list[str], data_dir: str | None,
+                 progress: bool = True) -> dict:
+    """Train the best trial's config (its recorded overrides, then ``overrides``) as a normal run."""
+    from common.config import ConfigError
+
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    if not complete:
+        raise ConfigError(f"study {study.study_name} has no complete trial to retrain")
+    best = study.best_trial
+    cfg = experiment.make_config(sweep.preset)
+    apply_overrides(cfg, best.user_attrs.get("overrides", {}))
+    apply_overrides(cfg, overrides)
+    set_value(cfg, experiment.threads_key, 0)  # a normal run: all cores
+    if data_dir:
+        cfg.data.data_dir = data_dir
+    cfg.track.group, cfg.track.name = sweep.study, f"{sweep.study}-best-retrain"
+    print(f"[report] retraining trial {best.number} ({sweep.metric} {best.value:.4g}) into {out_dir}")
+    summary = experiment.train(cfg, out_dir, progress=progress)
+    print(f"[report] retrained: {sweep.metric} {summary[sweep.metric]:.4g} (the trial had {best.value:.4g})")
+    return summary
