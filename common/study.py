@@ -177,11 +177,15 @@ def finished_count(study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
 
 
-def fail_dead_local_trials(study) -> list[int]:
+def fail_dead_local_trials(study, max_retry: int = DEFAULT_MAX_RETRY) -> list[int]:
     """RUNNING trials whose worker ran on this host and is gone (SIGKILL, power loss): mark them FAIL now and
     queue their parameters again, rather than waiting for the heartbeat's grace period (or forever, on a journal
-    file, which has no heartbeat)."""
+    file, which has no heartbeat). The re-queueing is the heartbeat's own callback, so retries look alike."""
+    _optuna()
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
+
+    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
 
     host, failed = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -191,7 +195,7 @@ def fail_dead_local_trials(study) -> list[int]:
         # The storage API is the only way to end another process's trial (optuna.storages.fail_stale_trials
         # does the same for heartbeat storages).
         if study._storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL):
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+            retry(study, study._storage.get_trial(t._trial_id))
             failed.append(t.number)
     return failed
 

@@ -216,7 +216,7 @@ def run_study(args) -> int:
 
     baseline = apply_overrides(exp.make_config(sweep.preset), dict(sweep.fixed))
     study = create_or_load_study(sweep, open_storage(url, sweep.storage), baseline_cfg=baseline)
-    recovered = fail_dead_local_trials(study)
+    recovered = fail_dead_local_trials(study, sweep.storage.get("max_retry", 2))
     threads = threads_per_worker(args.workers)
     print(f"[study] {sweep.study} ({sweep.experiment}, {sweep.direction} {sweep.metric}) in {redact(url)}; "
           f"dir {study_dir}; {args.workers} worker(s) x {threads} thread(s); target {trials or 'unlimited'} "

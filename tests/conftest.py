@@ -171,3 +171,71 @@ def tiny_ex08_config(data_dir: Path, recipe: str = "leaderboard", **overrides):
             "run.threads": 1, "track.mode": "disabled"}
     base.update(overrides)
     return apply_overrides(cfg, base)
+
+
+def _postgres_bindir() -> Path | None:
+    import glob
+    import shutil
+
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    dirs = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return Path(dirs[-1]).parent if dirs else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A throw-away PostgreSQL server on a free loopback port (its own data and socket dir), with a database
+    ``optuna``; stopped and removed after the session. Skips when PostgreSQL is not installed or will not start."""
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    bindir = _postgres_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (no initdb on PATH or in /usr/lib/postgresql/*/bin); "
+                    ".ci/run installs it with apt-get install -y postgresql")
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg2 is not installed: pip install -e '.[postgres]'")
+    as_user: list[str] = []
+    base = Path(tempfile.mkdtemp(prefix="i2dl-pg-"))  # under /tmp: the server user must reach it
+    if os.geteuid() == 0:  # initdb refuses to run as root: run the server as the 'postgres' user
+        if not shutil.which("runuser"):
+            pytest.skip("running as root and runuser is missing: cannot start PostgreSQL as a normal user")
+        try:
+            import pwd
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user to run the server as")
+        os.chown(base, pw.pw_uid, pw.pw_gid)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data, log = base / "data", base / "server.log"
+
+    def run(*cmd, timeout=120):
+        return subprocess.run(as_user + [str(c) for c in cmd], capture_output=True, text=True, timeout=timeout)
+
+    r = run(bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    if r.returncode != 0:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(f"initdb failed: {r.stderr.strip()[-300:]}")
+    r = run(bindir / "pg_ctl", "-D", data, "-l", log, "-w", "-t", "60", "start",
+            "-o", f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c max_connections=50")
+    if r.returncode != 0:
+        detail = log.read_text()[-300:] if log.exists() else r.stderr[-300:]
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.skip(f"PostgreSQL did not start: {detail.strip()}")
+    try:
+        r = run(bindir / "psql", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "-c", "CREATE DATABASE optuna")
+        assert r.returncode == 0, r.stderr
+        # A password in the URL (ignored under trust auth) lets tests check it is never printed.
+        yield f"postgresql+psycopg2://postgres:s3cret-pw@127.0.0.1:{port}/optuna"
+    finally:
+        run(bindir / "pg_ctl", "-D", data, "-m", "immediate", "-w", "stop")
+        shutil.rmtree(base, ignore_errors=True)

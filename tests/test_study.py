@@ -1,0 +1,357 @@
+"""Optuna studies end to end on real storages (SQLite, a journal file, a PostgreSQL server), real worker
+processes, real W&B offline files; the trials train the real ex09/ex08 code on small synthetic data."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from common.config import ConfigError
+from common.sweep import SWEEPS_DIR, baseline_params, load_sweep, suggest
+from common.wandb_records import read_run
+from conftest import REPO
+
+optuna = pytest.importorskip("optuna")
+from optuna.trial import TrialState  # noqa: E402
+
+
+def write_sweep(path: Path, data_dir: Path, *, fixed=None, space=None, **top) -> Path:
+    """A seconds-per-trial ex09 sweep on the synthetic faces."""
+    spec = {"study": "t", "experiment": "ex09", "preset": "quick", "metric": "val_score", "direction": "maximize",
+            "trials": 3, "sampler": {"type": "random", "seed": 0},
+            "pruner": {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
+            "storage": {"heartbeat_s": 1, "grace_s": 2},
+            "fixed": {"data.data_dir": str(data_dir), "model.widths": [16, 32], "model.head_hidden": 32, "train.epochs": 2,
+                      "train.batch_size": 16, "train.ema_decay": 0.9, "train.threads": 1, "track.mode": "offline",
+                      **(fixed or {})},
+            "space": space or {"depth": {"type": "int", "low": 1, "high": 2},
+                               "model.widths": {"type": "list", "length": "depth",
+                                                "item": {"type": "int", "low": 8, "high": 24, "step": 8}},
+                               "train.lr": {"type": "float", "low": 1e-3, "high": 4e-3, "log": True}}}
+    spec.update(top)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def cli(*args, timeout=300, env=None) -> subprocess.CompletedProcess:
+    """The real CLI in a fresh process (as a user, or a worker on another machine, would start it)."""
+    return subprocess.run([sys.executable, "-m", "experiments.run", *map(str, args)], cwd=REPO, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def load(url: str, name: str = "t"):
+    from common.study import open_storage
+    return optuna.load_study(study_name=name, storage=open_storage(url))
+
+
+def check_invariants(study, target: int) -> list:
+    trials = study.get_trials(deepcopy=False)
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers)), "trial numbers must be unique"
+    assert not [t.number for t in trials if t.state == TrialState.RUNNING], "no trial may stay RUNNING"
+    finished = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    assert len(finished) >= target
+    return finished
+
+
+# --- sweep files ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name,experiment", [("kp", "ex09"), ("ae", "ex08")])
+def test_shipped_sweeps_are_valid_against_their_configs(name, experiment):
+    from experiments.registry import get_experiment
+
+    sweep = load_sweep(SWEEPS_DIR / f"{name}.yaml", get_experiment(experiment).make_config)
+    assert sweep.experiment == experiment and sweep.study == name and len(sweep.space) >= 10
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda s: s.update(colour="red"), "unknown key 'colour'"),
+    (lambda s: s.pop("metric"), "missing required key 'metric'"),
+    (lambda s: s.update(direction="up"), "direction='up' is not valid"),
+    (lambda s: s["space"].update({"train.lrr": {"type": "float", "low": 1e-3, "high": 1e-2}}),
+     "'train.lrr' is not a key of the ex09 config"),
+    (lambda s: s["fixed"].update({"train.epochs": "many"}), "train.epochs: expected an integer"),
+    (lambda s: s["space"].update({"train.lr": {"type": "float", "low": 1e-2, "high": 1e-3}}), "is above high"),
+    (lambda s: s["space"].update({"train.lr": {"type": "float", "low": 0.0, "high": 1e-3, "log": True}}),
+     "log=true needs low > 0"),
+    (lambda s: s["space"].update({"train.lr": {"type": "float", "low": 1e-3}}), "space.train.lr.high=None"),
+    (lambda s: s["space"].update({"train.lr": {"type": "gaussian"}}), "space.train.lr.type='gaussian'"),
+    (lambda s: s["space"].update({"model.head": {"type": "categorical", "choices": [[1, 2]]}}), "not a scalar"),
+    (lambda s: s["space"].update({"model.kernel": {"type": "int", "low": 3, "high": 5, "when": {"arch": "cnn"}}}),
+     "'arch' is not a parameter defined above"),
+    (lambda s: s["space"].update({"width": {"type": "int", "low": 3, "high": 5}}), "no other parameter uses it"),
+    (lambda s: s["space"]["model.widths"].update(length="train.lr"), "must name an int parameter"),
+    (lambda s: s.update(sampler={"type": "grid"}), "sampler.type='grid'"),
+    (lambda s: s.update(pruner={"type": "median", "patience": 3}), "unknown key 'patience'"),
+    (lambda s: s.update(trials=0), "trials=0 must be a positive integer"),
+])
+def test_bad_sweeps_name_the_bad_key(tmp_path, mutate, message):
+    from experiments.registry import get_experiment
+
+    path = write_sweep(tmp_path / "s.yaml", tmp_path)
+    spec = yaml.safe_load(path.read_text())
+    mutate(spec)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_sweep(path, get_experiment("ex09").make_config)
+
+
+def test_invalid_yaml_and_the_cli_exit_code(tmp_path, capsys):
+    from experiments.run import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: t\nspace: {depth: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_sweep(bad)
+    assert main(["ex09", "--study", str(bad)]) == 2
+    assert "bad.yaml" in capsys.readouterr().err
+    assert main(["ex09", "--study", "no-such-sweep"]) == 2
+    assert "known: ae, kp" in capsys.readouterr().err
+    ex08_sweep = write_sweep(tmp_path / "x.yaml", tmp_path)
+    assert main(["ex08", "--study", str(ex08_sweep)]) == 2
+    assert "is a sweep of ex09" in capsys.readouterr().err
+
+
+def test_conditional_and_list_parameters_and_the_baseline_round_trip():
+    from ex09_keypoints.config import make_config
+
+    sweep = load_sweep(SWEEPS_DIR / "kp.yaml")
+    cnn = dict(baseline_params(sweep.space, make_config("default")))
+    assert cnn["depth"] == 3 and [cnn[f"model.widths[{i}]"] for i in range(3)] == [48, 96, 192]
+    overrides = suggest(optuna.trial.FixedTrial(cnn), sweep.space)
+    cfg = make_config("default")
+    assert overrides["model.widths"] == cfg.model.widths and overrides["train.lr"] == cfg.train.lr
+    assert "depth" not in overrides  # a helper, not a config key
+    timm = {k: v for k, v in cnn.items() if k in ("model.head_hidden", "model.head_dropout") or k.startswith(
+        ("train.", "augment."))}
+    timm["model.arch"] = "timm:lcnet_050"
+    overrides = suggest(optuna.trial.FixedTrial(timm), sweep.space)
+    assert overrides["model.arch"] == "timm:lcnet_050"
+    assert not any(k in overrides for k in ("model.widths", "model.kernel", "model.head")), "conditional on cnn"
+
+
+def test_redact_hides_storage_passwords():
+    from common.study import redact
+
+    assert "hunter2" not in redact("postgresql+psycopg2://me:hunter2@db.example:5432/optuna")
+    assert redact("postgresql+psycopg2://me:hunter2@db.example:5432/optuna").endswith("@db.example:5432/optuna")
+    assert redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+# --- running studies -----------------------------------------------------------------------------------------
+
+def test_study_runs_trials_with_wandb_runs_and_a_report(synthetic_data_dir, tmp_path):
+    sweep = write_sweep(tmp_path / "t.yaml", synthetic_data_dir)
+    out = tmp_path / "study"
+    r = cli("ex09", "--study", sweep, "--out", out, "--trials", 3)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads(r.stdout.strip().splitlines()[-1])
+    study = load(f"sqlite:///{out / 'study.db'}")
+    finished = check_invariants(study, 3)
+    assert summary["complete"] + summary.get("pruned", 0) == len(finished)
+    first = study.trials[0]
+    assert first.user_attrs["baseline"] and first.params == {"depth": 2, "model.widths[0]": 16,
+                                                             "model.widths[1]": 32, "train.lr": 2e-3}
+    for t in study.trials:
+        # The trial's run dir holds a normal run, and its overrides reproduce its config.
+        run_cfg = json.loads((out / f"trial-{t.number:04d}" / "config.json").read_text())
+        assert run_cfg["model"]["widths"] == t.user_attrs["overrides"]["model.widths"]
+        records = [read_run(p) for p in (out / f"trial-{t.number:04d}" / "wandb").glob("offline-run-*")]
+        assert len(records) == 1, "one W&B run per trial"
+        rec = records[0]
+        assert rec["run"]["group"] == "t" and rec["run"]["name"] == f"t-{t.number}"
+        assert rec["config"]["trial"]["params"] == pytest.approx(t.params)
+        assert rec["config"]["train"]["lr"] == pytest.approx(t.params["train.lr"])
+        scores = [h["val/score"] for h in rec["history"] if "val/score" in h]
+        assert scores == pytest.approx(list(t.intermediate_values.values()), rel=1e-9)
+        assert rec["summary"]["trial/state"] == t.state.name.lower()
+        if t.state == TrialState.COMPLETE:
+            assert rec["summary"]["trial/value"] == pytest.approx(t.value) and rec["exit_code"] == 0
+
+    # Re-running the same command with a higher target resumes: old trials kept, numbering goes on.
+    values = {t.number: t.value for t in finished}
+    r = cli("ex09", "--study", sweep, "--out", out, "--trials", 4)
+    assert r.returncode == 0, r.stderr[-2000:]
+    study = load(f"sqlite:///{out / 'study.db'}")
+    check_invariants(study, 4)
+    assert {t.number: t.value for t in study.trials if t.number in values} == values
+
+    r = cli("report", "--study", sweep, "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    report = (out / "report.md").read_text()
+    best = study.best_trial
+    assert f"Trial **{best.number}**" in report and "Baseline" in report and "saved by pruning" in report
+    assert (out / "study_history.png").stat().st_size > 5000 and (out / "study_intermediate.png").is_file()
+
+    r = cli("report", "--study", sweep, "--out", out, "--retrain-best", "--set", "train.epochs=1", "--no-progress")
+    assert r.returncode == 0, r.stderr[-2000:]
+    retrained = json.loads((out / "best-retrain" / "summary.json").read_text())
+    assert retrained["epochs"] == 1 and retrained["val_score"] > 0
+    retrained_cfg = json.loads((out / "best-retrain" / "config.json").read_text())
+    assert retrained_cfg["model"]["widths"] == best.user_attrs["overrides"]["model.widths"]
+
+
+def test_nan_trials_are_pruned_with_a_reason_and_the_study_goes_on(synthetic_data_dir, tmp_path):
+    from experiments.run import main
+
+    sweep = write_sweep(tmp_path / "nan.yaml", synthetic_data_dir, baseline=False, fixed={"train.lr": 1e30},
+                        space={"train.weight_decay": {"type": "float", "low": 1e-5, "high": 1e-3, "log": True}})
+    out = tmp_path / "nan"
+    assert main(["ex09", "--study", str(sweep), "--out", str(out), "--trials", "2"]) == 0
+    study = load(f"sqlite:///{out / 'study.db'}")
+    assert [t.state for t in study.trials] == [TrialState.PRUNED, TrialState.PRUNED]
+    for t in study.trials:
+        assert "non-finite loss" in t.user_attrs["reason"] and "lower train.lr" in t.user_attrs["reason"]
+        rec = read_run(next((out / f"trial-{t.number:04d}" / "wandb").glob("offline-run-*")))
+        assert rec["summary"]["trial/state"] == "pruned" and "non-finite" in rec["summary"]["trial/reason"]
+
+
+def test_pruner_stops_bad_trials_and_saves_epochs(synthetic_data_dir, tmp_path):
+    """A learning rate too small to learn anything in the budget trails the median and is pruned early."""
+    from common.study_report import compute_stats
+    from experiments.run import main
+
+    sweep = write_sweep(tmp_path / "p.yaml", synthetic_data_dir, baseline=False,
+                        fixed={"train.epochs": 6, "train.ema_decay": 0.0},
+                        sampler={"type": "tpe", "seed": 0, "n_startup_trials": 10},
+                        pruner={"type": "median", "n_startup_trials": 2, "n_warmup_steps": 1},
+                        space={"train.lr": {"type": "categorical", "choices": [3e-3, 1e-9]}})
+    out = tmp_path / "p"
+    study_url = f"sqlite:///{out / 'study.db'}"
+    from common.study import create_or_load_study, open_storage
+    study = create_or_load_study(load_sweep(sweep), open_storage(study_url))
+    for lr in (3e-3, 3e-3, 1e-9):
+        study.enqueue_trial({"train.lr": lr})
+    assert main(["ex09", "--study", str(sweep), "--out", str(out), "--trials", "3"]) == 0
+    study = load(study_url)
+    states = [(t.params["train.lr"], t.state) for t in study.trials]
+    assert states == [(3e-3, TrialState.COMPLETE), (3e-3, TrialState.COMPLETE), (1e-9, TrialState.PRUNED)]
+    pruned = study.trials[2]
+    assert "pruner stopped it after 2 of 6 evaluations" in pruned.user_attrs["reason"]
+    stats = compute_stats(study)
+    assert stats["evals_run"] == 6 + 6 + 2 and stats["evals_saved"] == 4
+    assert stats["fraction_saved"] == pytest.approx(4 / 18)
+
+
+@pytest.mark.parametrize("storage", ["sqlite", "journal", "postgres"])
+def test_two_workers_share_one_study(storage, synthetic_data_dir, tmp_path, request):
+    url = {"sqlite": f"sqlite:///{tmp_path / 'w.db'}", "journal": f"journal:///{tmp_path / 'w.log'}"}.get(storage)
+    if storage == "postgres":
+        url = request.getfixturevalue("postgres_url")
+    sweep = write_sweep(tmp_path / "w.yaml", synthetic_data_dir, trials=6)
+    r = cli("ex09", "--study", sweep, "--out", tmp_path / "w", "--workers", 2, "--storage", url)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "s3cret-pw" not in r.stdout + r.stderr, "the storage password must never be printed"
+    study = load(url)
+    finished = check_invariants(study, 6)
+    assert len(finished) <= 6 + 1, "workers stop at the target (one may overshoot by the trial it was running)"
+    assert len({t.user_attrs["pid"] for t in study.trials}) == 2, "both workers ran trials"
+    assert {t.user_attrs["worker"] for t in study.trials} == {0, 1}
+    complete = [t for t in finished if t.state == TrialState.COMPLETE]
+    assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == len(complete), "no duplicated points"
+
+
+def _wait_for(predicate, timeout_s: float, what: str):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _trials(url):
+    try:
+        return load(url).get_trials(deepcopy=False)
+    except Exception:  # the study is not created yet
+        return []
+
+
+def test_sigkilled_worker_loses_nothing_and_the_study_resumes(synthetic_data_dir, tmp_path):
+    url = f"sqlite:///{tmp_path / 'k.db'}"
+    sweep = write_sweep(tmp_path / "k.yaml", synthetic_data_dir, trials=5, fixed={"train.epochs": 12})
+    args = [sys.executable, "-m", "experiments.run", "ex09", "--study", str(sweep), "--out", str(tmp_path / "k"),
+            "--workers", "2", "--storage", url]
+    parent = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        # Kill one worker while it is mid-trial, after at least one trial has finished.
+        def victim():
+            trials = _trials(url)
+            done = [t for t in trials if t.state == TrialState.COMPLETE]
+            running = [t for t in trials if t.state == TrialState.RUNNING and t.user_attrs.get("pid")
+                       and t.intermediate_values]
+            return (done, running[0]) if done and running else None
+        done, running = _wait_for(victim, 240, "a finished trial and a running one")
+        os.kill(running.user_attrs["pid"], signal.SIGKILL)
+        parent.wait(timeout=300)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    finished_before = {t.number: t.value for t in _trials(url) if t.state == TrialState.COMPLETE}
+    assert set(t.number for t in done) <= set(finished_before)
+
+    r = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=300)  # the same command again
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = load(url)
+    check_invariants(study, 5)
+    killed = study.trials[running.number]
+    assert killed.state == TrialState.FAIL
+    retries = [t for t in study.trials if t.system_attrs.get("failed_trial") == running.number]
+    assert retries and retries[0].params == killed.params, "the killed trial's parameters are run again"
+    assert {t.number: t.value for t in study.trials if t.number in finished_before} == finished_before
+
+
+def test_ctrl_c_marks_the_running_trial_and_exits(synthetic_data_dir, tmp_path):
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    sweep = write_sweep(tmp_path / "c.yaml", synthetic_data_dir, trials=3, fixed={"train.epochs": 40})
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", "ex09", "--study", str(sweep), "--out",
+                             str(tmp_path / "c"), "--storage", url], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values for t in _trials(url)),
+                  180, "a running trial")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Re-run the same command to resume" in err
+    trials = _trials(url)
+    assert [t.state for t in trials] == [TrialState.FAIL]
+    assert trials[0].user_attrs["reason"] == "interrupted (Ctrl-C)"
+
+
+def test_ex08_study_reports_val_accuracy_per_classifier_epoch(synthetic_mnist, tmp_path):
+    from experiments.run import main
+
+    sweep = tmp_path / "ae.yaml"
+    sweep.write_text(yaml.safe_dump({
+        "study": "ae-tiny", "experiment": "ex08", "preset": "leaderboard", "metric": "val_acc", "trials": 2,
+        "sampler": {"type": "random", "seed": 1}, "pruner": {"type": "none"},
+        "fixed": {"data.data_dir": str(synthetic_mnist), "data.max_unlabeled": 256, "model.hidden": [64],
+                  "model.latent": 16, "model.head_hidden": [16], "pretrain.epochs": 1, "pretrain.batch_size": 64,
+                  "teacher.unlabeled_batch": 64, "run.threads": 1, "transfer.epochs": 3,
+                  "transfer.samples_per_epoch": 64, "teacher.epochs": 2, "teacher.unlabeled_per_epoch": 256,
+                  "track.mode": "offline"},
+        "space": {"transfer.lr_head": {"type": "float", "low": 3e-4, "high": 3e-3, "log": True}}}))
+    out = tmp_path / "ae"
+    assert main(["ex08", "--study", str(sweep), "--out", str(out)]) == 0
+    study = load(f"sqlite:///{out / 'study.db'}", "ae-tiny")
+    check_invariants(study, 2)
+    for t in study.trials:
+        assert t.state == TrialState.COMPLETE and len(t.intermediate_values) == 3 + 2 == t.user_attrs["planned_evals"]
+        summary = json.loads((out / f"trial-{t.number:04d}" / "summary.json").read_text())
+        assert t.value == summary["val_acc"] and 0.0 <= t.value <= 1.0
+        rec = read_run(next((out / f"trial-{t.number:04d}" / "wandb").glob("offline-run-*")))
+        assert rec["run"]["name"] == f"ae-tiny-{t.number}"
+        assert [h["teacher/val_acc"] for h in rec["history"] if "teacher/val_acc" in h] == \
+            pytest.approx(list(t.intermediate_values.values())[3:])
