@@ -228,6 +228,7 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
     """The Optuna objective: overrides -> config -> ``experiment.train`` with a pruning hook and a W&B run."""
     optuna = _optuna()
 
+    from common.checkpoint import ModelTooLargeError
     from common.tracking import Tracker
 
     def objective(trial: optuna.Trial) -> float:
@@ -244,7 +245,7 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
             raise optuna.TrialPruned(f"infeasible config: {e}") from None
         # Typed values as the config holds them: what --retrain-best and the report reuse.
         trial.set_user_attr("overrides", {k: _jsonable(get_value(cfg, k)) for k in overrides})
-        if not sweep.fixed.get(experiment.threads_key):  # a thread count the user fixed wins
+        if not int(sweep.fixed.get(experiment.threads_key) or 0):  # a thread count the user fixed wins
             set_value(cfg, experiment.threads_key, threads)
         if data_dir:
             cfg.data.data_dir = data_dir
@@ -287,10 +288,7 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
         except FloatingPointError as e:  # NonFiniteLossError (ex09), a NaN loss (ex08)
             state, reason = "pruned", f"non-finite loss: {e}"
             raise optuna.TrialPruned(reason) from None
-        except ValueError as e:  # ModelTooLargeError: the sampled model breaks the course's limits
-            if type(e).__name__ != "ModelTooLargeError":
-                reason = f"{type(e).__name__}: {e}"
-                raise
+        except ModelTooLargeError as e:  # the sampled model breaks the course's limits (5M params, 20 MB)
             state, reason = "pruned", f"infeasible model: {e}"
             raise optuna.TrialPruned(reason) from None
         except KeyboardInterrupt:

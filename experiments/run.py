@@ -218,6 +218,7 @@ def run_study(args) -> int:
     study = create_or_load_study(sweep, open_storage(url, sweep.storage), baseline_cfg=baseline)
     recovered = fail_dead_local_trials(study, sweep.storage.get("max_retry", 2))
     threads = threads_per_worker(args.workers)
+    threads = int(sweep.fixed.get(exp.threads_key) or 0) or threads  # a thread count fixed by the user wins
     print(f"[study] {sweep.study} ({sweep.experiment}, {sweep.direction} {sweep.metric}) in {redact(url)}; "
           f"dir {study_dir}; {args.workers} worker(s) x {threads} thread(s); target {trials or 'unlimited'} "
           f"finished trials" + (f"; re-queued trials {recovered} of dead workers" if recovered else ""),

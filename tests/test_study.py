@@ -137,6 +137,25 @@ def test_conditional_and_list_parameters_and_the_baseline_round_trip():
     assert not any(k in overrides for k in ("model.widths", "model.kernel", "model.head")), "conditional on cnn"
 
 
+@pytest.mark.parametrize("sampler,pruner,classes", [
+    ({"type": "tpe", "seed": 3, "multivariate": True}, {"type": "median", "n_warmup_steps": 2},
+     ("TPESampler", "MedianPruner")),
+    ({"type": "random", "seed": 3}, {"type": "hyperband", "min_resource": 1, "max_resource": 12}, ("RandomSampler",
+                                                                                                 "HyperbandPruner")),
+    ({"type": "cmaes", "seed": 3}, {"type": "none"}, ("CmaEsSampler", "NopPruner")),
+])
+def test_samplers_and_pruners_from_the_sweep(tmp_path, sampler, pruner, classes):
+    from common.study import make_pruner, make_sampler
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", tmp_path, sampler=sampler, pruner=pruner))
+    assert (type(make_sampler(sweep.sampler)).__name__, type(make_pruner(sweep.pruner)).__name__) == classes
+    # Seeded samplers: the same offset proposes the same point, another offset (worker, resume) another one.
+    def first_lr(offset):
+        study = optuna.create_study(sampler=make_sampler(sweep.sampler, offset))
+        return suggest(study.ask(), sweep.space)["train.lr"]
+    assert first_lr(0) == first_lr(0) != first_lr(1)
+
+
 def test_redact_hides_storage_passwords():
     from common.study import redact
 
@@ -355,3 +374,29 @@ def test_ex08_study_reports_val_accuracy_per_classifier_epoch(synthetic_mnist, t
         assert rec["run"]["name"] == f"ae-tiny-{t.number}"
         assert [h["teacher/val_acc"] for h in rec["history"] if "teacher/val_acc" in h] == \
             pytest.approx(list(t.intermediate_values.values())[3:])
+
+
+def test_a_model_over_the_course_limits_is_pruned_as_infeasible(synthetic_data_dir, tmp_path):
+    from experiments.run import main
+
+    # a flatten head on >= 16x6x6 features x 16000 hidden units: > 9M parameters
+    sweep = write_sweep(tmp_path / "big.yaml", synthetic_data_dir, baseline=False, fixed={"model.head_hidden": 16000})
+    out = tmp_path / "big"
+    assert main(["ex09", "--study", str(sweep), "--out", str(out), "--trials", "1"]) == 0
+    (trial,) = load(f"sqlite:///{out / 'study.db'}").trials
+    assert trial.state == TrialState.PRUNED and "infeasible model" in trial.user_attrs["reason"]
+    assert "fewer than 5,000,000" in trial.user_attrs["reason"]
+
+
+@pytest.mark.realdata
+def test_shipped_kp_sweep_runs_on_the_real_data(real_data, tmp_path):
+    """The shipped sweep, short: the baseline trial (the default recipe) and one sampled trial, 2 epochs each."""
+    out = tmp_path / "kp"
+    r = cli("ex09", "--study", "kp", "--data-dir", real_data, "--out", out, "--trials", 2,
+            "--set", "train.epochs=2", "track.mode=disabled", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = load(f"sqlite:///{out / 'study.db'}", "kp")
+    check_invariants(study, 2)
+    baseline = study.trials[0]
+    assert baseline.user_attrs["baseline"] and baseline.state == TrialState.COMPLETE
+    assert len(baseline.intermediate_values) == 2 and baseline.value > 30  # the mean face scores 17
