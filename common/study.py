@@ -375,10 +375,16 @@ def spawn_workers(argv_for: Callable[[int], list[str]], workers: int, storage_ur
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
+        # From a terminal the workers got the same SIGINT and are marking their trials: give them time, and
+        # forward it only to those still running (the parent alone was signalled, e.g. kill -INT).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+            time.sleep(0.2)
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGINT)
-        codes = [p.wait() for p in procs]
+        for p in procs:
+            p.wait()
         return 130
     bad = [(i, c) for i, c in enumerate(codes) if c != 0]
     for i, c in bad:

@@ -401,3 +401,30 @@ def test_shipped_kp_sweep_runs_on_the_real_data(real_data, tmp_path):
     assert baseline.user_attrs["baseline"] and baseline.state == TrialState.COMPLETE
     first, second = baseline.intermediate_values.values()
     assert second > first and baseline.value == pytest.approx(second, rel=1e-6), "it learns; best epoch reported"
+
+
+def test_interrupting_the_parent_stops_its_workers_cleanly(synthetic_data_dir, tmp_path):
+    """SIGINT to the parent alone (kill -INT, not a terminal's Ctrl-C) reaches its workers: each marks its
+    running trial and exits, nothing stays RUNNING."""
+    url = f"sqlite:///{tmp_path / 'i.db'}"
+    sweep = write_sweep(tmp_path / "i.yaml", synthetic_data_dir, trials=6, fixed={"train.epochs": 1000},
+                        pruner={"type": "none"})  # trials far longer than the 10 s the parent waits
+    parent = subprocess.Popen([sys.executable, "-m", "experiments.run", "ex09", "--study", str(sweep), "--out",
+                               str(tmp_path / "i"), "--storage", url, "--workers", "2"], cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def both_running():
+            running = [t.number for t in _trials(url) if t.state == TrialState.RUNNING and t.intermediate_values]
+            return running if len(running) == 2 else None
+        _wait_for(both_running, 180, "both workers mid-trial")
+        parent.send_signal(signal.SIGINT)
+        _, err = parent.communicate(timeout=90)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert parent.returncode == 130, err[-2000:]
+    trials = _trials(url)
+    assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    assert len(failed) == 2 and all(t.user_attrs["reason"] == "interrupted (Ctrl-C)" for t in failed)
+    assert {t.user_attrs["worker"] for t in failed} == {0, 1}
