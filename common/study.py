@@ -86,6 +86,7 @@ def open_storage(url: str, settings: dict | None = None):
     optuna = _optuna()
     from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
     from optuna.storages.journal import JournalFileBackend
+    from sqlalchemy.exc import SQLAlchemyError
 
     settings = settings or {}
     if url.startswith("journal://"):
@@ -104,9 +105,9 @@ def open_storage(url: str, settings: dict | None = None):
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                 max_retry=settings.get("max_retry", DEFAULT_MAX_RETRY)),
         )
-    except (optuna.exceptions.StorageInternalError, ImportError, ValueError) as e:
-        raise ConfigError(f"cannot open study storage {redact(url)}: {type(e).__name__}: "
-                          f"{redact(str(e))[:300]}") from None
+    except (optuna.exceptions.StorageInternalError, SQLAlchemyError, ImportError, ValueError) as e:
+        detail = str(e).split("\n(Background on this error")[0].replace(url, redact(url))
+        raise ConfigError(f"cannot open study storage {redact(url)}: {type(e).__name__}: {detail[:400]}") from None
 
 
 def make_sampler(spec: dict, seed_offset: int = 0):

@@ -195,16 +195,23 @@ def _storage_url(args, study_dir: Path) -> str:
 def run_study(args) -> int:
     """``--study``: create the study once, then run trials here (``--workers 1``) or in K worker processes."""
     from common.config import ConfigError, apply_overrides, split_override
-    from common.study import (create_or_load_study, fail_dead_local_trials, load_study, open_storage,
-                              print_summary, redact, run_worker, spawn_workers, threads_per_worker)
+    from common.sweep import check_against_config
+    from common.study import (DEFAULT_MAX_RETRY, create_or_load_study, fail_dead_local_trials, load_study,
+                              open_storage, print_summary, redact, run_worker, spawn_workers, threads_per_worker)
 
     if args.workers < 1:
         raise ConfigError(f"--workers={args.workers} must be >= 1")
+    ignored = [flag for flag, given in (("--preset", getattr(args, "preset", "default") != "default"),
+                                        ("--recipe", getattr(args, "recipe", "leaderboard") != "leaderboard"),
+                                        ("--step", getattr(args, "step", None)), ("--resume", getattr(args, "resume", None)),
+                                        ("--evaluate", getattr(args, "evaluate", None))) if given]
+    if ignored:
+        raise ConfigError(f"{ignored[0]} does not apply to --study: the sweep file's 'preset' and 'fixed' "
+                          "settings (or --set, for every trial) decide what each trial runs")
     sweep, exp = _open_sweep(args.study, args.experiment)
     cli_fixed = dict(split_override(o) for o in args.overrides)
     if cli_fixed:  # --set applies to every trial, on top of the sweep's fixed overrides
         sweep.fixed = {**sweep.fixed, **cli_fixed}
-        from common.sweep import check_against_config
         check_against_config(sweep, exp.make_config)
     study_dir = (args.out or STUDIES_DIR / sweep.study).resolve()
     url = _storage_url(args, study_dir)
@@ -216,7 +223,7 @@ def run_study(args) -> int:
 
     baseline = apply_overrides(exp.make_config(sweep.preset), dict(sweep.fixed))
     study = create_or_load_study(sweep, open_storage(url, sweep.storage), baseline_cfg=baseline)
-    recovered = fail_dead_local_trials(study, sweep.storage.get("max_retry", 2))
+    recovered = fail_dead_local_trials(study, sweep.storage.get("max_retry", DEFAULT_MAX_RETRY))
     threads = threads_per_worker(args.workers)
     threads = int(sweep.fixed.get(exp.threads_key) or 0) or threads  # a thread count fixed by the user wins
     print(f"[study] {sweep.study} ({sweep.experiment}, {sweep.direction} {sweep.metric}) in {redact(url)}; "

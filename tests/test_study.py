@@ -156,6 +156,17 @@ def test_samplers_and_pruners_from_the_sweep(tmp_path, sampler, pruner, classes)
     assert first_lr(0) == first_lr(0) != first_lr(1)
 
 
+def test_unreachable_storage_and_misplaced_flags_are_clear_errors(capsys):
+    from experiments.run import main
+
+    assert main(["ex09", "--study", "kp", "--storage", "postgresql+psycopg2://me:topsecret@127.0.0.1:1/optuna"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open study storage postgresql+psycopg2://me:***@127.0.0.1:1/optuna" in err
+    assert "topsecret" not in err
+    assert main(["ex09", "--study", "kp", "--preset", "quick"]) == 2
+    assert "--preset does not apply to --study" in capsys.readouterr().err
+
+
 def test_redact_hides_storage_passwords():
     from common.study import redact
 
