@@ -7,6 +7,10 @@
               swap), a DataLoader collating batches, the same model/optimizer/loss in the default layout.
               Measured with 0 and 2 loader workers; the faster one counts.
 
+* model step alone: forward + backward + step on one resident batch, the ceiling no loop can beat;
+              ``max_attainable_ratio`` = ceiling / reference says how much a loop can gain on this model.
+
+Both the default recipe's model and the quick preset's (3x fewer FLOPs, so the input pipeline weighs more).
 Also (unless --skip-runs): time from process start to val score >= 100 (``--preset quick`` run in a fresh
 process) and the default recipe's wall time and final val score. Last line: one JSON object.
 
@@ -49,6 +53,34 @@ def project_throughput(cfg, split, seconds: float) -> float:
         train_one_epoch(model, opt, sched, ema, split.images, split.keypoints, cfg, gen, steps)
         n += steps * cfg.train.batch_size
     return n / (time.perf_counter() - t0)
+
+
+def compute_ceiling(cfg, split, seconds: float) -> float:
+    """Forward + backward + AdamW step on one resident, pre-augmented batch, nothing else: no loop, data or
+    augmentation can train faster than this, so ``ceiling / reference`` bounds the attainable ratio."""
+    import torch
+
+    from ex09_keypoints.models import build_model
+    from ex09_keypoints.train import regression_loss
+
+    fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    model = build_model(cfg.model).to(memory_format=fmt).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr)
+    bs = cfg.train.batch_size
+    x = (split.images[:bs].float() / 255.0).contiguous(memory_format=fmt)
+    y = split.keypoints[:bs]
+    n, t0 = 0, None
+    for i in range(10**9):
+        loss = regression_loss(model(x).view(-1, 15, 2), y, cfg.train)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if i == 2:
+            t0 = time.perf_counter()
+        elif t0 is not None:
+            n += bs
+            if time.perf_counter() - t0 >= seconds:
+                return n / (time.perf_counter() - t0)
 
 
 class ReferenceDataset:
@@ -130,26 +162,40 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--seconds", type=float, default=25.0, help="measuring time per loop")
     ap.add_argument("--skip-runs", action="store_true", help="only the throughput comparison")
+    ap.add_argument("--presets", nargs="+", default=["default", "quick"],
+                    help="whose models to compare the loops on (the first one's figures are the top-level ones)")
     args = ap.parse_args()
 
     from common.device import set_threads
     from ex09_keypoints.config import make_config
     from ex09_keypoints.data import load_keypoints
 
+    from ex09_keypoints.models import build_model
+
     threads = set_threads(0)
-    cfg = make_config("default")
     split = load_keypoints(args.data_dir)["train"]
-    project = project_throughput(cfg, split, args.seconds)
-    print(f"project loop: {project:.0f} img/s", flush=True)
-    reference = {w: reference_throughput(cfg, split, args.seconds, w) for w in (0, 2)}
-    for w, v in reference.items():
-        print(f"reference loop, {w} workers: {v:.0f} img/s", flush=True)
-    best_ref = max(reference.values())
-    result = {"threads": threads, "model_params": sum(p.numel() for p in __import__("ex09_keypoints.models",
-              fromlist=["build_model"]).build_model(cfg.model).parameters()),
-              "batch_size": cfg.train.batch_size, "project_img_s": round(project, 1),
-              "reference_img_s": {str(k): round(v, 1) for k, v in reference.items()},
-              "throughput_ratio": round(project / best_ref, 3)}
+    result = {"threads": threads}
+    for preset in args.presets:  # the first preset's figures are also the top-level ones
+        cfg = make_config(preset)
+        project = project_throughput(cfg, split, args.seconds)
+        print(f"[{preset}] project loop: {project:.0f} img/s", flush=True)
+        reference = {w: reference_throughput(cfg, split, args.seconds, w) for w in (0, 2)}
+        for w, v in reference.items():
+            print(f"[{preset}] reference loop, {w} workers: {v:.0f} img/s", flush=True)
+        ceiling = compute_ceiling(cfg, split, args.seconds)
+        best_ref = max(reference.values())
+        print(f"[{preset}] model step alone: {ceiling:.0f} img/s -> ratio {project / best_ref:.2f} "
+              f"(at most {ceiling / best_ref:.2f})", flush=True)
+        figures = {"model_params": sum(p.numel() for p in build_model(cfg.model).parameters()),
+                   "batch_size": cfg.train.batch_size, "project_img_s": round(project, 1),
+                   "reference_img_s": {str(k): round(v, 1) for k, v in reference.items()},
+                   "model_step_only_img_s": round(ceiling, 1),
+                   "throughput_ratio": round(project / best_ref, 3),
+                   "max_attainable_ratio": round(ceiling / best_ref, 3)}
+        result.setdefault("preset", preset)
+        for k, v in figures.items():
+            result.setdefault(k, v)
+        result[f"{preset}_model"] = figures
     if not args.skip_runs:
         data_args = ["--data-dir", args.data_dir] if args.data_dir else []
         with tempfile.TemporaryDirectory() as tmp:

@@ -232,7 +232,14 @@ def _typed_section(section, table: dict[str, set], where: str) -> dict:
 def _number(spec: dict, key: str, where: str, integer: bool) -> float:
     v = spec.get(key)
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
-        raise ConfigError(f"{where}.{key}={v!r}: expected {'an integer' if integer else 'a number'}")
+        hint = ""
+        if isinstance(v, str):
+            try:
+                float(v)
+                hint = " (YAML reads exponents without a dot, like 1e-3, as text: write 1.0e-3)"
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}.{key}={v!r}: expected {'an integer' if integer else 'a number'}{hint}")
     if not math.isfinite(v):
         raise ConfigError(f"{where}.{key}={v!r} must be finite")
     return v

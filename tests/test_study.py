@@ -83,6 +83,7 @@ def test_shipped_sweeps_are_valid_against_their_configs(name, experiment):
      "log=true needs low > 0"),
     (lambda s: s["space"].update({"train.lr": {"type": "float", "low": 1e-3}}), "space.train.lr.high=None"),
     (lambda s: s["space"].update({"train.lr": {"type": "gaussian"}}), "space.train.lr.type='gaussian'"),
+    (lambda s: s["space"].update({"train.lr": {"type": "float", "low": "1e-3", "high": 1.0}}), "write 1.0e-3"),
     (lambda s: s["space"].update({"model.head": {"type": "categorical", "choices": [[1, 2]]}}), "not a scalar"),
     (lambda s: s["space"].update({"model.kernel": {"type": "int", "low": 3, "high": 5, "when": {"arch": "cnn"}}}),
      "'arch' is not a parameter defined above"),
