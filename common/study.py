@@ -93,21 +93,44 @@ def open_storage(url: str, settings: dict | None = None):
         path = Path(url[len("journal://"):])
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
+    sqlite = url.startswith("sqlite")
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return RDBStorage(
+        storage = RDBStorage(
             url,
-            engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+            # SQLite: wait for the write lock (workers queue up) rather than fail with "database is locked".
+            engine_kwargs={"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True},
             heartbeat_interval=int(settings.get("heartbeat_s", DEFAULT_HEARTBEAT_S)),
             grace_period=int(settings.get("grace_s", DEFAULT_GRACE_S)),
             # RetryFailedTrialCallback's name since Optuna 4.9: re-queue a stale trial's parameters.
             heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
                 max_retry=settings.get("max_retry", DEFAULT_MAX_RETRY)),
         )
+        if sqlite:
+            _serialize_sqlite(storage.engine)
+        return storage
     except (optuna.exceptions.StorageInternalError, SQLAlchemyError, ImportError, ValueError) as e:
         detail = str(e).split("\n(Background on this error")[0].replace(url, redact(url))
         raise ConfigError(f"cannot open study storage {redact(url)}: {type(e).__name__}: {detail[:400]}") from None
+
+
+def _serialize_sqlite(engine) -> None:
+    """SQLite has no ``SELECT ... FOR UPDATE``: two worker processes could both read the same WAITING trial
+    (the queued baseline, a retry) and both run it; the slower one then fails with "Cannot tell a COMPLETE
+    trial" (seen here with 2 workers). Taking the write lock at BEGIN (``BEGIN IMMEDIATE``, SQLAlchemy's
+    recipe for SQLite transactions) makes Optuna's read-check-write of a trial's state atomic."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # pysqlite must not BEGIN on its own; the hook below does
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while creating the tables predate the hooks
 
 
 def make_sampler(spec: dict, seed_offset: int = 0):

@@ -440,3 +440,40 @@ def test_interrupting_the_parent_stops_its_workers_cleanly(synthetic_data_dir, t
     failed = [t for t in trials if t.state == TrialState.FAIL]
     assert len(failed) == 2 and all(t.user_attrs["reason"] == "interrupted (Ctrl-C)" for t in failed)
     assert {t.user_attrs["worker"] for t in failed} == {0, 1}
+
+
+POP_SCRIPT = """
+import json, sys, time
+sys.path.insert(0, {repo!r})
+from common.study import open_storage
+import optuna
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+study = optuna.load_study(study_name="race", storage=open_storage({url!r}))
+while time.time() < {start}:
+    time.sleep(0.001)
+got = []
+for _ in range({per_worker}):
+    trial = study.ask()
+    got.append(trial.number)
+    study.tell(trial, 0.0)
+print(json.dumps(got))
+"""
+
+
+def test_sqlite_hands_each_queued_trial_to_one_worker_only(tmp_path):
+    """Without SELECT ... FOR UPDATE, workers popping queued (WAITING) trials at once could both get the same
+    one; the BEGIN IMMEDIATE hook makes popping atomic."""
+    from common.study import open_storage
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    study = optuna.create_study(study_name="race", storage=open_storage(url))
+    for i in range(60):
+        study.enqueue_trial({"x": float(i)}, skip_if_exists=False)
+    start = time.time() + 4
+    script = POP_SCRIPT.format(repo=str(REPO), url=url, start=start, per_worker=15)
+    procs = [subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(4)]
+    results = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-1500:] for _, err in results]
+    numbers = [n for out, _ in results for n in json.loads(out)]
+    assert len(numbers) == 60 and len(set(numbers)) == 60, "a queued trial was handed to two workers"
