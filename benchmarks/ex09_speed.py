@@ -169,7 +169,6 @@ def main() -> None:
     from common.device import set_threads
     from ex09_keypoints.config import make_config
     from ex09_keypoints.data import load_keypoints
-
     from ex09_keypoints.models import build_model
 
     threads = set_threads(0)
