@@ -5,7 +5,6 @@ many a full run plans; what pruned trials did not run is the compute pruning sav
 """
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
