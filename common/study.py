@@ -195,10 +195,17 @@ def load_study(sweep: Sweep, url: str):
                           f"(python -m experiments.run {sweep.experiment} --study ...)") from None
 
 
-def finished_count(study) -> int:
+def state_counts(study) -> dict[str, int]:
+    """Trials by state, e.g. ``{"complete": 12, "pruned": 14, "fail": 0, ...}`` (every state, zeros included)."""
     from optuna.trial import TrialState
 
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+    trials = study.get_trials(deepcopy=False)
+    return {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+
+
+def finished_count(study) -> int:
+    counts = state_counts(study)
+    return counts["complete"] + counts["pruned"]
 
 
 def fail_dead_local_trials(study, max_retry: int = DEFAULT_MAX_RETRY) -> list[int]:
@@ -345,11 +352,9 @@ def run_worker(sweep: Sweep, experiment: Experiment, storage_url: str, study_dir
     from optuna.trial import TrialState
 
     storage = open_storage(storage_url, sweep.storage)
-    study0 = optuna.load_study(study_name=sweep.study, storage=storage)
+    study = optuna.load_study(study_name=sweep.study, storage=storage, pruner=make_pruner(sweep.pruner))
     # Seeds differ per worker and per resume, so nobody re-proposes the points already tried.
-    offset = len(study0.get_trials(deepcopy=False)) + 7919 * worker
-    study = optuna.load_study(study_name=sweep.study, storage=storage,
-                              sampler=make_sampler(sweep.sampler, offset), pruner=make_pruner(sweep.pruner))
+    study.sampler = make_sampler(sweep.sampler, len(study.get_trials(deepcopy=False)) + 7919 * worker)
     remaining = None if trials is None else trials - finished_count(study)
     if remaining is not None and remaining <= 0:
         return 0
@@ -418,11 +423,8 @@ def spawn_workers(argv_for: Callable[[int], list[str]], workers: int, storage_ur
 
 def study_summary(study) -> dict:
     """Counts by state and the best trial, for printing after a run (the report has the details)."""
-    from optuna.trial import TrialState
-
-    trials = study.get_trials(deepcopy=False)
-    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
-    out: dict[str, Any] = {"study": study.study_name, "trials": len(trials),
+    counts = state_counts(study)
+    out: dict[str, Any] = {"study": study.study_name, "trials": sum(counts.values()),
                            **{k: v for k, v in counts.items() if v}}
     if counts.get("complete"):
         best = study.best_trial

@@ -11,6 +11,7 @@ from typing import Any
 
 from common.checkpoint import atomic_write_text
 from common.config import apply_overrides, format_override, set_value
+from common.study import state_counts
 
 
 def _fmt(v) -> str:
@@ -22,7 +23,7 @@ def compute_stats(study) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     trials = study.get_trials(deepcopy=False)
-    counts = {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+    counts = state_counts(study)
     run = sum(int(t.user_attrs.get("evals_run", 0)) for t in trials)
     saved = sum(max(0, int(t.user_attrs.get("planned_evals", 0)) - int(t.user_attrs.get("evals_run", 0)))
                 for t in trials if t.state == TrialState.PRUNED and "planned_evals" in t.user_attrs)

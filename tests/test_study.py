@@ -340,21 +340,27 @@ def test_sigkilled_worker_loses_nothing_and_the_study_resumes(synthetic_data_dir
     assert {t.number: t.value for t in study.trials if t.number in finished_before} == finished_before
 
 
-def test_ctrl_c_marks_the_running_trial_and_exits(synthetic_data_dir, tmp_path):
-    url = f"sqlite:///{tmp_path / 'c.db'}"
-    sweep = write_sweep(tmp_path / "c.yaml", synthetic_data_dir, trials=3, fixed={"train.epochs": 40})
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", "ex09", "--study", str(sweep), "--out",
-                             str(tmp_path / "c"), "--storage", url], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+def interrupt_when(args: list, ready, what: str, timeout_s: float = 90) -> tuple[int, str]:
+    """Start the CLI with ``args``, send it SIGINT once ``ready()`` holds; returns (exit code, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *map(str, args)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        _wait_for(lambda: any(t.state == TrialState.RUNNING and t.intermediate_values for t in _trials(url)),
-                  180, "a running trial")
+        _wait_for(ready, 180, what)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        _, err = proc.communicate(timeout=timeout_s)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130, err[-2000:]
+    return proc.returncode, err
+
+
+def test_ctrl_c_marks_the_running_trial_and_exits(synthetic_data_dir, tmp_path):
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    sweep = write_sweep(tmp_path / "c.yaml", synthetic_data_dir, trials=3, fixed={"train.epochs": 40})
+    code, err = interrupt_when(["ex09", "--study", sweep, "--out", tmp_path / "c", "--storage", url],
+                               lambda: any(t.state == TrialState.RUNNING and t.intermediate_values
+                                           for t in _trials(url)), "a running trial", timeout_s=60)
+    assert code == 130, err[-2000:]
     assert "Re-run the same command to resume" in err
     trials = _trials(url)
     assert [t.state for t in trials] == [TrialState.FAIL]
@@ -421,20 +427,12 @@ def test_interrupting_the_parent_stops_its_workers_cleanly(synthetic_data_dir, t
     url = f"sqlite:///{tmp_path / 'i.db'}"
     sweep = write_sweep(tmp_path / "i.yaml", synthetic_data_dir, trials=6, fixed={"train.epochs": 1000},
                         pruner={"type": "none"})  # trials far longer than the 10 s the parent waits
-    parent = subprocess.Popen([sys.executable, "-m", "experiments.run", "ex09", "--study", str(sweep), "--out",
-                               str(tmp_path / "i"), "--storage", url, "--workers", "2"], cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        def both_running():
-            running = [t.number for t in _trials(url) if t.state == TrialState.RUNNING and t.intermediate_values]
-            return running if len(running) == 2 else None
-        _wait_for(both_running, 180, "both workers mid-trial")
-        parent.send_signal(signal.SIGINT)
-        _, err = parent.communicate(timeout=90)
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-    assert parent.returncode == 130, err[-2000:]
+    def both_running():
+        running = [t.number for t in _trials(url) if t.state == TrialState.RUNNING and t.intermediate_values]
+        return running if len(running) == 2 else None
+    code, err = interrupt_when(["ex09", "--study", sweep, "--out", tmp_path / "i", "--storage", url,
+                                "--workers", 2], both_running, "both workers mid-trial")
+    assert code == 130, err[-2000:]
     trials = _trials(url)
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     failed = [t for t in trials if t.state == TrialState.FAIL]
