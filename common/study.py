@@ -9,11 +9,11 @@ prunes the trial with its reason, and the study goes on.
 Storage: an embedded SQLite file ``<study dir>/study.db`` by default; any SQLAlchemy URL (PostgreSQL when
 workers on many machines share one study) or ``journal:///path/to/file.log``. RDB storages run with
 heartbeats and :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` (``RetryFailedTrialCallback`` before
-Optuna 4.9): a worker killed mid-trial has its trial
-marked FAIL (after ``grace_s``, or at once when a worker on the same host sees its process is gone) and the
-same parameters queued again. The study is created once, before any worker starts (two workers creating it at
-once race), and ``trials`` counts finished (complete + pruned) trials of the whole study, so re-running the
-same command resumes it.
+Optuna 4.9): a worker killed mid-trial has its trial marked FAIL (after ``grace_s``, or at once when a worker
+on the same host sees its process is gone) and the same parameters queued again; a worker that was merely
+frozen that long drops the trial it lost and goes on. The study is created once, before any worker starts
+(two workers creating it at once race), and ``trials`` counts finished (complete + pruned) trials of the
+whole study, so re-running the same command resumes it.
 """
 from __future__ import annotations
 
@@ -81,10 +81,32 @@ def redact(url: str) -> str:
         return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
 
 
+def retry_callback(max_retry: int = DEFAULT_MAX_RETRY):
+    """Optuna's ``RetryHeartbeatStaleTrialCallback`` (re-queue a dead worker's trial with the same parameters),
+    also for a trial holding a value outside the sweep's ranges: the queued baseline may (the preset's own
+    widths, say). Optuna refuses to re-create such a trial (``ValueError`` from ``create_trial``, raised inside
+    ``fail_stale_trials``, which would crash the worker that found it), so it is queued as ``enqueue_trial``
+    queues one: values in ``fixed_params``, suggested again when a worker picks it up."""
+    _optuna()
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
+        def __call__(self, study, trial) -> None:
+            attrs = json.loads(json.dumps(trial.system_attrs))  # a copy: the parent appends to retry_history
+            try:
+                super().__call__(study, trial)
+            except ValueError:
+                trial.system_attrs = {**attrs, "fixed_params": dict(trial.params)}
+                trial.params, trial.distributions = {}, {}
+                super().__call__(study, trial)
+
+    return RetryStaleTrial(max_retry=max_retry)
+
+
 def open_storage(url: str, settings: dict | None = None):
     """``journal:///path`` -> JournalStorage on a file; anything else -> RDBStorage with heartbeats."""
     optuna = _optuna()
-    from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
+    from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -103,9 +125,9 @@ def open_storage(url: str, settings: dict | None = None):
             engine_kwargs={"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True},
             heartbeat_interval=int(settings.get("heartbeat_s", DEFAULT_HEARTBEAT_S)),
             grace_period=int(settings.get("grace_s", DEFAULT_GRACE_S)),
-            # RetryFailedTrialCallback's name since Optuna 4.9: re-queue a stale trial's parameters.
-            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(
-                max_retry=settings.get("max_retry", DEFAULT_MAX_RETRY)),
+            # RetryFailedTrialCallback (named RetryHeartbeatStaleTrialCallback since Optuna 4.9): re-queue a
+            # stale trial's parameters.
+            heartbeat_stale_trial_callback=retry_callback(settings.get("max_retry", DEFAULT_MAX_RETRY)),
         )
         if sqlite:
             _serialize_sqlite(storage.engine)
@@ -213,10 +235,9 @@ def fail_dead_local_trials(study, max_retry: int = DEFAULT_MAX_RETRY) -> list[in
     queue their parameters again, rather than waiting for the heartbeat's grace period (or forever, on a journal
     file, which has no heartbeat). The re-queueing is the heartbeat's own callback, so retries look alike."""
     _optuna()
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
     from optuna.trial import TrialState
 
-    retry = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+    retry = retry_callback(max_retry)
 
     host, failed = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -258,6 +279,8 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
                    data_dir: str | None = None, worker: int = 0) -> Callable:
     """The Optuna objective: overrides -> config -> ``experiment.train`` with a pruning hook and a W&B run."""
     optuna = _optuna()
+
+    from optuna.exceptions import UpdateFinishedTrialError
 
     from common.checkpoint import ModelTooLargeError
     from common.tracking import Tracker
@@ -325,20 +348,49 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
         except KeyboardInterrupt:
             reason = "interrupted (Ctrl-C)"
             raise
+        except UpdateFinishedTrialError:
+            # Another worker found this trial's heartbeat stale (this process stalled for longer than grace_s:
+            # a suspended machine, an unreachable database) and marked it FAIL; its parameters are queued again.
+            state, reason = "taken over", (f"taken over: marked FAIL by another worker after a heartbeat gap "
+                                           f"> {grace_s(sweep)} s")
+            raise
         except Exception as e:
             reason = f"{type(e).__name__}: {e}"
             raise
         finally:
+            # The worker loop asks: did this trial end without an error of its own? (If the storage then says
+            # FAIL, another worker took it over.)
+            objective.last = (trial._trial_id, trial.number, state != "failed")
             wall = time.perf_counter() - t0
-            trial.set_user_attr("wall_s", wall)
-            trial.set_user_attr("evals_run", evals)
-            if reason:
-                trial.set_user_attr("reason", reason)
+            attrs = {"wall_s": wall, "evals_run": evals, **({"reason": reason} if reason else {})}
+            try:
+                for key, val in attrs.items():
+                    trial.set_user_attr(key, val)
+            except UpdateFinishedTrialError:
+                pass  # taken over (above): the trial is no longer this worker's to write
             tracker.summary({"trial/state": state, "trial/value": value, "trial/reason": reason or "",
                              "trial/wall_s": wall, "trial/evals_run": evals})
             tracker.finish(exit_code=0 if state != "failed" else 1)
 
+    objective.last = None  # (trial id, number, ended without an error of its own) of the latest trial
     return objective
+
+
+def taken_over(study, objective) -> int | None:
+    """The number of this worker's latest trial if another worker marked it FAIL under its feet (its heartbeat
+    was stale: the worker stalled for longer than grace_s), else None. Optuna's optimize() stops with an error
+    when it cannot record such a trial's result; the worker itself is fine and can go on."""
+    from optuna.trial import TrialState
+
+    if objective.last is None:
+        return None
+    trial_id, number, ended_cleanly = objective.last
+    objective.last = None
+    return number if ended_cleanly and study._storage.get_trial(trial_id).state == TrialState.FAIL else None
+
+
+def grace_s(sweep: Sweep) -> int:
+    return int(sweep.storage.get("grace_s", DEFAULT_GRACE_S))
 
 
 # --- workers ---------------------------------------------------------------------------------------------------
@@ -355,18 +407,28 @@ def run_worker(sweep: Sweep, experiment: Experiment, storage_url: str, study_dir
     study = optuna.load_study(study_name=sweep.study, storage=storage, pruner=make_pruner(sweep.pruner))
     # Seeds differ per worker and per resume, so nobody re-proposes the points already tried.
     study.sampler = make_sampler(sweep.sampler, len(study.get_trials(deepcopy=False)) + 7919 * worker)
-    remaining = None if trials is None else trials - finished_count(study)
-    if remaining is not None and remaining <= 0:
-        return 0
     callbacks = [MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))] if trials else []
     objective = make_objective(sweep, experiment, study_dir, threads, data_dir, worker)
-    try:
-        study.optimize(objective, n_trials=remaining, timeout=timeout_s, callbacks=callbacks, gc_after_trial=True)
-    except KeyboardInterrupt:
-        print(f"[study] worker {worker}: interrupted; its running trial is marked FAIL. "
-              "Re-run the same command to resume.", file=sys.stderr)
-        return 130
-    return 0
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        remaining = None if trials is None else trials - finished_count(study)
+        time_left = None if deadline is None else deadline - time.monotonic()
+        if (remaining is not None and remaining <= 0) or (time_left is not None and time_left <= 0):
+            return 0
+        try:
+            study.optimize(objective, n_trials=remaining, timeout=time_left, callbacks=callbacks,
+                           gc_after_trial=True)
+            return 0
+        except KeyboardInterrupt:
+            print(f"[study] worker {worker}: interrupted; its running trial is marked FAIL. "
+                  "Re-run the same command to resume.", file=sys.stderr)
+            return 130
+        except Exception:
+            number = taken_over(study, objective)
+            if number is None:
+                raise
+            print(f"[study] worker {worker}: trial {number} was marked FAIL by another worker (no heartbeat "
+                  f"for > {grace_s(sweep)} s) and re-queued; going on with the next trial", file=sys.stderr)
 
 
 def gpu_ids() -> list[str]:
