@@ -339,6 +339,9 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
         except optuna.TrialPruned as e:
             state, reason = "pruned", str(e)
             raise
+        except ConfigError as e:  # a combination only the run itself can find out about (a batch > the data)
+            state, reason = "pruned", f"infeasible config: {e}"
+            raise optuna.TrialPruned(reason) from None
         except FloatingPointError as e:  # NonFiniteLossError (ex09), a NaN loss (ex08)
             state, reason = "pruned", f"non-finite loss: {e}"
             raise optuna.TrialPruned(reason) from None

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from common.augment import augment_images
+from common.config import ConfigError
 from common.optim import optimizer_step, param_groups
 from common.schedules import cosine_scheduler
 from ex08_autoencoder.config import AutoencoderConfig
@@ -54,6 +55,9 @@ def pretrain(cfg: AutoencoderConfig, data: FewLabelData, log, generator, progres
     optimizer = torch.optim.Adam(param_groups(ae, c.lr, c.weight_decay), lr=c.lr)
     n = data.unlabeled_x.shape[0]
     steps = n // c.batch_size  # ragged last batch dropped (BatchNorm statistics of a tiny batch are noise)
+    if steps == 0:  # no step at all: the loss would be a NaN mean over nothing
+        raise ConfigError(f"pretrain.batch_size={c.batch_size} is larger than the {n} unlabeled images "
+                          f"(data.max_unlabeled={cfg.data.max_unlabeled}); lower the batch size or use more images")
     scheduler = cosine_scheduler(optimizer, steps * c.epochs) if c.cosine else None
     best, best_state = None, None
     for epoch in progress(range(c.epochs)) if progress else range(c.epochs):

@@ -49,6 +49,12 @@ def test_step_needs_the_previous_checkpoint(synthetic_mnist, tmp_path):
                    progress=False)
 
 
+def test_a_pretrain_batch_larger_than_the_unlabeled_pool_is_refused(synthetic_mnist, tmp_path):
+    cfg = tiny_ex08_config(synthetic_mnist, **{"data.max_unlabeled": 100, "pretrain.batch_size": 128})
+    with pytest.raises(ConfigError, match=r"pretrain\.batch_size=128 is larger than the 100 unlabeled images"):
+        run_recipe(cfg, tmp_path / "r", progress=False)
+
+
 def test_a_changed_split_seed_is_refused_in_the_same_run_dir(synthetic_mnist, tmp_path):
     run_recipe(tiny_ex08_config(synthetic_mnist), tmp_path / "r", only_step="pretrain", progress=False)
     with pytest.raises(ConfigError, match="different few-label split"):

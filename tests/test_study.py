@@ -412,19 +412,24 @@ def test_ctrl_c_marks_the_running_trial_and_exits(synthetic_data_dir, tmp_path):
     assert trials[0].user_attrs["reason"] == "interrupted (Ctrl-C)"
 
 
-def test_ex08_study_reports_val_accuracy_per_classifier_epoch(synthetic_mnist, tmp_path):
-    from experiments.run import main
-
-    sweep = tmp_path / "ae.yaml"
-    sweep.write_text(yaml.safe_dump({
+def write_ae_sweep(path: Path, data_dir: Path, **fixed) -> Path:
+    """A seconds-per-trial ex08 sweep on the synthetic digits (256 unlabeled images)."""
+    path.write_text(yaml.safe_dump({
         "study": "ae-tiny", "experiment": "ex08", "preset": "leaderboard", "metric": "val_acc", "trials": 2,
         "sampler": {"type": "random", "seed": 1}, "pruner": {"type": "none"},
-        "fixed": {"data.data_dir": str(synthetic_mnist), "data.max_unlabeled": 256, "model.hidden": [64],
+        "fixed": {"data.data_dir": str(data_dir), "data.max_unlabeled": 256, "model.hidden": [64],
                   "model.latent": 16, "model.head_hidden": [16], "pretrain.epochs": 1, "pretrain.batch_size": 64,
                   "teacher.unlabeled_batch": 64, "run.threads": 1, "transfer.epochs": 3,
                   "transfer.samples_per_epoch": 64, "teacher.epochs": 2, "teacher.unlabeled_per_epoch": 256,
-                  "track.mode": "offline"},
+                  "track.mode": "offline", **fixed},
         "space": {"transfer.lr_head": {"type": "float", "low": 3e-4, "high": 3e-3, "log": True}}}))
+    return path
+
+
+def test_ex08_study_reports_val_accuracy_per_classifier_epoch(synthetic_mnist, tmp_path):
+    from experiments.run import main
+
+    sweep = write_ae_sweep(tmp_path / "ae.yaml", synthetic_mnist)
     out = tmp_path / "ae"
     assert main(["ex08", "--study", str(sweep), "--out", str(out)]) == 0
     study = load(f"sqlite:///{out / 'study.db'}", "ae-tiny")
@@ -437,6 +442,19 @@ def test_ex08_study_reports_val_accuracy_per_classifier_epoch(synthetic_mnist, t
         assert rec["run"]["name"] == f"ae-tiny-{t.number}"
         assert [h["teacher/val_acc"] for h in rec["history"] if "teacher/val_acc" in h] == \
             pytest.approx(list(t.intermediate_values.values())[3:])
+
+
+def test_a_config_only_the_run_can_refuse_is_pruned_as_infeasible(synthetic_mnist, tmp_path):
+    """A pretraining batch larger than the unlabeled pool: no step at all. The run refuses it (ConfigError);
+    the study prunes the trial with that reason rather than failing it."""
+    from experiments.run import main
+
+    sweep = write_ae_sweep(tmp_path / "ae.yaml", synthetic_mnist, **{"pretrain.batch_size": 512})
+    out = tmp_path / "ae"
+    assert main(["ex08", "--study", str(sweep), "--out", str(out), "--trials", "1"]) == 0
+    (trial,) = load(f"sqlite:///{out / 'study.db'}", "ae-tiny").trials
+    assert trial.state == TrialState.PRUNED
+    assert "infeasible config" in trial.user_attrs["reason"] and "pretrain.batch_size=512" in trial.user_attrs["reason"]
 
 
 def test_a_model_over_the_course_limits_is_pruned_as_infeasible(synthetic_data_dir, tmp_path):
