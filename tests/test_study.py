@@ -27,7 +27,7 @@ def write_sweep(path: Path, data_dir: Path, *, fixed=None, space=None, **top) ->
     spec = {"study": "t", "experiment": "ex09", "preset": "quick", "metric": "val_score", "direction": "maximize",
             "trials": 3, "sampler": {"type": "random", "seed": 0},
             "pruner": {"type": "median", "n_startup_trials": 2, "n_warmup_steps": 0},
-            "storage": {"heartbeat_s": 1, "grace_s": 2},
+            "storage": {"heartbeat_s": 1, "grace_s": 4},  # short, yet past a loaded CI's stalls
             "fixed": {"data.data_dir": str(data_dir), "model.widths": [16, 32], "model.head_hidden": 32, "train.epochs": 2,
                       "train.batch_size": 16, "train.ema_decay": 0.9, "train.threads": 1, "track.mode": "offline",
                       **(fixed or {})},
@@ -362,9 +362,9 @@ def test_a_worker_whose_trial_is_taken_over_goes_on(synthetic_data_dir, tmp_path
         running = _wait_for(lambda: [t for t in _trials(url) if t.state == TrialState.RUNNING
                                      and t.intermediate_values], 180, "a running trial")[0]
         proc.send_signal(signal.SIGSTOP)
-        time.sleep(4)  # > grace_s (2 s in write_sweep): the heartbeat is stale now
+        time.sleep(6)  # > grace_s (4 s in write_sweep): the heartbeat is stale now
         # What any other worker does before it asks for a trial (Optuna's own stale check and retry callback).
-        other = optuna.load_study(study_name="t", storage=open_storage(url, {"heartbeat_s": 1, "grace_s": 2}))
+        other = optuna.load_study(study_name="t", storage=open_storage(url, {"heartbeat_s": 1, "grace_s": 4}))
         optuna.storages.fail_stale_trials(other)
         proc.send_signal(signal.SIGCONT)
         _, err = proc.communicate(timeout=240)
