@@ -311,8 +311,8 @@ def test_sigkilled_worker_loses_nothing_and_the_study_resumes(synthetic_data_dir
     sweep = write_sweep(tmp_path / "k.yaml", synthetic_data_dir, trials=5, fixed={"train.epochs": 12})
     args = [sys.executable, "-m", "experiments.run", "ex09", "--study", str(sweep), "--out", str(tmp_path / "k"),
             "--workers", "2", "--storage", url]
-    log = (tmp_path / "first.log").open("w")  # a file, not a pipe nobody reads: a full pipe would block them
-    parent = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
+    with (tmp_path / "first.log").open("w") as log:  # a file, not a pipe nobody reads (a full one blocks)
+        parent = subprocess.Popen(args, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         # Kill one worker while it is mid-trial, after at least one trial has finished.
         def victim():
@@ -454,7 +454,8 @@ def test_a_config_only_the_run_can_refuse_is_pruned_as_infeasible(synthetic_mnis
     assert main(["ex08", "--study", str(sweep), "--out", str(out), "--trials", "1"]) == 0
     (trial,) = load(f"sqlite:///{out / 'study.db'}", "ae-tiny").trials
     assert trial.state == TrialState.PRUNED
-    assert "infeasible config" in trial.user_attrs["reason"] and "pretrain.batch_size=512" in trial.user_attrs["reason"]
+    reason = trial.user_attrs["reason"]
+    assert "infeasible config" in reason and "pretrain.batch_size=512" in reason
 
 
 def test_a_model_over_the_course_limits_is_pruned_as_infeasible(synthetic_data_dir, tmp_path):
