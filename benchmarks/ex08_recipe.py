@@ -1,7 +1,7 @@
 """ex08 recipes end to end: wall time of each step and of the whole recipe, accuracy on the 100-image test and
 on the full 10k MNIST test, for both recipes. Each recipe runs as the user would run it, in a fresh process:
 
-    python -m experiments.run ex08 --recipe NAME --out DIR
+    python -m experiments.run ex08 --preset NAME --out DIR
 
     python benchmarks/ex08_recipe.py [--data-dir D] [--recipes leaderboard case-study] [--set KEY=VALUE ...]
 
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_recipe(recipe: str, out: Path, data_dir: str | None, overrides: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "experiments.run", "ex08", "--recipe", recipe, "--out", str(out), "--no-progress"]
+    cmd = [sys.executable, "-m", "experiments.run", "ex08", "--preset", recipe, "--out", str(out), "--no-progress"]
     cmd += ["--data-dir", data_dir] if data_dir else []
     cmd += ["--set", *overrides] if overrides else []
     t0 = time.perf_counter()
@@ -32,15 +32,16 @@ def run_recipe(recipe: str, out: Path, data_dir: str | None, overrides: list[str
         raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     print(proc.stdout.strip(), file=sys.stderr)
     summary = json.loads((out / "summary.json").read_text())
-    result = {"process_wall_s": wall, "test100_acc": summary["test100_acc"], "test10k_acc": summary["test10k_acc"],
+    result = {"process_wall_s": wall, "test100/acc": summary["test100/acc"], "test10k/acc": summary["test10k/acc"],
               "params_autoencoder": summary["params_autoencoder"], "params_classifier": summary["params_classifier"]}
     for step, r in summary["steps"].items():
         result[f"{step}_wall_s"] = r["wall_s"]
-        for key in ("test100_acc", "test10k_acc", "val_acc", "probe_test10k_acc"):
+        for key in ("test100/acc", "test10k/acc", "val/acc", "test10k/probe_acc"):
             if key in r:
-                result[f"{step}_{key}"] = r[key]
+                result[f"{step}/{key}"] = r[key]
     if "teacher" in summary["steps"]:
-        result["teacher_improves"] = summary["steps"]["teacher"]["test10k_acc"] > summary["steps"]["transfer"]["test10k_acc"]
+        steps = summary["steps"]
+        result["teacher_improves"] = steps["teacher"]["test10k/acc"] > steps["transfer"]["test10k/acc"]
     return result
 
 

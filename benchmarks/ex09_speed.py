@@ -199,14 +199,14 @@ def main() -> None:
         data_args = ["--data-dir", args.data_dir] if args.data_dir else []
         with tempfile.TemporaryDirectory() as tmp:
             quick = run_cli(["--preset", "quick", *data_args], Path(tmp) / "quick")
-            print(f"quick: val {quick['val_score']:.1f}, >=100 after {quick['time_to_pass_s']:.1f} s", flush=True)
+            print(f"quick: val {quick['val/score']:.1f}, >=100 after {quick['time_to_pass_s']:.1f} s", flush=True)
             default = run_cli(data_args, Path(tmp) / "default")
-            print(f"default: val {default['val_score']:.1f} in {default['process_wall_s']:.0f} s", flush=True)
+            print(f"default: val {default['val/score']:.1f} in {default['process_wall_s']:.0f} s", flush=True)
         result.update({
-            "quick_time_to_score_100_s": quick["time_to_pass_s"], "quick_val_score": quick["val_score"],
+            "quick_time_to_score_100_s": quick["time_to_pass_s"], "quick_val_score": quick["val/score"],
             "quick_process_wall_s": round(quick["process_wall_s"], 1),
             "default_process_wall_s": round(default["process_wall_s"], 1),
-            "default_val_score": default["val_score"], "default_val_rmse_px": default["val_rmse_px"],
+            "default_val_score": default["val/score"], "default_val_rmse_px": default["val/rmse_px"],
             "default_epochs": default["epochs"]})
     print(json.dumps(result))
 

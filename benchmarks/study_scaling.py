@@ -37,8 +37,8 @@ def short_sweep(path: Path, epochs: int) -> Path:
 
 
 def run(workers: int, sweep: Path, out: Path, budget_s: float, data_dir: str | None) -> dict:
-    from common.study_report import compute_stats
-    from common.study import open_storage
+    from studies.report import compute_stats
+    from studies.storage import open_storage
     import optuna
 
     cmd = [sys.executable, "-m", "experiments.run", "ex09", "--study", str(sweep), "--workers", str(workers),

@@ -47,6 +47,26 @@ def load(path: str | Path, map_location="cpu") -> dict:
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def save_model(model, path: str | Path, fmt: str, model_config: dict, **extra) -> int:
+    """A trained model as both exercises save it: ``{"format", "model_config", "state_dict", **extra}``, the
+    weights on the CPU, checked against the course's limits (:func:`save_model_checked`). Returns the bytes."""
+    obj = {"format": fmt, "model_config": model_config,
+           "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, **extra}
+    return save_model_checked(obj, model, path)
+
+
+def load_model_blob(path: str | Path, fmt: str, what: str, **expect) -> dict:
+    """Load a :func:`save_model` checkpoint, checking its ``format`` (and any ``expect`` field, e.g. ``kind``);
+    anything else is refused naming the file and what it is instead."""
+    from common.errors import ConfigError
+
+    blob = load(path)
+    found = {"format": blob.get("format"), **{k: blob.get(k) for k in expect}}
+    if found != {"format": fmt, **expect}:
+        raise ConfigError(f"{path} is not {what} ({', '.join(f'{k} {v!r}' for k, v in found.items())})")
+    return blob
+
+
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
 

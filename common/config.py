@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 
-class ConfigError(ValueError):
-    """A bad override or config file; the message names the key and what is valid."""
+from common.errors import ConfigError  # noqa: F401  (re-exported: most callers import it from here)
 
 
 def to_dict(cfg) -> dict:

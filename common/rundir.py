@@ -17,6 +17,8 @@ def default_run_dir(experiment: str, root: str | Path = "runs") -> Path:
 
 
 class RunDir:
+    """Use as ``with RunDir(path, cfg) as run:``; the metrics file is closed however the block ends."""
+
     def __init__(self, path: str | Path, cfg=None):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
@@ -36,3 +38,9 @@ class RunDir:
 
     def close(self) -> None:
         self._metrics.close()
+
+    def __enter__(self) -> "RunDir":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

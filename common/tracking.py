@@ -8,6 +8,7 @@ once. wandb itself is imported lazily (it costs ~1 s) and the API key is never p
 """
 from __future__ import annotations
 
+import contextlib
 import netrc
 import os
 import sys
@@ -121,3 +122,20 @@ class Tracker:
     def finish(self, exit_code: int = 0) -> None:
         self._safe(lambda: self.run.finish(exit_code=exit_code))
         self.run = None
+
+    def __enter__(self) -> "Tracker":
+        return self
+
+    def __exit__(self, exc_type, *_) -> None:
+        """A block left by an exception (NaN, a pruner, Ctrl-C) closes the run as failed (exit code 1)."""
+        self.finish(exit_code=1 if exc_type is not None else 0)
+
+
+def open_tracker(track: TrackConfig, config: dict, run_dir: Path, given: "Tracker | None" = None, *,
+                 name: str, job_type: str, group: str | None = None):
+    """``with open_tracker(...) as tracker:``: the caller's tracker when ``given`` (a study trial logs every
+    step into its one run and finishes it itself), else a new W&B run that the block closes."""
+    if given is not None:
+        return contextlib.nullcontext(given)
+    return Tracker(track.project, config, run_dir, track.mode, name=name, group=group or track.group,
+                   job_type=job_type)

@@ -1,11 +1,13 @@
-"""The ex08 run config: the recipe's model and its three steps, every field documented, overridable as
-``section.field`` (``--set teacher.epochs=10``). Recipes (``--recipe``) are named starting points."""
+"""The ex08 run config: the model and its three steps, every field documented, overridable as
+``section.field`` (``--set teacher.epochs=10``). Presets (``--preset leaderboard|case-study``) are named
+starting points, as in ex09."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from common.augment import AffineAugment
 from common.config import ConfigError
+from common.run_config import RunConfig
 from common.tracking import TrackConfig
 
 STEPS = ("pretrain", "transfer", "teacher")
@@ -143,23 +145,16 @@ class TeacherConfig:
 
 
 @dataclass
-class RunConfig:
-    seed: int = 0
-    """Seeds initialisation, sampling, augmentation, mixup."""
-    device: str = "auto"
-    """``auto`` (cuda > mps > cpu) or a torch device string."""
-    threads: int = 0
-    """CPU intra-op threads (0 = all available cores)."""
-
-
-@dataclass
 class AutoencoderConfig:
     """Everything one ex08 recipe needs."""
 
-    recipe: str = "leaderboard"
-    """Which recipe this config started from (informational; decides the steps)."""
+    preset: str = "leaderboard"
+    """The preset this config started from (informational: ``--preset`` sets it; ``steps`` decides what runs)."""
     steps: tuple[str, ...] = STEPS
-    """The steps of this recipe, in order."""
+    """The steps of this preset, in order."""
+    only_step: str | None = None
+    """Run only this one of ``steps``, from the previous step's checkpoint in the same run dir (CLI ``--step``);
+    None = all of them."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
@@ -169,6 +164,7 @@ class AutoencoderConfig:
     track: TrackConfig = field(default_factory=TrackConfig)
 
     def validate(self) -> None:
+        self.run.validate()
         m = self.model
         choices = {"model.norm": (m.norm, ("layer", "batch")),
                    "model.activation": (m.activation, ("gelu", "leaky_relu")),
@@ -180,6 +176,9 @@ class AutoencoderConfig:
         bad = [s for s in self.steps if s not in STEPS]
         if bad or not self.steps:
             raise ConfigError(f"steps={self.steps!r}: each must be one of {', '.join(STEPS)}")
+        if self.only_step is not None and self.only_step not in self.steps:
+            raise ConfigError(f"--step {self.only_step} is not a step of the {self.preset} preset; "
+                              f"choose one of {', '.join(self.steps)}")
         positive = {"pretrain.epochs": self.pretrain.epochs, "pretrain.batch_size": self.pretrain.batch_size,
                     "transfer.epochs": self.transfer.epochs, "transfer.batch_size": self.transfer.batch_size,
                     "teacher.epochs": self.teacher.epochs, "teacher.unlabeled_batch": self.teacher.unlabeled_batch,
@@ -213,13 +212,13 @@ def _case_study(cfg: AutoencoderConfig) -> None:
                                   label_smoothing=0.0, mixup_alpha=0.0, grad_clip=0.0, augment=aug)
 
 
-RECIPES = {"leaderboard": _leaderboard, "case-study": _case_study}
+PRESETS = {"leaderboard": _leaderboard, "case-study": _case_study}
 
 
-def make_config(recipe: str = "leaderboard") -> AutoencoderConfig:
-    if recipe not in RECIPES:
-        raise ConfigError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
-    cfg = AutoencoderConfig(recipe=recipe)
-    RECIPES[recipe](cfg)
+def make_config(preset: str = "leaderboard") -> AutoencoderConfig:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    cfg = AutoencoderConfig(preset=preset)
+    PRESETS[preset](cfg)
     cfg.validate()
     return cfg

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import DataError
 from common.paths import resolve_data_dir
 
 # torchvision's mirrors and md5 sums (torchvision.datasets.MNIST.mirrors / .resources)
@@ -35,7 +36,7 @@ IDX_MAGIC = {3: 2051, 1: 2049}  # images (n, rows, cols) / labels (n,), unsigned
 N_CLASSES = 10
 
 
-class MnistDataError(ValueError):
+class MnistDataError(DataError):
     """Missing, corrupt or unexpected MNIST files; the message names the file and what to do."""
 
 
@@ -182,3 +183,25 @@ def few_label_data(mnist: Mnist, seed: int = 0, per_class: int = 10, device="cpu
 def to_float(images):
     """uint8 (N,1,28,28) -> float in [0, 1]."""
     return images.float().div_(255.0)
+
+
+def cpu_generator(generator):
+    """A CPU generator seeded from ``generator`` (the sampler wants one on the CPU whatever the device)."""
+    import torch
+
+    return torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator,
+                                                            device=generator.device)))
+
+
+def labeled_order(labels, n_samples: int, balanced: bool, generator_cpu):
+    """Indices into the labeled images for one epoch of ``n_samples`` (0 = one pass over them): class-balanced
+    draws with replacement, or shuffled passes without."""
+    import torch
+
+    from common.sampling import class_balanced_sampler
+
+    n = n_samples or len(labels)
+    if balanced:
+        return torch.tensor(list(class_balanced_sampler(labels.cpu(), n, generator_cpu)))
+    passes = -(-n // len(labels))
+    return torch.cat([torch.randperm(len(labels), generator=generator_cpu) for _ in range(passes)])[:n]

@@ -18,14 +18,14 @@ import torch
 import torch.nn.functional as F
 
 from common.augment import augment_images
+from common.device import autocast
 from common.ema import make_ema
 from common.optim import optimizer_step, param_groups
 from common.schedules import consistency_ramp, cosine_scheduler
 from ex08_autoencoder.config import AutoencoderConfig
-from ex08_autoencoder.data import FewLabelData, to_float
+from ex08_autoencoder.data import FewLabelData, cpu_generator, labeled_order, to_float
 from ex08_autoencoder.evaluate import accuracy, better
 from ex08_autoencoder.models import Classifier
-from ex08_autoencoder.transfer import cpu_generator, labeled_order
 
 
 def consistency_loss(student_logits, teacher_logits):
@@ -55,9 +55,11 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
             l_idx = l_order[s * c.labeled_batch:(s + 1) * c.labeled_batch]
             x = to_float(torch.cat([data.train_x[l_idx],
                                     data.unlabeled_x[u_order[s * c.unlabeled_batch:(s + 1) * c.unlabeled_batch]]]))
-            student_logits = student(augment_images(x, c.strong, generator))
-            with torch.no_grad():  # teacher in train mode: its dropout is part of the noise, as in the paper
-                teacher_logits = teacher.module(augment_images(x, c.weak, generator))
+            strong, weak = augment_images(x, c.strong, generator), augment_images(x, c.weak, generator)
+            with autocast(device, cfg.run.amp):
+                student_logits = student(strong).float()
+                with torch.no_grad():  # teacher in train mode: its dropout is part of the noise, as in the paper
+                    teacher_logits = teacher.module(weak).float()
             supervised = criterion(student_logits[:len(l_idx)], data.train_y[l_idx])
             consistency = consistency_loss(student_logits, teacher_logits)
             w = consistency_ramp(epoch + s / steps, c.ramp_epochs, c.consistency_weight)
@@ -65,8 +67,8 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
             sums += torch.stack([supervised.detach(), consistency.detach()])
         sup, cons = (sums / steps).tolist()
         t_val, s_val = accuracy(teacher.module, data.val_x, data.val_y), accuracy(student, data.val_x, data.val_y)
-        row = {"epoch": epoch, "supervised_loss": sup, "consistency_loss": cons, "consistency_weight": w,
-               "val_acc": t_val["acc"], "val_loss": t_val["loss"], "student_val_acc": s_val["acc"]}
+        row = {"epoch": epoch, "train/supervised_loss": sup, "train/consistency_loss": cons, "consistency_weight": w,
+               "val/acc": t_val["acc"], "val/loss": t_val["loss"], "val/student_acc": s_val["acc"]}
         if not (math.isfinite(sup) and math.isfinite(cons)):
             raise FloatingPointError(f"teacher epoch {epoch}: loss is not finite; lower teacher.lr")
         log(row)
@@ -74,4 +76,4 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
             best, best_state = {**t_val, "epoch": epoch}, copy.deepcopy(teacher.module.state_dict())
     final = teacher.module
     final.load_state_dict(best_state)
-    return final.eval(), {"best_epoch": best["epoch"], "val_acc": best["acc"], "val_loss": best["loss"]}
+    return final.eval(), {"best_epoch": best["epoch"], "val/acc": best["acc"], "val/loss": best["loss"]}

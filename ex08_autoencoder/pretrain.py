@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from common.augment import augment_images
 from common.config import ConfigError
+from common.device import autocast
 from common.optim import optimizer_step, param_groups
 from common.schedules import cosine_scheduler
 from ex08_autoencoder.config import AutoencoderConfig
@@ -67,15 +68,17 @@ def pretrain(cfg: AutoencoderConfig, data: FewLabelData, log, generator, progres
             clean = augment_images(to_float(data.unlabeled_x[order[s * c.batch_size:(s + 1) * c.batch_size]]),
                                    c.augment, generator)
             noisy = corrupt(clean, c.mask_ratio, c.noise_std, generator)
-            loss = reconstruction_loss(ae.reconstruction_logits(noisy), clean, c.loss)
+            with autocast(device, cfg.run.amp):
+                logits = ae.reconstruction_logits(noisy)
+            loss = reconstruction_loss(logits.float(), clean, c.loss)
             optimizer_step(ae, optimizer, loss, 0.0, scheduler)
             loss_sum += loss.detach()
-        row = {"epoch": epoch, "train_loss": (loss_sum / steps).item(), "val_loss": val_loss(ae, data.val_x, c.loss),
+        row = {"epoch": epoch, "train/loss": (loss_sum / steps).item(), "val/loss": val_loss(ae, data.val_x, c.loss),
                "lr": optimizer.param_groups[0]["lr"]}
-        if not math.isfinite(row["train_loss"]):
-            raise FloatingPointError(f"pretrain epoch {epoch}: loss is {row['train_loss']}; lower pretrain.lr")
+        if not math.isfinite(row["train/loss"]):
+            raise FloatingPointError(f"pretrain epoch {epoch}: loss is {row['train/loss']}; lower pretrain.lr")
         log(row)
-        if best is None or row["val_loss"] < best["val_loss"]:
+        if best is None or row["val/loss"] < best["val/loss"]:
             best, best_state = row, copy.deepcopy(ae.state_dict())
     ae.load_state_dict(best_state)
-    return ae.eval(), {"best_epoch": best["epoch"], "val_loss": best["val_loss"], "train_loss": row["train_loss"]}
+    return ae.eval(), {"best_epoch": best["epoch"], "val/loss": best["val/loss"], "train/loss": row["train/loss"]}

@@ -16,5 +16,5 @@ def linear_probe(encoder, data: FewLabelData) -> dict:
         return scaler.transform(encode(encoder, x).cpu().numpy())
 
     probe = LogisticRegression(max_iter=2000, C=1.0).fit(features(data.train_x), data.train_y.cpu().numpy())
-    return {"probe_val_acc": float(probe.score(features(data.val_x), data.val_y.cpu().numpy())),
-            "probe_test10k_acc": float(probe.score(features(data.test10k_x), data.test10k_y.cpu().numpy()))}
+    return {"val/probe_acc": float(probe.score(features(data.val_x), data.val_y.cpu().numpy())),
+            "test10k/probe_acc": float(probe.score(features(data.test10k_x), data.test10k_y.cpu().numpy()))}

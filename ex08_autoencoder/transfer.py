@@ -11,38 +11,23 @@ import math
 import torch
 
 from common.augment import augment_images
+from common.device import autocast
 from common.mixup import mixup_batch, mixup_loss
 from common.optim import discriminative_groups, optimizer_step
-from common.sampling import class_balanced_sampler
 from common.schedules import cosine_scheduler
 from ex08_autoencoder.config import AutoencoderConfig
-from ex08_autoencoder.data import FewLabelData, to_float
+from ex08_autoencoder.data import FewLabelData, cpu_generator, labeled_order, to_float
 from ex08_autoencoder.evaluate import accuracy, better
 from ex08_autoencoder.models import Classifier, Encoder
 
 
-def supervised_loss(model, images_uint8, labels, aug, criterion, mixup_alpha: float, generator):
+def supervised_loss(model, images_uint8, labels, aug, criterion, mixup_alpha: float, generator, amp: bool):
     """Augment, optionally mix up, and score one labeled batch; returns (loss, logits)."""
     x = augment_images(to_float(images_uint8), aug, generator)
     x, perm, lam = mixup_batch(x, mixup_alpha)
-    logits = model(x)
+    with autocast(x.device, amp):
+        logits = model(x).float()
     return mixup_loss(criterion, logits, labels, perm, lam), logits
-
-
-def labeled_order(labels, n_samples: int, balanced: bool, generator_cpu):
-    """Indices of one epoch of ``n_samples`` (0 = one pass over the labels): class-balanced draws with
-    replacement, or shuffled passes without."""
-    n = n_samples or len(labels)
-    if balanced:
-        return torch.tensor(list(class_balanced_sampler(labels.cpu(), n, generator_cpu)))
-    passes = -(-n // len(labels))
-    return torch.cat([torch.randperm(len(labels), generator=generator_cpu) for _ in range(passes)])[:n]
-
-
-def cpu_generator(generator):
-    """A CPU generator seeded from ``generator`` (the sampler wants one on the CPU whatever the device)."""
-    return torch.Generator().manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator,
-                                                            device=generator.device)))
 
 
 def make_optimizer(c, classifier: Classifier):
@@ -71,19 +56,19 @@ def transfer(cfg: AutoencoderConfig, data: FewLabelData, encoder: Encoder, log, 
         for s in range(steps):
             idx = order[s * c.batch_size:(s + 1) * c.batch_size]
             loss, logits = supervised_loss(model, data.train_x[idx], data.train_y[idx], c.augment, criterion,
-                                           c.mixup_alpha, generator)
+                                           c.mixup_alpha, generator, cfg.run.amp)
             optimizer_step(model, optimizer, loss, c.grad_clip, scheduler)
             loss_sum += loss.detach()  # summed on the device: no sync per step
             correct += (logits.argmax(1) == data.train_y[idx]).sum()
         val = accuracy(model, data.val_x, data.val_y)
-        row = {"epoch": epoch, "train_loss": loss_sum.item() / steps, "val_acc": val["acc"], "val_loss": val["loss"],
+        row = {"epoch": epoch, "train/loss": loss_sum.item() / steps, "val/acc": val["acc"], "val/loss": val["loss"],
                "lr_head": optimizer.param_groups[-1]["lr"]}
         if c.mixup_alpha <= 0:  # with mixup the images no longer carry a single label to be right about
-            row["train_acc"] = correct.item() / min(len(order), steps * c.batch_size)
-        if not math.isfinite(row["train_loss"]):
-            raise FloatingPointError(f"transfer epoch {epoch}: loss is {row['train_loss']}; lower the lrs")
+            row["train/acc"] = correct.item() / min(len(order), steps * c.batch_size)
+        if not math.isfinite(row["train/loss"]):
+            raise FloatingPointError(f"transfer epoch {epoch}: loss is {row['train/loss']}; lower the lrs")
         log(row)
         if better(val, best):
             best, best_state = {**val, "epoch": epoch}, copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
-    return model.eval(), {"best_epoch": best["epoch"], "val_acc": best["acc"], "val_loss": best["loss"]}
+    return model.eval(), {"best_epoch": best["epoch"], "val/acc": best["acc"], "val/loss": best["loss"]}

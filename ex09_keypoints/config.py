@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from common.augment import AffineAugment
 from common.config import ConfigError
+from common.run_config import RunConfig
 from common.tracking import TrackConfig
 
 
@@ -76,18 +77,8 @@ class TrainConfig:
     their BatchNorm statistics so much that val was 10x worse mid-training (measured)."""
     grad_clip: float = 5.0
     """Clip the gradient norm to this (0 = off)."""
-    seed: int = 0
-    """Seeds data order, augmentation and initialisation."""
-    deterministic: bool = False
-    """Ask torch for deterministic kernels (matters on GPU; CPU is deterministic for a fixed thread count)."""
-    device: str = "auto"
-    """``auto`` (cuda > mps > cpu) or a torch device string."""
-    threads: int = 0
-    """CPU intra-op threads (0 = all available cores)."""
     channels_last: bool = True
     """NHWC memory layout: measured 1.5x faster CNN training on the CI CPU."""
-    amp: bool = True
-    """bf16 autocast, on CUDA only (it is 8-20x slower on CPUs without bf16)."""
     eval_every: int = 1
     """Evaluate on val every N epochs (and always at the last)."""
     time_limit_s: float = 0.0
@@ -98,13 +89,17 @@ class TrainConfig:
 class KeypointsConfig:
     """Everything one ex09 training run needs."""
 
+    preset: str = "default"
+    """The preset this config started from (informational: ``--preset`` sets it)."""
     data: DataConfig = field(default_factory=DataConfig)
     augment: AffineAugment = field(default_factory=AffineAugment)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    run: RunConfig = field(default_factory=RunConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
 
     def validate(self) -> None:
+        self.run.validate()
         m, t = self.model, self.train
         choices = {"model.stem": (m.stem, ("unshuffle", "avgpool", "none")),
                    "model.downsample": (m.downsample, ("maxpool", "stride")),
@@ -140,7 +135,7 @@ PRESETS = {"default": lambda cfg: None, "quick": _quick}
 def make_config(preset: str = "default") -> KeypointsConfig:
     if preset not in PRESETS:
         raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    cfg = KeypointsConfig()
+    cfg = KeypointsConfig(preset=preset)
     PRESETS[preset](cfg)
     cfg.validate()
     return cfg

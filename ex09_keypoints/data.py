@@ -17,6 +17,7 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
+from common.errors import DataError
 from common.paths import cache_dir, resolve_data_dir
 
 KEYPOINT_NAMES = (
@@ -53,7 +54,7 @@ FLIP_PERMUTATION = _mirror_permutation()
 KEYPOINT_GRID_OFFSET = 0.5 / 48
 
 
-class KeypointsDataError(ValueError):
+class KeypointsDataError(DataError):
     """Bad or missing keypoint data; the message says which file/row/column and what to do."""
 
 

@@ -1,17 +1,10 @@
 """PNGs people look at: predicted vs true keypoints on faces, and learning curves."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from common.plots import learning_curves as curves
+from common.plots import pyplot, read_metrics, save
 
 
 def keypoints_grid(model, split, path: Path, n: int = 16, seed: int = 0) -> Path:
@@ -21,7 +14,7 @@ def keypoints_grid(model, split, path: Path, n: int = 16, seed: int = 0) -> Path
     from ex09_keypoints.data import normalized_to_pixels
     from ex09_keypoints.evaluate import predict
 
-    plt = _plt()
+    plt = pyplot()
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(split), generator=g)[:n]
     pred = normalized_to_pixels(predict(model, split.images[idx]))
@@ -39,26 +32,13 @@ def keypoints_grid(model, split, path: Path, n: int = 16, seed: int = 0) -> Path
         ax.set_axis_off()
     axes.flat[0].legend(loc="lower left", fontsize=6)
     fig.suptitle("val faces: true (green) vs predicted (red)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return save(fig, path)
 
 
 def learning_curves(metrics_jsonl: Path, path: Path) -> Path:
-    plt = _plt()
-    rows = [json.loads(line) for line in Path(metrics_jsonl).read_text().splitlines() if line.strip()]
+    rows = read_metrics(metrics_jsonl)
     epochs = [r["epoch"] for r in rows]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
-    a.plot(epochs, [r["train_loss"] for r in rows])
-    a.set_yscale("log")
-    a.set_xlabel("epoch")
-    a.set_title("train loss")
-    b.plot(epochs, [r["val_score"] for r in rows])
-    b.axhline(100, color="gray", ls="--", lw=1)
-    b.set_xlabel("epoch")
-    b.set_title("val score (course, higher is better)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return curves([{"title": "train loss", "x": epochs, "left": {"train/loss": [r["train/loss"] for r in rows]},
+                    "log": True},
+                   {"title": "val score (course, higher is better)", "x": epochs,
+                    "left": {"val/score": [r["val/score"] for r in rows]}, "hline": 100}], path)

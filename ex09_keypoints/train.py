@@ -19,14 +19,14 @@ import torch.nn.functional as F
 from common import checkpoint
 from common.augment import augment_batch
 from common.config import from_dict, to_dict
-from common.device import autocast, pick_device, set_threads
+from common.device import autocast
 from common.ema import make_ema
 from common.optim import optimizer_step, param_groups
+from common.run_config import start_run
 from common.rundir import RunDir
 from common.schedules import cosine_scheduler
-from common.seed import seed_everything
 from common.timing import since_process_start
-from common.tracking import Tracker
+from common.tracking import Tracker, open_tracker
 from ex09_keypoints.config import KeypointsConfig, ModelConfig
 from ex09_keypoints.data import FLIP_PERMUTATION, KEYPOINT_GRID_OFFSET, load_keypoints
 from ex09_keypoints.evaluate import evaluate_course_exact, evaluate_split
@@ -50,16 +50,12 @@ def regression_loss(pred, target, cfg) -> torch.Tensor:
 
 def save_best(model: KeypointModel, cfg: KeypointsConfig, path: Path, **meta) -> int:
     """The submitted artefact: weights + the model config to rebuild it (loadable with weights_only=True)."""
-    obj = {"format": CHECKPOINT_FORMAT, "model_config": to_dict(cfg.model), "config": to_dict(cfg),
-           "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}
-    return checkpoint.save_model_checked(obj, model, path)
+    return checkpoint.save_model(model, path, CHECKPOINT_FORMAT, to_dict(cfg.model), config=to_dict(cfg), meta=meta)
 
 
 def load_model(path: str | Path, device="cpu") -> KeypointModel:
     """Rebuild a saved keypoint model (weights_only load; no pickled code)."""
-    blob = checkpoint.load(path)
-    if blob.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an ex09 keypoint checkpoint (format {blob.get('format')!r})")
+    blob = checkpoint.load_model_blob(path, CHECKPOINT_FORMAT, "an ex09 keypoint model (best.pt)")
     model = build_model(from_dict(ModelConfig, blob["model_config"]))
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval()
@@ -83,7 +79,7 @@ def train_one_epoch(model, optimizer, scheduler, ema, images, points, cfg: Keypo
         x, y = augment_batch(x, points[idx], cfg.augment, FLIP_PERMUTATION, generator=generator,
                              point_offset=KEYPOINT_GRID_OFFSET)
         x = x.contiguous(memory_format=memory_format)
-        with autocast(device, cfg.train.amp):
+        with autocast(device, cfg.run.amp):
             pred = model(x).view(-1, 15, 2)
         loss = regression_loss(pred.float(), y, cfg.train)
         optimizer_step(model, optimizer, loss, cfg.train.grad_clip, scheduler, ema)
@@ -91,63 +87,56 @@ def train_one_epoch(model, optimizer, scheduler, ema, images, points, cfg: Keypo
     return (loss_sum / steps).item()  # one device sync per epoch, not per step
 
 
-def train(cfg: KeypointsConfig, out_dir: str | Path, resume: str | Path | None = None,
-          on_epoch: Callable[[int, dict], None] | None = None, progress: bool = True,
-          tracker: Tracker | None = None) -> dict:
+def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | None = None,
+          on_epoch: Callable[[int, dict], None] | None = None, tracker: Tracker | None = None,
+          progress: bool = True) -> dict:
     """Train with ``cfg``, writing everything into ``out_dir``; returns the summary dict.
 
-    ``on_epoch(epoch, metrics)`` is called after each evaluation (a study reports to its pruner there and may
-    raise to stop the run). ``tracker``: log into this W&B run and leave finishing it to the caller (a study
-    trial); by default the run opens and closes its own.
+    ``resume``: a run's ``last.pt`` to continue from. ``on_epoch(epoch, row)`` is called after each evaluation
+    (a study reports ``row["val/score"]`` to its pruner there and may raise to stop the run). ``tracker``: log
+    into this W&B run and leave finishing it to the caller (a study trial); by default the run opens and
+    closes its own.
     """
     cfg.validate()
     t_train = time.perf_counter()
-    seed_everything(cfg.train.seed, cfg.train.deterministic)
-    threads = set_threads(cfg.train.threads)
-    device = pick_device(cfg.train.device)
-    run = RunDir(out_dir, cfg)
+    device, threads = start_run(cfg.run)
+    with RunDir(out_dir, cfg) as run, open_tracker(cfg.track, to_dict(cfg), run.path, tracker,
+                                                   name=cfg.track.name or run.path.name, job_type="ex09-train") as tracker:
+        data = load_keypoints(cfg.data.data_dir, cfg.data.drop_bad_rows)
+        train_images, train_points = data["train"].images.to(device), data["train"].keypoints.to(device)
+        val = data["val"]
+        n_train = train_images.shape[0]
 
-    data = load_keypoints(cfg.data.data_dir, cfg.data.drop_bad_rows)
-    train_images, train_points = data["train"].images.to(device), data["train"].keypoints.to(device)
-    val = data["val"]
-    n_train = train_images.shape[0]
+        model = build_model(cfg.model).to(device)
+        memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+        model = model.to(memory_format=memory_format)
+        n_params = checkpoint.check_param_limit(model)
+        optimizer = torch.optim.AdamW(param_groups(model, cfg.train.lr, cfg.train.weight_decay), lr=cfg.train.lr)
+        steps_per_epoch = max(1, n_train // cfg.train.batch_size)  # drop the ragged last batch (BN statistics)
+        total_steps = steps_per_epoch * cfg.train.epochs
+        scheduler = cosine_scheduler(optimizer, total_steps, round(cfg.train.warmup_epochs * steps_per_epoch),
+                                     cfg.train.min_lr_ratio)
+        ema = make_ema(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+        generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
 
-    model = build_model(cfg.model).to(device)
-    memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
-    model = model.to(memory_format=memory_format)
-    n_params = checkpoint.check_param_limit(model)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.train.lr, cfg.train.weight_decay), lr=cfg.train.lr)
-    steps_per_epoch = max(1, n_train // cfg.train.batch_size)  # drop the ragged last batch (BN statistics)
-    total_steps = steps_per_epoch * cfg.train.epochs
-    scheduler = cosine_scheduler(optimizer, total_steps, round(cfg.train.warmup_epochs * steps_per_epoch),
-                                 cfg.train.min_lr_ratio)
-    ema = make_ema(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
-    generator = torch.Generator(device=device).manual_seed(cfg.train.seed)
+        start_epoch, best = 0, {"val/score": -math.inf, "epoch": -1}
+        if resume:
+            state = checkpoint.load(resume)
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            if ema is not None and state.get("ema") is not None:
+                ema.load_state_dict(state["ema"])
+            generator.set_state(state["generator"])
+            start_epoch, best = state["epoch"] + 1, state["best"]
+            print(f"[ex09] resumed from {resume} at epoch {start_epoch}", file=sys.stderr)
 
-    start_epoch, best = 0, {"val_score": -math.inf, "epoch": -1}
-    if resume:
-        state = checkpoint.load(resume)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None and state.get("ema") is not None:
-            ema.load_state_dict(state["ema"])
-        generator.set_state(state["generator"])
-        start_epoch, best = state["epoch"] + 1, state["best"]
-        print(f"[ex09] resumed from {resume} at epoch {start_epoch}", file=sys.stderr)
-
-    owns_tracker = tracker is None
-    if owns_tracker:
-        tracker = Tracker(cfg.track.project, to_dict(cfg), run.path, cfg.track.mode,
-                          name=cfg.track.name or run.path.name, group=cfg.track.group, job_type="ex09-train")
-    tracker.define_metric("val/score", summary="max")
-    tracker.define_metric("train/loss", summary="min")
-
-    eval_model = ema.module if ema is not None else model
-    time_to_pass = None
-    epochs_run = start_epoch
-    bar = _progress(range(start_epoch, cfg.train.epochs), progress)
-    try:
+        tracker.define_metric("val/score", summary="max")
+        tracker.define_metric("train/loss", summary="min")
+        eval_model = ema.module if ema is not None else model
+        time_to_pass = None
+        epochs_run = start_epoch
+        bar = _progress(range(start_epoch, cfg.train.epochs), progress)
         for epoch in bar:
             train_loss = train_one_epoch(model, optimizer, scheduler, ema, train_images, train_points, cfg,
                                          generator, steps_per_epoch)
@@ -160,59 +149,51 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, resume: str | Path | None =
             if not ((epoch + 1) % cfg.train.eval_every == 0 or last or out_of_time):
                 continue
             val_metrics = evaluate_split(eval_model, val, device, cfg.train.channels_last)
-            row = {"epoch": epoch, "train_loss": train_loss, "val_score": val_metrics["score"],
-                   "val_rmse_px": val_metrics["rmse_px"], "lr": optimizer.param_groups[0]["lr"],
-                   "elapsed_s": since_process_start()}
-            run.log_metrics(row)
-            tracker.log({"epoch": epoch, "train/loss": train_loss, "val/score": row["val_score"],
-                         "val/rmse_px": row["val_rmse_px"], "lr": row["lr"]}, step=epoch)
-            if time_to_pass is None and row["val_score"] >= PASS_SCORE:
-                time_to_pass = row["elapsed_s"]
-            if row["val_score"] > best["val_score"]:
-                best = {"val_score": row["val_score"], "epoch": epoch}
-                save_best(eval_model, cfg, run / "best.pt", epoch=epoch, val_score=row["val_score"])
+            row = {"epoch": epoch, "train/loss": train_loss, "val/score": val_metrics["score"],
+                   "val/rmse_px": val_metrics["rmse_px"], "lr": optimizer.param_groups[0]["lr"]}
+            elapsed = since_process_start()
+            run.log_metrics({**row, "elapsed_s": elapsed})
+            tracker.log(row, step=epoch)
+            if time_to_pass is None and row["val/score"] >= PASS_SCORE:
+                time_to_pass = elapsed
+            if row["val/score"] > best["val/score"]:
+                best = {"val/score": row["val/score"], "epoch": epoch}
+                save_best(eval_model, cfg, run / "best.pt", epoch=epoch, val_score=row["val/score"])
             checkpoint.atomic_torch_save(
                 {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None, "generator": generator.get_state(),
                  "epoch": epoch, "best": best}, run / "last.pt")
             if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{row['val_score']:.0f}", best=f"{best['val_score']:.0f}")
+                bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{row['val/score']:.0f}",
+                                best=f"{best['val/score']:.0f}")
             if on_epoch is not None:
                 on_epoch(epoch, row)
             if out_of_time:
                 print(f"[ex09] time limit {cfg.train.time_limit_s:.0f}s reached after epoch {epoch}", file=sys.stderr)
                 break
-    except BaseException:  # NaN, a pruner stopping the trial, Ctrl-C: close the W&B run as failed
-        if owns_tracker:
-            tracker.finish(exit_code=1)
-        run.close()
-        raise
 
-    # Final figures come from the best checkpoint, scored exactly as the course does.
-    best_model = load_model(run / "best.pt")
-    final = evaluate_split(best_model, val)
-    course = evaluate_course_exact(best_model, val)
-    wall_s = time.perf_counter() - t_train
-    summary = {
-        "val_score": course, "val_score_batched": final["score"], "val_rmse_px": final["rmse_px"],
-        "val_rmse_px_per_keypoint": final["rmse_px_per_keypoint"], "best_epoch": best["epoch"],
-        "epochs": epochs_run, "params": n_params, "model_bytes": (run / "best.pt").stat().st_size,
-        "wall_s": wall_s, "since_process_start_s": since_process_start(), "time_to_pass_s": time_to_pass,
-        "threads": threads, "device": str(device), "checkpoint": str(run / "best.pt"),
-    }
-    try:
-        from ex09_keypoints import plots
-        summary["figures"] = [str(p) for p in (plots.keypoints_grid(best_model, val, run / "val_keypoints.png"),
-                                               plots.learning_curves(run / "metrics.jsonl", run / "curves.png"))]
-        for p in summary["figures"]:
-            tracker.log_image(Path(p).stem, p)
-    except Exception as e:  # a plotting problem must not lose a finished training
-        print(f"[ex09] plotting failed: {e}", file=sys.stderr)
-    run.write_summary(summary)
-    tracker.summary({"val_score": course, "val_rmse_px": final["rmse_px"], "params": n_params})
-    if owns_tracker:
-        tracker.finish()
-    run.close()
+        # Final figures come from the best checkpoint, scored exactly as the course does.
+        best_model = load_model(run / "best.pt")
+        final = evaluate_split(best_model, val)
+        course = evaluate_course_exact(best_model, val)
+        summary = {
+            "val/score": course, "val/score_batched": final["score"], "val/rmse_px": final["rmse_px"],
+            "val/rmse_px_per_keypoint": final["rmse_px_per_keypoint"], "best_epoch": best["epoch"],
+            "epochs": epochs_run, "params": n_params, "model_bytes": (run / "best.pt").stat().st_size,
+            "wall_s": time.perf_counter() - t_train, "since_process_start_s": since_process_start(),
+            "time_to_pass_s": time_to_pass, "threads": threads, "device": str(device),
+            "checkpoint": str(run / "best.pt"),
+        }
+        try:
+            from ex09_keypoints import plots
+            summary["figures"] = [str(p) for p in (plots.keypoints_grid(best_model, val, run / "val_keypoints.png"),
+                                                   plots.learning_curves(run / "metrics.jsonl", run / "curves.png"))]
+            for p in summary["figures"]:
+                tracker.log_image(Path(p).stem, p)
+        except Exception as e:  # a plotting problem must not lose a finished training
+            print(f"[ex09] plotting failed: {e}", file=sys.stderr)
+        run.write_summary(summary)
+        tracker.summary({k: summary[k] for k in ("val/score", "val/rmse_px", "params")})
     return summary
 
 

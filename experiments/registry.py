@@ -1,11 +1,25 @@
-"""The experiments a study can search, as :class:`common.study.Experiment` adapters.
-
-Each is a thin wrapper around the experiment's own config and training entry point (a trial is just a run
-with overrides). Training modules import torch, so they are imported only when a trial runs.
+"""The experiments, as the CLI and a study see them. Both exercises expose the same pieces (a preset -> config
+function, and ``train(cfg, out_dir, *, resume, on_epoch, tracker, progress) -> summary``), so an entry here is
+only a name, those two, how many evaluations a full run reports, and which summary figures to print.
+Training modules import torch, so they are imported only when something trains.
 """
 from __future__ import annotations
 
-from common.study import Experiment
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass
+class Experiment:
+    name: str
+    make_config: Callable[[str], Any]
+    """preset name -> a fresh config."""
+    train: Callable[..., dict]
+    """``train(cfg, out_dir, on_epoch=..., tracker=..., progress=...)`` -> summary dict holding the metric."""
+    planned_evals: Callable[[Any], int]
+    """How many evaluations (pruner steps) a full run of ``cfg`` reports: the denominator of "saved"."""
+    headline: tuple[str, ...]
+    """The summary keys a finished run prints (its last line is them as one JSON object)."""
 
 
 def _train_ex09(cfg, out_dir, **kwargs) -> dict:
@@ -15,9 +29,9 @@ def _train_ex09(cfg, out_dir, **kwargs) -> dict:
 
 
 def _train_ex08(cfg, out_dir, **kwargs) -> dict:
-    from ex08_autoencoder.recipes import run_recipe
+    from ex08_autoencoder.train import train
 
-    return run_recipe(cfg, out_dir, **kwargs)
+    return train(cfg, out_dir, **kwargs)
 
 
 def _ex09_evals(cfg) -> int:
@@ -32,9 +46,11 @@ def _ex08_evals(cfg) -> int:  # val accuracy is reported by the classifier steps
 def get_experiment(name: str) -> Experiment:
     if name == "ex09":
         from ex09_keypoints.config import make_config
-        return Experiment("ex09", make_config, _train_ex09, "train.threads", _ex09_evals)
+        return Experiment("ex09", make_config, _train_ex09, _ex09_evals,
+                          ("val/score", "val/rmse_px", "params", "epochs", "wall_s"))
     if name == "ex08":
         from ex08_autoencoder.config import make_config
-        return Experiment("ex08", make_config, _train_ex08, "run.threads", _ex08_evals)
+        return Experiment("ex08", make_config, _train_ex08, _ex08_evals,
+                          ("preset", "val/acc", "test100/acc", "test10k/acc", "params", "wall_s"))
     from common.config import ConfigError
     raise ConfigError(f"unknown experiment {name!r}; choose ex08 or ex09")

@@ -2,22 +2,12 @@
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from ex09_keypoints.data import KEYPOINT_COLUMNS  # noqa: E402
-
-# A plausible mean face (pixels): the first row of the real training.csv, rounded.
-MEAN_FACE = np.array([
-    55.3, 33.0, 20.6, 38.6, 48.0, 34.0, 62.5, 32.8, 26.8, 38.4, 14.5, 38.4, 43.5, 18.3, 69.2, 22.8, 24.5, 22.8,
-    7.8, 31.7, 33.5, 50.7, 58.1, 73.1, 26.8, 76.4, 39.1, 69.7, 41.3, 79.8]).reshape(15, 2)
-
+from helpers import REPO, real_data_dir, synthetic_digits, synthetic_faces, write_course_csv, write_idx_gz
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_env(tmp_path_factory):
@@ -30,39 +20,6 @@ def _isolated_env(tmp_path_factory):
     yield
 
 
-def synthetic_faces(n: int, seed: int = 0):
-    """``(images uint8 (n,96,96), keypoints px (n,15,2))``: a shifted/scaled template of 15 points, each drawn
-    as a bright Gaussian blob on a dim noisy background, so the mapping image -> points is learnable."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:96, 0:96] + 1.0  # the data's 1-based convention: pixel j is centred at j + 1
-    images = np.empty((n, 96, 96), dtype=np.uint8)
-    points = np.empty((n, 15, 2), dtype=np.float64)
-    for i in range(n):
-        scale = rng.uniform(0.85, 1.1)
-        shift = rng.uniform(-6, 6, size=2)
-        kp = (MEAN_FACE - 48) * scale + 48 + shift + rng.normal(0, 0.8, size=(15, 2))
-        kp = np.clip(kp, 1, 95)
-        img = rng.normal(40, 8, size=(96, 96))
-        for x, y in kp:
-            img += 180 * np.exp(-((xx - x) ** 2 + (yy - y) ** 2) / (2 * 1.5 ** 2))
-        images[i] = np.clip(img, 0, 255).astype(np.uint8)
-        points[i] = kp
-    return images, points
-
-
-def write_course_csv(path: Path, images, points, index_column: bool = False) -> Path:
-    """Write rows in the course's format (30 keypoint columns in px, then Image)."""
-    header = ([""] if index_column else []) + list(KEYPOINT_COLUMNS) + ["Image"]
-    lines = [",".join(header)]
-    for i, (img, kp) in enumerate(zip(images, points)):
-        cells = ([str(i)] if index_column else []) + [f"{v:.4f}" for v in kp.reshape(-1)]
-        cells.append(" ".join(map(str, img.reshape(-1).tolist())))
-        lines.append(",".join(cells))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 @pytest.fixture(scope="session")
 def synthetic_data_dir(tmp_path_factory) -> Path:
     """A data root with facial_keypoints/{training,val}.csv of 96 + 32 synthetic faces."""
@@ -73,11 +30,6 @@ def synthetic_data_dir(tmp_path_factory) -> Path:
     return root
 
 
-def real_data_dir() -> Path | None:
-    root = Path(os.environ.get("I2DL_DATA_DIR", REPO.parent / "shared" / "data"))
-    return root if (root / "facial_keypoints" / "training.csv").is_file() else None
-
-
 @pytest.fixture
 def real_data() -> Path:
     root = real_data_dir()
@@ -85,44 +37,6 @@ def real_data() -> Path:
         pytest.skip("real keypoint data absent: set I2DL_DATA_DIR to a folder holding facial_keypoints/"
                     "{training,val}.csv (CI uses ../shared/data)")
     return root
-
-
-def tiny_config(data_dir: Path, **overrides):
-    """A seconds-long ex09 config on the synthetic data."""
-    from common.config import apply_overrides
-    from ex09_keypoints.config import make_config
-
-    cfg = make_config("quick")
-    cfg.data.data_dir = str(data_dir)
-    base = {"model.widths": [16, 32], "model.head_hidden": 32, "train.epochs": 3, "train.batch_size": 16,
-            "train.ema_decay": 0.9, "train.threads": 1, "track.mode": "disabled"}
-    base.update(overrides)
-    return apply_overrides(cfg, base)
-
-
-def write_idx_gz(path: Path, array: np.ndarray) -> Path:
-    """Write a uint8 array as a gzipped IDX file (the MNIST format)."""
-    import gzip
-
-    magic = {3: 2051, 1: 2049}[array.ndim]
-    header = magic.to_bytes(4, "big") + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with gzip.open(path, "wb") as f:
-        f.write(header + array.astype(np.uint8).tobytes())
-    return path
-
-
-def synthetic_digits(n: int, seed: int = 0):
-    """``(images uint8 (n,28,28), labels (n,))``: ten fixed random stroke templates, shifted and noised, so a
-    small MLP can learn them but not instantly."""
-    rng = np.random.default_rng(seed)
-    templates = (rng.random((10, 28, 28)) > 0.8) * 200.0
-    labels = rng.integers(0, 10, size=n)
-    images = templates[labels] + rng.normal(0, 30, size=(n, 28, 28))
-    shifts = rng.integers(-1, 2, size=(n, 2))
-    for i, (dy, dx) in enumerate(shifts):
-        images[i] = np.roll(images[i], (dy, dx), axis=(0, 1))
-    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.uint8)
 
 
 @pytest.fixture(scope="session")
@@ -156,21 +70,6 @@ def real_mnist() -> Path:
         pytest.skip("real MNIST absent: set I2DL_DATA_DIR to a folder holding MNIST/raw/*.gz "
                     "(CI uses ../shared/data)")
     return root
-
-
-def tiny_ex08_config(data_dir: Path, recipe: str = "leaderboard", **overrides):
-    """A seconds-long ex08 config on the synthetic digits."""
-    from common.config import apply_overrides
-    from ex08_autoencoder.config import make_config
-
-    cfg = make_config(recipe)
-    cfg.data.data_dir = str(data_dir)
-    base = {"model.hidden": [64], "model.latent": 16, "model.head_hidden": [32], "pretrain.epochs": 2,
-            "pretrain.batch_size": 64, "transfer.epochs": 3, "transfer.samples_per_epoch": 64,
-            "teacher.epochs": 2, "teacher.unlabeled_per_epoch": 128, "teacher.unlabeled_batch": 64,
-            "run.threads": 1, "track.mode": "disabled"}
-    base.update(overrides)
-    return apply_overrides(cfg, base)
 
 
 def _postgres_bindir() -> Path | None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import synthetic_faces, write_course_csv
+from helpers import synthetic_faces, write_course_csv
 from ex09_keypoints import data as kd
 
 

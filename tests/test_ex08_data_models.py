@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import synthetic_digits, write_idx_gz
+from helpers import synthetic_digits, write_idx_gz
 from ex08_autoencoder import data
 from ex08_autoencoder.data import MnistDataError, ensure_files, load_mnist, make_split, read_idx
 
@@ -127,7 +127,7 @@ def test_parameter_counts_print_as_the_seeds():
     from common.checkpoint import count_params
     from ex08_autoencoder.config import make_config
     from ex08_autoencoder.models import Autoencoder, Classifier
-    from ex08_autoencoder.recipes import param_report
+    from ex08_autoencoder.train import param_report
 
     case = make_config("case-study")
     assert count_params(Autoencoder(case.model)) == 824_702
@@ -155,7 +155,7 @@ def test_leaderboard_block_structure():
 
 
 def test_labeled_epoch_order_balanced_or_shuffled_passes():
-    from ex08_autoencoder.transfer import labeled_order
+    from ex08_autoencoder.data import labeled_order
 
     labels = torch.tensor([0] * 80 + [1] * 20)
     g = torch.Generator().manual_seed(0)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from common.wandb_records import read_run
-from conftest import REPO, synthetic_faces, tiny_config, write_course_csv
+from helpers import REPO, synthetic_faces, tiny_config, write_course_csv
 from ex09_keypoints.data import CourseDataset, load_keypoints
 from ex09_keypoints.evaluate import course_score
 from ex09_keypoints.train import load_model, train
@@ -31,7 +31,7 @@ def test_run_dir_contents_and_checkpoint_round_trip(synthetic_data_dir, tmp_path
                  "curves.png"):
         assert (run / name).is_file(), name
     saved = json.loads((run / "summary.json").read_text())
-    for key in ("val_score", "val_rmse_px", "params", "epochs", "wall_s"):
+    for key in ("val/score", "val/rmse_px", "params", "epochs", "wall_s"):
         assert key in saved
     rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2]
@@ -40,22 +40,22 @@ def test_run_dir_contents_and_checkpoint_round_trip(synthetic_data_dir, tmp_path
     assert blob["format"] == "i2dl-ex09-v1"
     model = load_model(run / "best.pt")
     val = load_keypoints(synthetic_data_dir)["val"]
-    assert course_score(model, CourseDataset(val)) == pytest.approx(summary["val_score"], rel=1e-9)
+    assert course_score(model, CourseDataset(val)) == pytest.approx(summary["val/score"], rel=1e-9)
 
 
 def test_loss_falls_on_synthetic_data(synthetic_data_dir, tmp_path):
     train(tiny_config(synthetic_data_dir, **{"train.epochs": 8, "train.lr": 3e-3}), tmp_path / "r",
           progress=False)
     rows = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
-    assert rows[-1]["train_loss"] < 0.6 * rows[0]["train_loss"]
+    assert rows[-1]["train/loss"] < 0.6 * rows[0]["train/loss"]
 
 
 def test_same_seed_twice_gives_same_val_score(synthetic_data_dir, tmp_path):
     a = train(tiny_config(synthetic_data_dir), tmp_path / "a", progress=False)
     b = train(tiny_config(synthetic_data_dir), tmp_path / "b", progress=False)
-    c = train(tiny_config(synthetic_data_dir, **{"train.seed": 1}), tmp_path / "c", progress=False)
-    assert a["val_score"] == b["val_score"]
-    assert a["val_score"] != c["val_score"]
+    c = train(tiny_config(synthetic_data_dir, **{"run.seed": 1}), tmp_path / "c", progress=False)
+    assert a["val/score"] == b["val/score"]
+    assert a["val/score"] != c["val/score"]
 
 
 def test_resume_continues_from_last_checkpoint(synthetic_data_dir, tmp_path):
@@ -78,9 +78,9 @@ def test_wandb_offline_files_hold_config_and_metrics(synthetic_data_dir, tmp_pat
     assert rec["run"]["name"] == "wb-check"
     assert rec["config"]["train"]["epochs"] == 3 and rec["config"]["model"]["widths"] == [16, 32]
     scores = [h["val/score"] for h in rec["history"] if "val/score" in h]
-    logged = [json.loads(l)["val_score"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [json.loads(l)["val/score"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert scores == pytest.approx(logged)
-    assert rec["summary"]["val_score"] > 0 and rec["exit_code"] == 0
+    assert rec["summary"]["val/score"] > 0 and rec["exit_code"] == 0
 
 
 def test_broken_wandb_never_stops_training(synthetic_data_dir, tmp_path, monkeypatch):
@@ -117,7 +117,7 @@ def test_quick_preset_beats_pass_score_on_real_data(real_data, tmp_path):
     proc = cli("ex09", "--preset", "quick", "--data-dir", str(real_data), "--out", str(tmp_path / "q"),
                "--no-progress")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert result["val_score"] >= 100, result
+    assert result["val/score"] >= 100, result
 
 
 def test_nan_loss_raises_and_closes_the_wandb_run(synthetic_data_dir, tmp_path):

@@ -1,37 +1,42 @@
-"""ex08 recipes end to end: steps alone equal the whole recipe, outputs, W&B runs, CLI errors, real-data learning."""
+"""ex08 presets end to end: steps alone equal the whole preset, outputs, W&B runs, CLI errors, real-data learning."""
 import json
 
 import pytest
 import torch
 
-from common.config import ConfigError
+from common.config import ConfigError, apply_overrides
 from common.wandb_records import read_run
-from conftest import tiny_ex08_config
-from ex08_autoencoder.recipes import run_recipe
+from ex08_autoencoder.train import train
 from experiments.run import main
+from helpers import tiny_ex08_config
 
 
-def test_steps_run_alone_equal_the_whole_recipe(synthetic_mnist, tmp_path):
+def only(cfg, step: str):
+    """The config with ``only_step`` set, as the CLI's ``--step`` sets it."""
+    return apply_overrides(cfg, {"only_step": step})
+
+
+def test_steps_run_alone_equal_the_whole_preset(synthetic_mnist, tmp_path):
     """Resume between steps: pretrain, transfer, teacher in three invocations (each loading the previous
-    step's checkpoint from the run dir) give exactly the whole recipe's teacher."""
-    whole = run_recipe(tiny_ex08_config(synthetic_mnist), tmp_path / "whole", progress=False)
+    step's checkpoint from the run dir) give exactly the whole preset's teacher."""
+    whole = train(tiny_ex08_config(synthetic_mnist), tmp_path / "whole", progress=False)
     for step in ("pretrain", "transfer", "teacher"):
-        stepwise = run_recipe(tiny_ex08_config(synthetic_mnist), tmp_path / "steps", only_step=step, progress=False)
+        stepwise = train(only(tiny_ex08_config(synthetic_mnist), step), tmp_path / "steps", progress=False)
     a = torch.load(tmp_path / "whole" / "teacher.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "steps" / "teacher.pt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert set(stepwise["steps"]) == {"pretrain", "transfer", "teacher"}
-    assert stepwise["test10k_acc"] == whole["test10k_acc"]
+    assert stepwise["test10k/acc"] == whole["test10k/acc"]
 
 
 def test_run_dir_outputs_and_summary(synthetic_mnist, tmp_path):
-    summary = run_recipe(tiny_ex08_config(synthetic_mnist), tmp_path / "r", progress=False)
+    summary = train(tiny_ex08_config(synthetic_mnist), tmp_path / "r", progress=False)
     run = tmp_path / "r"
     for name in ("config.json", "split.json", "metrics.jsonl", "summary.json", "pretrain.pt", "transfer.pt",
                  "teacher.pt", "model.pt", "reconstructions.png", "latent_pca.png", "confusion_teacher.png",
                  "curves.png"):
         assert (run / name).is_file(), name
-    for key in ("test100_acc", "test10k_acc", "params", "wall_s"):
+    for key in ("test100/acc", "test10k/acc", "params", "wall_s"):
         assert key in summary
     assert all(summary["steps"][s]["wall_s"] > 0 for s in ("pretrain", "transfer", "teacher"))
     assert summary["model_bytes"] < 20 * 2**20 and summary["params"] < 5_000_000
@@ -43,43 +48,41 @@ def test_run_dir_outputs_and_summary(synthetic_mnist, tmp_path):
 
 def test_step_needs_the_previous_checkpoint(synthetic_mnist, tmp_path):
     with pytest.raises(ConfigError, match=r"pretrain\.pt is missing: run the 'pretrain' step first"):
-        run_recipe(tiny_ex08_config(synthetic_mnist), tmp_path / "empty", only_step="transfer", progress=False)
+        train(only(tiny_ex08_config(synthetic_mnist), "transfer"), tmp_path / "empty", progress=False)
     with pytest.raises(ConfigError, match="choose one of pretrain, transfer"):
-        run_recipe(tiny_ex08_config(synthetic_mnist, "case-study"), tmp_path / "c", only_step="teacher",
-                   progress=False)
+        train(only(tiny_ex08_config(synthetic_mnist, "case-study"), "teacher"), tmp_path / "c", progress=False)
 
 
 def test_a_pretrain_batch_larger_than_the_unlabeled_pool_is_refused(synthetic_mnist, tmp_path):
     cfg = tiny_ex08_config(synthetic_mnist, **{"data.max_unlabeled": 100, "pretrain.batch_size": 128})
     with pytest.raises(ConfigError, match=r"pretrain\.batch_size=128 is larger than the 100 unlabeled images"):
-        run_recipe(cfg, tmp_path / "r", progress=False)
+        train(cfg, tmp_path / "r", progress=False)
 
 
 def test_a_changed_split_seed_is_refused_in_the_same_run_dir(synthetic_mnist, tmp_path):
-    run_recipe(tiny_ex08_config(synthetic_mnist), tmp_path / "r", only_step="pretrain", progress=False)
+    train(only(tiny_ex08_config(synthetic_mnist), "pretrain"), tmp_path / "r", progress=False)
     with pytest.raises(ConfigError, match="different few-label split"):
-        run_recipe(tiny_ex08_config(synthetic_mnist, **{"data.split_seed": 1}), tmp_path / "r",
-                   only_step="transfer", progress=False)
+        train(only(tiny_ex08_config(synthetic_mnist, **{"data.split_seed": 1}), "transfer"), tmp_path / "r", progress=False)
 
 
 def test_one_wandb_run_per_step_grouped(synthetic_mnist, tmp_path):
     cfg = tiny_ex08_config(synthetic_mnist, **{"track.mode": "offline"})
-    run_recipe(cfg, tmp_path / "grp", progress=False)
+    train(cfg, tmp_path / "grp", progress=False)
     records = [read_run(p) for p in sorted((tmp_path / "grp" / "wandb").glob("offline-run-*"))]
     assert sorted(r["run"]["name"] for r in records) == ["grp-pretrain", "grp-teacher", "grp-transfer"]
     assert {r["run"]["group"] for r in records} == {"grp"} and all(r["exit_code"] == 0 for r in records)
     teacher = next(r for r in records if r["run"]["name"] == "grp-teacher")
-    accs = [h["teacher/val_acc"] for h in teacher["history"] if "teacher/val_acc" in h]
-    logged = [json.loads(line)["val_acc"] for line in (tmp_path / "grp" / "metrics.jsonl").read_text().splitlines()
+    accs = [h["teacher/val/acc"] for h in teacher["history"] if "teacher/val/acc" in h]
+    logged = [json.loads(line)["val/acc"] for line in (tmp_path / "grp" / "metrics.jsonl").read_text().splitlines()
               if json.loads(line)["step"] == "teacher"]
-    assert accs == pytest.approx(logged) and "test10k_acc" in teacher["summary"]
+    assert accs == pytest.approx(logged) and "teacher/test10k/acc" in teacher["summary"]
     assert teacher["config"]["teacher"]["ema_decay"] == 0.995
 
 
 def test_nan_loss_stops_with_a_hint_and_closes_the_wandb_run(synthetic_mnist, tmp_path):
     cfg = tiny_ex08_config(synthetic_mnist, **{"track.mode": "offline", "pretrain.lr": 1e30})
     with pytest.raises(FloatingPointError, match="pretrain.lr"):
-        run_recipe(cfg, tmp_path / "nan", progress=False)
+        train(cfg, tmp_path / "nan", progress=False)
     assert read_run(next((tmp_path / "nan" / "wandb").glob("offline-run-*")))["exit_code"] == 1
 
 
@@ -99,10 +102,11 @@ def test_cli_case_study_prints_the_seed_parameter_counts(synthetic_mnist, tmp_pa
     overrides = ["pretrain.epochs=1", "transfer.epochs=1", "run.threads=1", "track.mode=disabled"]
     assert main(["ex08", "--recipe", "case-study", "--data-dir", str(synthetic_mnist), "--out", str(tmp_path / "cs"),
                  "--no-progress", "--set", *overrides]) == 0
-    out = capsys.readouterr().out
-    assert "autoencoder params: 0.824M" in out and "classifier params: 0.591M" in out
+    out, err = capsys.readouterr()
+    assert "autoencoder params: 0.824M" in err and "classifier params: 0.591M" in err
     result = json.loads(out.strip().splitlines()[-1])
-    assert result["recipe"] == "case-study" and "teacher_wall_s" not in result and 0 <= result["test10k_acc"] <= 1
+    assert result["preset"] == "case-study" and 0 <= result["test10k/acc"] <= 1
+    assert "  transfer" in out and "  teacher" not in out, "the case study has no teacher step"
 
 
 @pytest.mark.realdata
@@ -120,9 +124,9 @@ def test_each_step_learns_on_real_mnist(real_mnist, tmp_path, capsys):
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     pre = [r for r in rows if r["step"] == "pretrain"]
     teach = [r for r in rows if r["step"] == "teacher"]
-    assert pre[-1]["train_loss"] < pre[0]["train_loss"] and pre[-1]["val_loss"] < pre[0]["val_loss"]
+    assert pre[-1]["train/loss"] < pre[0]["train/loss"] and pre[-1]["val/loss"] < pre[0]["val/loss"]
     steps = json.loads((out / "summary.json").read_text())["steps"]
-    assert steps["pretrain"]["probe_test10k_acc"] > 0.6
-    assert steps["transfer"]["test10k_acc"] > max(0.8, steps["pretrain"]["probe_test10k_acc"])
-    assert steps["teacher"]["test10k_acc"] >= steps["transfer"]["test10k_acc"] - 0.005
-    assert teach[-1]["supervised_loss"] < teach[0]["supervised_loss"]
+    assert steps["pretrain"]["test10k/probe_acc"] > 0.6
+    assert steps["transfer"]["test10k/acc"] > max(0.8, steps["pretrain"]["test10k/probe_acc"])
+    assert steps["teacher"]["test10k/acc"] >= steps["transfer"]["test10k/acc"] - 0.005
+    assert teach[-1]["train/supervised_loss"] < teach[0]["train/supervised_loss"]

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from common.checkpoint import atomic_write_text
-from common.config import apply_overrides, format_override, set_value
-from common.study import state_counts
+from common.config import apply_overrides, format_override
+from studies.search import state_counts
 
 
 def _fmt(v) -> str:
@@ -119,8 +119,7 @@ def write_report(study, study_dir: str | Path) -> Path:
     return path
 
 
-def retrain_best(study, sweep, experiment, out_dir: Path, overrides: list[str], data_dir: str | None,
-                 progress: bool = True) -> dict:
+def retrain_best(study, sweep, experiment, out_dir: Path, overrides: list[str], progress: bool = True) -> dict:
     """Train the best trial's config (its recorded overrides, then ``overrides``) as a normal run."""
     from common.config import ConfigError
 
@@ -130,12 +129,38 @@ def retrain_best(study, sweep, experiment, out_dir: Path, overrides: list[str], 
     best = study.best_trial
     cfg = experiment.make_config(sweep.preset)
     apply_overrides(cfg, best.user_attrs.get("overrides", {}))
+    cfg.run.threads = 0  # a normal run: all cores, unless --set run.threads=N says otherwise
     apply_overrides(cfg, overrides)
-    set_value(cfg, experiment.threads_key, 0)  # a normal run: all cores
-    if data_dir:
-        cfg.data.data_dir = data_dir
     cfg.track.group, cfg.track.name = sweep.study, f"{sweep.study}-best-retrain"
     print(f"[report] retraining trial {best.number} ({sweep.metric} {best.value:.4g}) into {out_dir}")
     summary = experiment.train(cfg, out_dir, progress=progress)
     print(f"[report] retrained: {sweep.metric} {summary[sweep.metric]:.4g} (the trial had {best.value:.4g})")
     return summary
+
+
+def report_study(study_name: str, overrides: list[str], *, out: Path | None = None, storage: str | None = None,
+                 retrain: bool = False, progress: bool = True) -> int:
+    """``python -m experiments.run report``: write the report (and retrain the best trial when asked)."""
+    import json
+
+    from common.config import ConfigError
+    from studies.search import load_study
+    from studies.storage import storage_url
+    from studies.workers import open_sweep, study_dir_of
+
+    if overrides and not retrain:
+        raise ConfigError("--set and --data-dir apply to --retrain-best only; add --retrain-best or drop them")
+    sweep, exp = open_sweep(study_name)
+    study_dir = study_dir_of(sweep, out)
+    url = storage_url(storage, study_dir)
+    if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
+        raise ConfigError(f"no study storage at {url[len('sqlite:///'):]}: run the study first, or pass "
+                          "--out/--storage where it lives")
+    study = load_study(sweep, url)
+    print(f"report: {write_report(study, study_dir)}")
+    for png in sorted(study_dir.glob("study_*.png")):
+        print(f"figure: {png}")
+    if retrain:
+        summary = retrain_best(study, sweep, exp, study_dir / "best-retrain", overrides, progress=progress)
+        print(json.dumps({k: summary.get(k) for k in (sweep.metric, "params", "epochs", "wall_s") if k in summary}))
+    return 0

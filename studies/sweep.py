@@ -5,8 +5,8 @@ A sweep file (see ``sweeps/kp.yaml``)::
 
     study: kp                   # Optuna study name (default: the file's stem)
     experiment: ex09            # which experiment's config the keys below belong to
-    preset: default             # its starting config (ex09 --preset / ex08 --recipe)
-    metric: val_score           # reported every epoch for the pruner; the trial's value is its best
+    preset: default             # its starting config (the experiment's --preset)
+    metric: val/score           # reported every epoch for the pruner; the trial's value is the run's summary
     direction: maximize
     trials: 40                  # total finished trials the study aims for (a re-run resumes towards it)
     timeout_s: 3600             # per worker, optional
@@ -39,7 +39,8 @@ TOP_LEVEL = {"study", "experiment", "preset", "metric", "direction", "trials", "
              "storage", "fixed", "space", "baseline"}
 SAMPLERS = {"tpe": {"seed", "n_startup_trials", "multivariate", "group", "constant_liar"},
             "random": {"seed"},
-            "cmaes": {"seed", "n_startup_trials", "restart_strategy", "sigma0"}}
+            "cmaes": {"seed", "n_startup_trials", "restart_strategy", "sigma0"},
+            "gp": {"seed", "n_startup_trials", "deterministic_objective"}}
 PRUNERS = {"median": {"n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"},
            "hyperband": {"min_resource", "max_resource", "reduction_factor"},
            "none": set()}

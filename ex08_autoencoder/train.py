@@ -1,10 +1,11 @@
-"""Run a recipe's steps (pretrain -> transfer -> teacher), all of them or one, into one run directory.
+"""Train an ex08 preset: its steps (pretrain -> transfer -> teacher), all of them or one, into one run dir.
 
 The run dir holds the resolved config, the few-label split (``split.json``), ``metrics.jsonl`` (a row per epoch,
 tagged with its step), a checkpoint per step (``pretrain.pt``, ``transfer.pt``, ``teacher.pt``), the exported
 final classifier ``model.pt`` (< 5M parameters, < 20 MB, checked), PNGs, and ``summary.json``. One W&B run per
-step, grouped by the run dir's name. Each step is seeded on its own (seed + step number), so running
-``--step transfer`` alone from a saved ``pretrain.pt`` gives the same numbers as the whole recipe does.
+step, grouped by the run dir's name. Each step is seeded on its own (seed * 1000 + step number), so running
+one step alone (``only_step``, the CLI's ``--step``) from a saved ``pretrain.pt`` gives the same numbers as the
+whole preset does. Metrics are named ``val/acc``, ``test10k/acc``, ...; in W&B prefixed by the step.
 """
 from __future__ import annotations
 
@@ -19,11 +20,11 @@ import torch
 from common import checkpoint
 from common.checkpoint import atomic_write_text
 from common.config import ConfigError, from_dict, to_dict
-from common.device import pick_device, set_threads
+from common.run_config import start_run
 from common.rundir import RunDir
 from common.seed import seed_everything
 from common.timing import since_process_start
-from common.tracking import Tracker
+from common.tracking import Tracker, open_tracker
 from ex08_autoencoder import plots
 from ex08_autoencoder.config import STEPS, AutoencoderConfig
 from ex08_autoencoder.data import FewLabelData, few_label_data, load_mnist
@@ -40,17 +41,12 @@ CHECKPOINT_OF = {"pretrain": "pretrain.pt", "transfer": "transfer.pt", "teacher"
 
 def save_step(model, kind: str, cfg: AutoencoderConfig, path: Path, **meta) -> int:
     """A step's model: weights + the model config to rebuild it (loadable with ``weights_only=True``)."""
-    obj = {"format": CHECKPOINT_FORMAT, "kind": kind, "model_config": to_dict(cfg.model),
-           "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()}, "meta": meta}
-    return checkpoint.save_model_checked(obj, model, path)
+    return checkpoint.save_model(model, path, CHECKPOINT_FORMAT, to_dict(cfg.model), kind=kind, meta=meta)
 
 
 def load_step(path: Path, kind: str, device="cpu"):
     """Rebuild an ``autoencoder`` or ``classifier`` saved by :func:`save_step`."""
-    blob = checkpoint.load(path)
-    if blob.get("format") != CHECKPOINT_FORMAT or blob.get("kind") != kind:
-        raise ValueError(f"{path} is not an ex08 {kind} checkpoint (format {blob.get('format')!r}, "
-                         f"kind {blob.get('kind')!r})")
+    blob = checkpoint.load_model_blob(path, CHECKPOINT_FORMAT, f"an ex08 {kind} checkpoint", kind=kind)
     model_cfg = from_dict(ModelConfig, blob["model_config"])
     model = Autoencoder(model_cfg) if kind == "autoencoder" else Classifier(model_cfg)
     model.load_state_dict(blob["state_dict"])
@@ -90,7 +86,7 @@ def _report_classifier(model, data: FewLabelData, run: RunDir, step: str, figure
     test100, test10k = accuracy(model, data.test100_x, data.test100_y), scores(logits, data.test10k_y)
     figures.append(plots.confusion(data.test10k_y, logits.argmax(1), run / f"confusion_{step}.png",
                                    f"{step}: MNIST 10k test, accuracy {test10k['acc']:.2%}"))
-    return {"test100_acc": test100["acc"], "test10k_acc": test10k["acc"], "params": checkpoint.count_params(model)}
+    return {"test100/acc": test100["acc"], "test10k/acc": test10k["acc"], "params": checkpoint.count_params(model)}
 
 
 def run_step(step: str, cfg: AutoencoderConfig, data: FewLabelData, run: RunDir, tracker: Tracker,
@@ -99,12 +95,11 @@ def run_step(step: str, cfg: AutoencoderConfig, data: FewLabelData, run: RunDir,
     generator = torch.Generator(device=device).manual_seed(cfg.run.seed * 1000 + STEPS.index(step))
 
     def log(row):
-        row = {"step": step, **row, "elapsed_s": since_process_start()}
-        run.log_metrics(row)
+        run.log_metrics({"step": step, **row, "elapsed_s": since_process_start()})
         # No explicit W&B step: a study's trial logs all steps into one run, where epochs restart per step.
-        tracker.log({f"{step}/{k}": v for k, v in row.items() if isinstance(v, (int, float))})
+        tracker.log({f"{step}/{k}": v for k, v in row.items()})
         if on_epoch is not None:
-            on_epoch(row["epoch"], row)
+            on_epoch(row["epoch"], {"step": step, **row})
 
     figures, result = [], {}
     if step == "pretrain":
@@ -134,80 +129,68 @@ def run_step(step: str, cfg: AutoencoderConfig, data: FewLabelData, run: RunDir,
     return result
 
 
-def run_recipe(cfg: AutoencoderConfig, out_dir: str | Path, only_step: str | None = None,
-               progress: bool = True, on_epoch: Callable[[int, dict], None] | None = None,
-               tracker: Tracker | None = None) -> dict:
-    """Run all of ``cfg.steps`` (or just ``only_step``) into ``out_dir``; returns the (merged) summary.
+def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | None = None,
+          on_epoch: Callable[[int, dict], None] | None = None, tracker: Tracker | None = None,
+          progress: bool = True) -> dict:
+    """Run all of ``cfg.steps`` (or just ``cfg.only_step``) into ``out_dir``; returns the (merged) summary.
 
     ``on_epoch(epoch, row)`` sees every epoch's row (tagged with its ``step``; a study's pruner watches
-    ``val_acc``) and may raise to stop. ``tracker``: log every step into this one W&B run and leave finishing
-    it to the caller (a study trial); by default each step opens and closes its own run.
+    ``val/acc``) and may raise to stop. ``tracker``: log every step into this one W&B run and leave finishing
+    it to the caller (a study trial); by default each step opens and closes its own. ``resume`` is not
+    supported yet: re-run a missing step with ``only_step`` into the same dir.
     """
     cfg.validate()
-    if only_step is not None and only_step not in cfg.steps:
-        raise ConfigError(f"--step {only_step!r} is not a step of the {cfg.recipe} recipe; "
-                          f"choose one of {', '.join(cfg.steps)}")
+    if resume is not None:
+        raise ConfigError("ex08 cannot resume inside a step yet; run the missing steps with --step STEP --out DIR")
     t0 = time.perf_counter()
-    threads = set_threads(cfg.run.threads)
-    device = pick_device(cfg.run.device)
-    run = RunDir(out_dir, cfg)
-    seed_everything(cfg.run.seed)
-    data = few_label_data(load_mnist(cfg.data.data_dir), cfg.data.split_seed, cfg.data.per_class, device,
-                          cfg.data.max_unlabeled)
-    _split_file(run, data)
-    summary_path = run / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() and only_step else {}
-    summary.setdefault("steps", {})
-    group = cfg.track.group or run.path.name
-    shared_tracker = tracker
-    for step in ([only_step] if only_step else cfg.steps):
-        t_step = time.perf_counter()
-        seed_everything(cfg.run.seed * 1000 + STEPS.index(step))
-        step_tracker = shared_tracker or Tracker(cfg.track.project, to_dict(cfg), run.path, cfg.track.mode,
-                                                 name=f"{cfg.track.name or run.path.name}-{step}",
-                                                 group=group, job_type=f"ex08-{step}")
-        step_tracker.define_metric(f"{step}/*", step_metric=f"{step}/epoch")
-        for key, how in (("val_acc", "max"), ("val_loss", "min")):
-            step_tracker.define_metric(f"{step}/{key}", summary=how, step_metric=f"{step}/epoch")
+    print(f"[ex08] preset {cfg.preset}: {param_report(cfg)}", file=sys.stderr, flush=True)
+    device, threads = start_run(cfg.run)
+    with RunDir(out_dir, cfg) as run:
+        data = few_label_data(load_mnist(cfg.data.data_dir), cfg.data.split_seed, cfg.data.per_class, device,
+                              cfg.data.max_unlabeled)
+        _split_file(run, data)
+        summary_path = run / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() and cfg.only_step else {}
+        summary.setdefault("steps", {})
+        for step in ([cfg.only_step] if cfg.only_step else cfg.steps):
+            t_step = time.perf_counter()
+            seed_everything(cfg.run.seed * 1000 + STEPS.index(step), cfg.run.deterministic)
+            with open_tracker(cfg.track, to_dict(cfg), run.path, tracker, group=cfg.track.group or run.path.name,
+                              name=f"{cfg.track.name or run.path.name}-{step}", job_type=f"ex08-{step}") as step_tracker:
+                step_tracker.define_metric(f"{step}/*", step_metric=f"{step}/epoch")
+                for key, how in (("val/acc", "max"), ("val/loss", "min")):
+                    step_tracker.define_metric(f"{step}/{key}", summary=how, step_metric=f"{step}/epoch")
+                result = run_step(step, cfg, data, run, step_tracker, progress, on_epoch)
+                result["wall_s"] = time.perf_counter() - t_step
+                step_tracker.summary({f"{step}/{k}": v for k, v in result.items() if isinstance(v, (int, float))})
+            summary["steps"][step] = result
+            print(f"[ex08] {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)),
+                  file=sys.stderr)
+        last = [s for s in cfg.steps if s in summary["steps"]][-1]
+        if last != "pretrain":
+            final = load_step(run / CHECKPOINT_OF[last], "classifier")
+            summary["model_bytes"] = save_step(final, "classifier", cfg, run / "model.pt", from_step=last)
+            summary.update({k: summary["steps"][last][k] for k in ("test100/acc", "test10k/acc", "val/acc")})
         try:
-            result = run_step(step, cfg, data, run, step_tracker, progress, on_epoch)
-        except BaseException:  # NaN, Ctrl-C, a pruner: close the W&B run as failed, keep what is on disk
-            if shared_tracker is None:
-                step_tracker.finish(exit_code=1)
-            run.close()
-            raise
-        result["wall_s"] = time.perf_counter() - t_step
-        step_tracker.summary({(f"{step}/{k}" if shared_tracker else k): v for k, v in result.items()
-                              if isinstance(v, (int, float))})
-        if shared_tracker is None:
-            step_tracker.finish()
-        summary["steps"][step] = result
-        print(f"[ex08] {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)),
-              file=sys.stderr)
-    run.close()
-    last = [s for s in cfg.steps if s in summary["steps"]][-1]
-    if last != "pretrain":
-        final = load_step(run / CHECKPOINT_OF[last], "classifier")
-        summary["model_bytes"] = save_step(final, "classifier", cfg, run / "model.pt", from_step=last)
-        summary.update({k: summary["steps"][last][k] for k in ("test100_acc", "test10k_acc", "val_acc")})
-    try:
-        summary["figures"] = summary.get("figures", []) + [str(plots.learning_curves(run / "metrics.jsonl",
-                                                                                     run / "curves.png"))]
-    except Exception as e:  # a plotting problem must not lose a finished training
-        print(f"[ex08] plotting failed: {e}", file=sys.stderr)
-    ae_params = summary["steps"].get("pretrain", {}).get("params")
-    clf = summary["steps"].get(last, {}).get("params") if last != "pretrain" else None
-    summary.update({"recipe": cfg.recipe, "final_step": last, "params": clf or ae_params,
-                    "params_autoencoder": ae_params, "params_classifier": clf,
-                    "wall_s": sum(s["wall_s"] for s in summary["steps"].values()),
-                    "this_invocation_s": time.perf_counter() - t0, "since_process_start_s": since_process_start(),
-                    "threads": threads, "device": str(device)})
-    run.write_summary(summary)
+            summary["figures"] = summary.get("figures", []) + [str(plots.learning_curves(run / "metrics.jsonl",
+                                                                                         run / "curves.png"))]
+        except Exception as e:  # a plotting problem must not lose a finished training
+            print(f"[ex08] plotting failed: {e}", file=sys.stderr)
+        ae_params = summary["steps"].get("pretrain", {}).get("params")
+        clf = summary["steps"].get(last, {}).get("params") if last != "pretrain" else None
+        summary.update({"preset": cfg.preset, "final_step": last, "params": clf or ae_params,
+                        "params_autoencoder": ae_params, "params_classifier": clf,
+                        "wall_s": sum(s["wall_s"] for s in summary["steps"].values()),
+                        "this_invocation_s": time.perf_counter() - t0, "since_process_start_s": since_process_start(),
+                        "threads": threads, "device": str(device)})
+        run.write_summary(summary)
+        if tracker is not None:  # a study's one run: the final figures at the top level too
+            tracker.summary({k: summary[k] for k in ("val/acc", "test100/acc", "test10k/acc") if k in summary})
     return summary
 
 
 def param_report(cfg: AutoencoderConfig) -> str:
-    """Parameter counts of the recipe's autoencoder and classifier, printed the way the seed prints them."""
+    """Parameter counts of the preset's autoencoder and classifier, printed the way the seed prints them."""
     from common.checkpoint import count_params
 
     ae, clf = count_params(Autoencoder(cfg.model)), count_params(Classifier(cfg.model))

@@ -1,0 +1,35 @@
+"""The ``run`` section every experiment's config shares: seed, device, threads, determinism, mixed precision;
+and :func:`start_run`, which applies it at the top of both exercises' ``train``."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    """Seeds initialisation, data order, augmentation, mixup (ex08: each step reseeds with seed*1000 + step)."""
+    device: str = "auto"
+    """``auto`` (cuda > mps > cpu) or a torch device string."""
+    threads: int = 0
+    """CPU intra-op threads (0 = all available cores). A study sets it per worker so workers share the cores."""
+    deterministic: bool = False
+    """Ask torch for deterministic kernels (matters on GPU; CPU is deterministic for a fixed thread count)."""
+    amp: bool = True
+    """bf16 autocast, on CUDA only (it is 8-20x slower on CPUs without bf16, so CPUs always run fp32)."""
+
+    def validate(self) -> None:
+        from common.errors import ConfigError
+
+        if self.threads < 0:
+            raise ConfigError(f"run.threads={self.threads} must be >= 0 (0 = all cores)")
+
+
+def start_run(run: RunConfig):
+    """Seed every generator, set the thread count, pick the device. Returns ``(device, threads)``."""
+    from common.device import pick_device, set_threads
+    from common.seed import seed_everything
+
+    seed_everything(run.seed, run.deterministic)
+    threads = set_threads(run.threads)
+    return pick_device(run.device), threads

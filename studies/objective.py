@@ -1,0 +1,148 @@
+"""One trial: the sweep's fixed and sampled values become config overrides (the same typed system as
+``--set``), and the experiment's own ``train`` runs them into ``<study dir>/trial-NNNN`` with one W&B run
+(group = study, name = ``<study>-<trial number>``). Every evaluation reports the sweep's metric to the pruner;
+a NaN/inf loss or metric, an infeasible config or a model over the course's limits prunes the trial with its
+reason, and the study goes on."""
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Callable
+
+from common.config import ConfigError, apply_overrides, get_value, to_dict
+from experiments.registry import Experiment
+from studies.storage import DEFAULT_GRACE_S, lazy_optuna
+from studies.sweep import Sweep, suggest
+
+
+def trial_dir(study_dir: Path, number: int) -> Path:
+    return Path(study_dir) / f"trial-{number:04d}"
+
+
+def _jsonable(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, threads: int,
+                   worker: int = 0) -> Callable:
+    """The Optuna objective: overrides -> config -> ``experiment.train`` with a pruning hook and a W&B run."""
+    optuna = lazy_optuna()
+
+    from optuna.exceptions import UpdateFinishedTrialError
+
+    from common.checkpoint import ModelTooLargeError
+    from common.tracking import Tracker
+
+    def objective(trial: optuna.Trial) -> float:
+        t0 = time.perf_counter()
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("pid", os.getpid())
+        trial.set_user_attr("worker", worker)
+        overrides = {**sweep.fixed, **suggest(trial, sweep.space)}
+        cfg = experiment.make_config(sweep.preset)
+        try:
+            apply_overrides(cfg, overrides)
+        except ConfigError as e:  # a sampled combination the config rejects: skip it, say why
+            trial.set_user_attr("reason", f"infeasible config: {e}")
+            raise optuna.TrialPruned(f"infeasible config: {e}") from None
+        # Typed values as the config holds them: what --retrain-best and the report reuse.
+        trial.set_user_attr("overrides", {k: _jsonable(get_value(cfg, k)) for k in overrides})
+        if not int(sweep.fixed.get("run.threads") or 0):  # a thread count the user fixed wins
+            cfg.run.threads = threads
+        name = f"{sweep.study}-{trial.number}"
+        cfg.track.group, cfg.track.name = sweep.study, name
+        planned = experiment.planned_evals(cfg)
+        trial.set_user_attr("planned_evals", planned)
+        run_dir = trial_dir(study_dir, trial.number)
+        tracker = Tracker(cfg.track.project, {"trial": {"number": trial.number, "params": trial.params,
+                                                        "study": sweep.study}, **to_dict(cfg)},
+                          run_dir, cfg.track.mode, name=name, group=sweep.study,
+                          job_type=f"{experiment.name}-trial", tags=[sweep.study])
+        evals = 0
+
+        def on_epoch(epoch: int, row: dict) -> None:
+            nonlocal evals
+            if sweep.metric not in row:
+                return  # e.g. ex08's pretraining epochs report a reconstruction loss, not the metric
+            value = row[sweep.metric]
+            if not math.isfinite(value):
+                raise optuna.TrialPruned(f"{sweep.metric} is {value} at epoch {epoch}")
+            trial.report(value, evals)
+            evals += 1
+            trial.set_user_attr("evals_run", evals)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruner stopped it after {evals} of {planned} evaluations "
+                                         f"({sweep.metric} {value:.4g} at epoch {epoch})")
+
+        state, value, reason = "failed", None, None
+        try:
+            summary = experiment.train(cfg, run_dir, on_epoch=on_epoch, tracker=tracker, progress=False)
+            value = float(summary[sweep.metric])
+            if not math.isfinite(value):
+                raise optuna.TrialPruned(f"final {sweep.metric} is {value}")
+            state = "complete"
+            return value
+        except optuna.TrialPruned as e:
+            state, reason = "pruned", str(e)
+            raise
+        except ConfigError as e:  # a combination only the run itself can find out about (a batch > the data)
+            state, reason = "pruned", f"infeasible config: {e}"
+            raise optuna.TrialPruned(reason) from None
+        except FloatingPointError as e:  # NonFiniteLossError (ex09), a NaN loss (ex08)
+            state, reason = "pruned", f"non-finite loss: {e}"
+            raise optuna.TrialPruned(reason) from None
+        except ModelTooLargeError as e:  # the sampled model breaks the course's limits (5M params, 20 MB)
+            state, reason = "pruned", f"infeasible model: {e}"
+            raise optuna.TrialPruned(reason) from None
+        except KeyboardInterrupt:
+            reason = "interrupted (Ctrl-C)"
+            raise
+        except UpdateFinishedTrialError:
+            # Another worker found this trial's heartbeat stale (this process stalled for longer than grace_s:
+            # a suspended machine, an unreachable database) and marked it FAIL; its parameters are queued again.
+            state, reason = "taken over", (f"taken over: marked FAIL by another worker after a heartbeat gap "
+                                           f"> {grace_s(sweep)} s")
+            raise
+        except Exception as e:
+            reason = f"{type(e).__name__}: {e}"
+            raise
+        finally:
+            # The worker loop asks: did this trial end without an error of its own? (If the storage then says
+            # FAIL, another worker took it over.)
+            objective.last = (trial.number, state != "failed")
+            wall = time.perf_counter() - t0
+            attrs = {"wall_s": wall, "evals_run": evals, **({"reason": reason} if reason else {})}
+            try:
+                for key, val in attrs.items():
+                    trial.set_user_attr(key, val)
+            except UpdateFinishedTrialError:
+                pass  # taken over (above): the trial is no longer this worker's to write
+            tracker.summary({"trial/state": state, "trial/value": value, "trial/reason": reason or "",
+                             "trial/wall_s": wall, "trial/evals_run": evals})
+            tracker.finish(exit_code=0 if state != "failed" else 1)
+
+    objective.last = None  # (number, ended without an error of its own) of the latest trial
+    return objective
+
+
+def taken_over(study, objective) -> int | None:
+    """The number of this worker's latest trial if another worker marked it FAIL under its feet (its heartbeat
+    was stale: the worker stalled for longer than grace_s), else None. Optuna's optimize() stops with an error
+    when it cannot record such a trial's result; the worker itself is fine and can go on."""
+    from optuna.trial import TrialState
+
+    if objective.last is None:
+        return None
+    number, ended_cleanly = objective.last
+    objective.last = None
+    if not ended_cleanly:
+        return None
+    (mine,) = [t for t in study.get_trials(deepcopy=False) if t.number == number]
+    return number if mine.state == TrialState.FAIL else None
+
+
+def grace_s(sweep: Sweep) -> int:
+    return int(sweep.storage.get("grace_s", DEFAULT_GRACE_S))

@@ -1,0 +1,86 @@
+"""An Optuna study from a sweep: its sampler and pruner, created once (before any worker starts: two workers
+creating one study at once race) or loaded, with the preset's own values queued as the baseline trial."""
+from __future__ import annotations
+
+from common.config import ConfigError
+from studies.storage import lazy_optuna, open_storage, redact
+from studies.sweep import Sweep, baseline_params
+
+
+def make_sampler(spec: dict, seed_offset: int = 0):
+    """TPE (seeded by default), random, CMA-ES or a Gaussian process. ``seed_offset`` keeps workers (and resumed
+    runs) from proposing the same points: each gets ``seed + offset``."""
+    optuna = lazy_optuna()
+
+    kwargs = {k: v for k, v in spec.items() if k != "type"}
+    if kwargs.get("seed") is not None:
+        kwargs["seed"] = int(kwargs["seed"]) + seed_offset
+    kind = spec["type"]
+    if kind == "random":
+        return optuna.samplers.RandomSampler(**kwargs)
+    # CMA-ES and GP model the numeric parameters they see in every trial; categorical or conditional ones are
+    # sampled independently (randomly), which is expected here, so the per-trial warning is off.
+    if kind == "cmaes":  # needs the `cmaes` package (a dependency)
+        return optuna.samplers.CmaEsSampler(warn_independent_sampling=False, **kwargs)
+    if kind == "gp":  # Optuna's GP-based Bayesian optimisation (torch + scipy): suits ex08's continuous space
+        return optuna.samplers.GPSampler(warn_independent_sampling=False, **kwargs)
+    return optuna.samplers.TPESampler(**kwargs)
+
+
+def make_pruner(spec: dict):
+    optuna = lazy_optuna()
+
+    kwargs = {k: v for k, v in spec.items() if k != "type"}
+    kind = spec["type"]
+    if kind == "median":
+        return optuna.pruners.MedianPruner(**kwargs)
+    if kind == "hyperband":
+        return optuna.pruners.HyperbandPruner(**kwargs)
+    return optuna.pruners.NopPruner()
+
+
+def create_or_load_study(sweep: Sweep, storage, seed_offset: int = 0, baseline_cfg=None):
+    """Create the study if it does not exist (call this once, before workers start), else load it. A new study
+    gets ``baseline_cfg`` (the preset + fixed overrides) queued as its first trial when the sweep asks."""
+    optuna = lazy_optuna()
+
+    study = optuna.create_study(study_name=sweep.study, storage=storage, direction=sweep.direction,
+                                load_if_exists=True, sampler=make_sampler(sweep.sampler, seed_offset),
+                                pruner=make_pruner(sweep.pruner))
+    attrs = study.user_attrs
+    if "experiment" not in attrs:
+        study.set_user_attr("experiment", sweep.experiment)
+        study.set_user_attr("metric", sweep.metric)
+        study.set_user_attr("sweep_yaml", sweep.text)
+        if sweep.baseline and baseline_cfg is not None:
+            study.enqueue_trial(baseline_params(sweep.space, baseline_cfg), user_attrs={"baseline": True})
+    elif attrs["experiment"] != sweep.experiment or attrs.get("metric") != sweep.metric:
+        raise ConfigError(f"study {sweep.study!r} in this storage searches {attrs['experiment']}/{attrs.get('metric')}, "
+                          f"but {sweep.path} says {sweep.experiment}/{sweep.metric}; use another storage or study name")
+    if study.direction.name.lower() != sweep.direction:
+        raise ConfigError(f"study {sweep.study!r} was created to {study.direction.name.lower()}, "
+                          f"but {sweep.path} says {sweep.direction}")
+    return study
+
+
+def load_study(sweep: Sweep, url: str):
+    """An existing study (for reports and summaries); a clear error when the storage does not hold it."""
+    optuna = lazy_optuna()
+    try:
+        return optuna.load_study(study_name=sweep.study, storage=open_storage(url, sweep.storage))
+    except KeyError:
+        raise ConfigError(f"no study named {sweep.study!r} in {redact(url)}: run it first "
+                          f"(python -m experiments.run {sweep.experiment} --study ...)") from None
+
+
+def state_counts(study) -> dict[str, int]:
+    """Trials by state, e.g. ``{"complete": 12, "pruned": 14, "fail": 0, ...}`` (every state, zeros included)."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    return {s.name.lower(): sum(t.state == s for t in trials) for s in TrialState}
+
+
+def finished_count(study) -> int:
+    counts = state_counts(study)
+    return counts["complete"] + counts["pruned"]

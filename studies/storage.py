@@ -1,0 +1,164 @@
+"""Where a study lives: SQLite (the default, a file in the study dir), any SQLAlchemy URL (PostgreSQL when
+workers on many machines share one study) or ``journal:///path/file.log``; how a password in a URL is hidden;
+and how a dead worker's trial is failed and queued again.
+
+RDB storages run with heartbeats and :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` (named
+``RetryFailedTrialCallback`` before Optuna 4.9): a worker killed mid-trial has its trial marked FAIL (after
+``grace_s``, or at once when a worker on the same host sees its process is gone) and the same parameters queued
+again.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import warnings
+from pathlib import Path
+
+from common.config import ConfigError
+
+STORAGE_ENV = "I2DL_STUDY_STORAGE"  # how the parent hands the storage URL to its workers (never on argv: passwords)
+DEFAULT_HEARTBEAT_S = 60
+DEFAULT_GRACE_S = 180
+DEFAULT_MAX_RETRY = 2
+
+
+def lazy_optuna():
+    """Import optuna (lazily: ~1 s). Heartbeats, grouped TPE and the retry callback are flagged experimental;
+    we rely on them on purpose, so their warnings are silenced."""
+    import optuna
+
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    return optuna
+
+
+def storage_url(given: str | None, study_dir: Path) -> str:
+    """``--storage``, else ``$I2DL_STUDY_STORAGE``, else an SQLite file in the study dir."""
+    return given or os.environ.get(STORAGE_ENV) or default_storage(study_dir)
+
+
+def default_storage(study_dir: Path) -> str:
+    return f"sqlite:///{Path(study_dir).resolve() / 'study.db'}"
+
+
+def redact(url: str) -> str:
+    """The storage URL with any password hidden (for printing)."""
+    if "://" not in url or "@" not in url:
+        return url
+    try:
+        from sqlalchemy.engine import make_url
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+def retry_callback(max_retry: int = DEFAULT_MAX_RETRY):
+    """Optuna's ``RetryHeartbeatStaleTrialCallback`` (re-queue a dead worker's trial with the same parameters),
+    also for a trial holding a value outside the sweep's ranges: the queued baseline may (the preset's own
+    widths, say). Optuna refuses to re-create such a trial (``ValueError`` from ``create_trial``, raised inside
+    ``fail_stale_trials``, which would crash the worker that found it), so it is queued as ``enqueue_trial``
+    queues one: values in ``fixed_params``, suggested again when a worker picks it up."""
+    lazy_optuna()
+    from optuna.storages import RetryHeartbeatStaleTrialCallback
+
+    class RetryStaleTrial(RetryHeartbeatStaleTrialCallback):
+        def __call__(self, study, trial) -> None:
+            attrs = json.loads(json.dumps(trial.system_attrs))  # a copy: the parent appends to retry_history
+            try:
+                super().__call__(study, trial)
+            except ValueError:
+                trial.system_attrs = {**attrs, "fixed_params": dict(trial.params)}
+                trial.params, trial.distributions = {}, {}
+                super().__call__(study, trial)
+
+    return RetryStaleTrial(max_retry=max_retry)
+
+
+def open_storage(url: str, settings: dict | None = None):
+    """``journal:///path`` -> JournalStorage on a file; anything else -> RDBStorage with heartbeats."""
+    optuna = lazy_optuna()
+    from optuna.storages import JournalStorage, RDBStorage
+    from optuna.storages.journal import JournalFileBackend
+    from sqlalchemy.exc import SQLAlchemyError
+
+    settings = settings or {}
+    if url.startswith("journal://"):
+        path = Path(url[len("journal://"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    sqlite = url.startswith("sqlite")
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        storage = RDBStorage(
+            url,
+            # SQLite: wait for the write lock (workers queue up) rather than fail with "database is locked".
+            engine_kwargs={"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True},
+            heartbeat_interval=int(settings.get("heartbeat_s", DEFAULT_HEARTBEAT_S)),
+            grace_period=int(settings.get("grace_s", DEFAULT_GRACE_S)),
+            # RetryFailedTrialCallback (named RetryHeartbeatStaleTrialCallback since Optuna 4.9): re-queue a
+            # stale trial's parameters.
+            heartbeat_stale_trial_callback=retry_callback(settings.get("max_retry", DEFAULT_MAX_RETRY)),
+        )
+        if sqlite:
+            _serialize_sqlite(storage.engine)
+        return storage
+    except (optuna.exceptions.StorageInternalError, SQLAlchemyError, ImportError, ValueError) as e:
+        detail = str(e).split("\n(Background on this error")[0].replace(url, redact(url))
+        raise ConfigError(f"cannot open study storage {redact(url)}: {type(e).__name__}: {detail[:400]}") from None
+
+
+def _serialize_sqlite(engine) -> None:
+    """SQLite has no ``SELECT ... FOR UPDATE``: two worker processes could both read the same WAITING trial
+    (the queued baseline, a retry) and both run it; the slower one then fails with "Cannot tell a COMPLETE
+    trial" (seen here with 2 workers). Taking the write lock at BEGIN (``BEGIN IMMEDIATE``, SQLAlchemy's
+    recipe for SQLite transactions) makes Optuna's read-check-write of a trial's state atomic."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_implicit_begin(dbapi_connection, _record):
+        dbapi_connection.isolation_level = None  # pysqlite must not BEGIN on its own; the hook below does
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(connection):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    engine.dispose()  # connections opened while creating the tables predate the hooks
+
+
+def fail_dead_local_trials(study, storage, max_retry: int = DEFAULT_MAX_RETRY) -> list[int]:
+    """RUNNING trials whose worker ran on this host and is gone (SIGKILL, power loss): mark them FAIL now and
+    queue their parameters again, rather than waiting for the heartbeat's grace period (or forever, on a journal
+    file, which has no heartbeat). The re-queueing is the heartbeat's own callback, so retries look alike."""
+    lazy_optuna()
+    from optuna.trial import TrialState
+
+    retry = retry_callback(max_retry)
+
+    host, failed = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        pid = t.user_attrs.get("pid")
+        if t.user_attrs.get("host") != host or not isinstance(pid, int) or _alive(pid):
+            continue
+        # Study and Trial have no public way to end another process's trial; the storage API does (it is what
+        # optuna.storages.fail_stale_trials uses for heartbeat storages), reached through its public methods.
+        trial_id = storage.get_trial_id_from_study_id_trial_number(
+            storage.get_study_id_from_name(study.study_name), t.number)
+        if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+            retry(study, storage.get_trial(trial_id))
+            failed.append(t.number)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child (killed, not yet reaped) counts as gone
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True

@@ -1,0 +1,198 @@
+"""Running a study: create it once, then run trials in this process (``--workers 1``) or in K worker
+processes on this machine, each started as ``python -m experiments.run <ex> --study ... --worker-index i``.
+Workers on other machines join by running the same command against the same ``--storage``.
+
+``trials`` counts finished (complete + pruned) trials of the whole study, so re-running the same command
+resumes it. A worker that was frozen for longer than the storage's grace period finds its trial taken over,
+drops it and goes on.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from common.config import ConfigError, apply_overrides, split_override
+from experiments.registry import Experiment, get_experiment
+from studies.objective import grace_s, make_objective, taken_over, trial_dir
+from studies.search import create_or_load_study, finished_count, load_study, make_pruner, make_sampler, state_counts
+from studies.storage import (DEFAULT_MAX_RETRY, STORAGE_ENV, fail_dead_local_trials, lazy_optuna, open_storage,
+                             redact, storage_url)
+from studies.sweep import Sweep, check_against_config, load_sweep, resolve_sweep_path
+
+STUDIES_DIR = Path("runs") / "studies"
+
+
+def open_sweep(name_or_file: str, experiment: str | None = None) -> tuple[Sweep, Experiment]:
+    """The validated sweep and its experiment; ``experiment``: the subcommand it was run under."""
+    sweep = load_sweep(resolve_sweep_path(name_or_file))
+    if experiment and sweep.experiment != experiment:
+        raise ConfigError(f"{sweep.path} is a sweep of {sweep.experiment}; run it with "
+                          f"python -m experiments.run {sweep.experiment} --study {name_or_file}")
+    exp = get_experiment(sweep.experiment)
+    check_against_config(sweep, exp.make_config)
+    return sweep, exp
+
+
+def study_dir_of(sweep: Sweep, out: Path | None) -> Path:
+    return (out or STUDIES_DIR / sweep.study).resolve()
+
+
+def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | None = None,
+              storage: str | None = None, trials: int | None = None, timeout: float | None = None,
+              workers: int = 1, worker_index: int | None = None, worker_threads: int | None = None) -> int:
+    """``--study``: create the study once, then run trials here (``workers=1``) or in K worker processes.
+    ``overrides`` (``--set``, ``--data-dir``) apply to every trial, on top of the sweep's ``fixed``."""
+    if workers < 1:
+        raise ConfigError(f"--workers={workers} must be >= 1")
+    sweep, exp = open_sweep(study, experiment)
+    if overrides:
+        sweep.fixed = {**sweep.fixed, **dict(split_override(o) for o in overrides)}
+        check_against_config(sweep, exp.make_config)
+    study_dir = study_dir_of(sweep, out)
+    url = storage_url(storage, study_dir)
+    trials = trials if trials is not None else sweep.trials
+    timeout = timeout if timeout is not None else sweep.timeout_s
+    if worker_index is not None:  # a worker started by the parent below (the study exists already)
+        return run_worker(sweep, exp, url, study_dir, trials, timeout, worker_threads or 1, worker_index)
+
+    baseline = apply_overrides(exp.make_config(sweep.preset), dict(sweep.fixed))
+    store = open_storage(url, sweep.storage)
+    optuna_study = create_or_load_study(sweep, store, baseline_cfg=baseline)
+    recovered = fail_dead_local_trials(optuna_study, store, sweep.storage.get("max_retry", DEFAULT_MAX_RETRY))
+    threads = int(sweep.fixed.get("run.threads") or 0) or threads_per_worker(workers)  # the user's count wins
+    print(f"[study] {sweep.study} ({sweep.experiment}, {sweep.direction} {sweep.metric}) in {redact(url)}; "
+          f"dir {study_dir}; {workers} worker(s) x {threads} thread(s); target {trials or 'unlimited'} "
+          f"finished trials" + (f"; re-queued trials {recovered} of dead workers" if recovered else ""),
+          file=sys.stderr)
+    if workers == 1:
+        code = run_worker(sweep, exp, url, study_dir, trials, timeout, threads, 0)
+    else:
+        def argv_for(i: int) -> list[str]:
+            argv = [sys.executable, "-m", "experiments.run", sweep.experiment, "--study", str(sweep.path),
+                    "--out", str(study_dir), "--worker-index", str(i), "--worker-threads", str(threads)]
+            argv += ["--trials", str(trials)] if trials is not None else []
+            argv += ["--timeout", str(timeout)] if timeout is not None else []
+            argv += ["--set", *overrides] if overrides else []
+            return argv
+        code = spawn_workers(argv_for, workers, url, threads)
+    print_summary(load_study(sweep, url), study_dir)
+    print(f"report: python -m experiments.run report --study {study}" + (f" --out {study_dir}" if out else ""),
+          file=sys.stderr)
+    return code
+
+
+def run_worker(sweep: Sweep, experiment: Experiment, url: str, study_dir: Path, trials: int | None,
+               timeout_s: float | None, threads: int, worker: int = 0) -> int:
+    """Run trials in this process until the study has ``trials`` finished ones, or ``timeout_s`` passes.
+    Returns a process exit code (130 after Ctrl-C)."""
+    optuna = lazy_optuna()
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    storage = open_storage(url, sweep.storage)
+    study = optuna.load_study(study_name=sweep.study, storage=storage, pruner=make_pruner(sweep.pruner))
+    # Seeds differ per worker and per resume, so nobody re-proposes the points already tried.
+    study.sampler = make_sampler(sweep.sampler, len(study.get_trials(deepcopy=False)) + 7919 * worker)
+    callbacks = [MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))] if trials else []
+    objective = make_objective(sweep, experiment, study_dir, threads, worker)
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        remaining = None if trials is None else trials - finished_count(study)
+        time_left = None if deadline is None else deadline - time.monotonic()
+        if (remaining is not None and remaining <= 0) or (time_left is not None and time_left <= 0):
+            return 0
+        try:
+            study.optimize(objective, n_trials=remaining, timeout=time_left, callbacks=callbacks,
+                           gc_after_trial=True)
+            return 0
+        except KeyboardInterrupt:
+            print(f"[study] worker {worker}: interrupted; its running trial is marked FAIL. "
+                  "Re-run the same command to resume.", file=sys.stderr)
+            return 130
+        except Exception:
+            number = taken_over(study, objective)
+            if number is None:
+                raise
+            print(f"[study] worker {worker}: trial {number} was marked FAIL by another worker (no heartbeat "
+                  f"for > {grace_s(sweep)} s) and re-queued; going on with the next trial", file=sys.stderr)
+
+
+def gpu_ids() -> list[str]:
+    """GPUs to share among workers: $CUDA_VISIBLE_DEVICES if set, else what nvidia-smi lists, else none."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        return [g for g in env.split(",") if g.strip() and g.strip() != "-1"]
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [line.strip() for line in out.splitlines() if line.strip()]
+
+
+def threads_per_worker(workers: int) -> int:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(1, workers))
+
+
+def spawn_workers(argv_for: Callable[[int], list[str]], workers: int, url: str, threads: int) -> int:
+    """Start ``workers`` processes (``argv_for(i)``), GPUs shared round-robin, and wait for all of them.
+    Ctrl-C reaches them (same process group, or forwarded here); each marks its running trial and exits."""
+    gpus = gpu_ids()
+    procs = []
+    for i in range(workers):
+        env = dict(os.environ, **{STORAGE_ENV: url, "OMP_NUM_THREADS": str(threads),
+                                  "MKL_NUM_THREADS": str(threads)})
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
+        procs.append(subprocess.Popen(argv_for(i), env=env))
+        print(f"[study] worker {i}: pid {procs[-1].pid}, {threads} thread(s)"
+              + (f", GPU {env['CUDA_VISIBLE_DEVICES']}" if gpus else ""), file=sys.stderr)
+    codes = []
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        # From a terminal the workers got the same SIGINT and are marking their trials: give them time, and
+        # forward it only to those still running (the parent alone was signalled, e.g. kill -INT).
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+            time.sleep(0.2)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            p.wait()
+        return 130
+    bad = [(i, c) for i, c in enumerate(codes) if c != 0]
+    for i, c in bad:
+        print(f"[study] worker {i} exited with code {c}", file=sys.stderr)
+    return 130 if any(c == 130 for _, c in bad) else (1 if bad else 0)
+
+
+def study_summary(study) -> dict:
+    """Counts by state and the best trial, for printing after a run (the report has the details)."""
+    counts = state_counts(study)
+    out: dict[str, Any] = {"study": study.study_name, "trials": sum(counts.values()),
+                           **{k: v for k, v in counts.items() if v}}
+    if counts.get("complete"):
+        best = study.best_trial
+        out.update(best_trial=best.number, best_value=best.value, best_params=best.params)
+    return out
+
+
+def print_summary(study, study_dir: Path) -> dict:
+    """Print counts, the best trial and its run dir; the last line is one JSON object."""
+    s = study_summary(study)
+    print(f"study {s['study']}: {s['trials']} trials ("
+          + ", ".join(f"{s[k]} {k}" for k in ("complete", "pruned", "fail", "running", "waiting") if k in s) + ")")
+    if "best_value" in s:
+        print(f"best: trial {s['best_trial']}  value {s['best_value']:.4g}  params {json.dumps(s['best_params'])}")
+        print(f"  run dir: {trial_dir(study_dir, s['best_trial'])}")
+    print(json.dumps(s))
+    return s

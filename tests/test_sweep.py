@@ -1,0 +1,125 @@
+"""Sweep files and the Optuna pieces built from them: validation that names the bad key, conditional and list
+parameters, the baseline round trip, samplers and pruners, storage URLs and their passwords."""
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from common.config import ConfigError
+from helpers import write_sweep
+from studies.sweep import SWEEPS_DIR, baseline_params, load_sweep, suggest
+
+optuna = pytest.importorskip("optuna")
+
+
+@pytest.mark.parametrize("name,experiment", [("kp", "ex09"), ("ae", "ex08")])
+def test_shipped_sweeps_are_valid_against_their_configs(name, experiment):
+    from experiments.registry import get_experiment
+
+    sweep = load_sweep(SWEEPS_DIR / f"{name}.yaml", get_experiment(experiment).make_config)
+    assert sweep.experiment == experiment and sweep.study == name and len(sweep.space) >= 10
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda s: s.update(colour="red"), "unknown key 'colour'"),
+    (lambda s: s.pop("metric"), "missing required key 'metric'"),
+    (lambda s: s.update(direction="up"), "direction='up' is not valid"),
+    (lambda s: s["space"].update({"train.lrr": {"type": "float", "low": 1e-3, "high": 1e-2}}),
+     "'train.lrr' is not a key of the ex09 config"),
+    (lambda s: s["fixed"].update({"train.epochs": "many"}), "train.epochs: expected an integer"),
+    (lambda s: s["space"].update({"train.lr": {"type": "float", "low": 1e-2, "high": 1e-3}}), "is above high"),
+    (lambda s: s["space"].update({"train.lr": {"type": "float", "low": 0.0, "high": 1e-3, "log": True}}),
+     "log=true needs low > 0"),
+    (lambda s: s["space"].update({"train.lr": {"type": "float", "low": 1e-3}}), "space.train.lr.high=None"),
+    (lambda s: s["space"].update({"train.lr": {"type": "gaussian"}}), "space.train.lr.type='gaussian'"),
+    (lambda s: s["space"].update({"train.lr": {"type": "float", "low": "1e-3", "high": 1.0}}), "write 1.0e-3"),
+    (lambda s: s["space"].update({"model.head": {"type": "categorical", "choices": [[1, 2]]}}), "not a scalar"),
+    (lambda s: s["space"].update({"model.kernel": {"type": "int", "low": 3, "high": 5, "when": {"arch": "cnn"}}}),
+     "'arch' is not a parameter defined above"),
+    (lambda s: s["space"].update({"width": {"type": "int", "low": 3, "high": 5}}), "no other parameter uses it"),
+    (lambda s: s["space"]["model.widths"].update(length="train.lr"), "must name an int parameter"),
+    (lambda s: s.update(sampler={"type": "grid"}), "sampler.type='grid'"),
+    (lambda s: s.update(pruner={"type": "median", "patience": 3}), "unknown key 'patience'"),
+    (lambda s: s.update(trials=0), "trials=0 must be a positive integer"),
+])
+def test_bad_sweeps_name_the_bad_key(tmp_path, mutate, message):
+    from experiments.registry import get_experiment
+
+    path = write_sweep(tmp_path / "s.yaml", tmp_path)
+    spec = yaml.safe_load(path.read_text())
+    mutate(spec)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        load_sweep(path, get_experiment("ex09").make_config)
+
+
+def test_invalid_yaml_and_the_cli_exit_code(tmp_path, capsys):
+    from experiments.run import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("study: t\nspace: {depth: [1, 2\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_sweep(bad)
+    assert main(["ex09", "--study", str(bad)]) == 2
+    assert "bad.yaml" in capsys.readouterr().err
+    assert main(["ex09", "--study", "no-such-sweep"]) == 2
+    assert "known: ae, kp" in capsys.readouterr().err
+    ex08_sweep = write_sweep(tmp_path / "x.yaml", tmp_path)
+    assert main(["ex08", "--study", str(ex08_sweep)]) == 2
+    assert "is a sweep of ex09" in capsys.readouterr().err
+
+
+def test_conditional_and_list_parameters_and_the_baseline_round_trip():
+    from ex09_keypoints.config import make_config
+
+    sweep = load_sweep(SWEEPS_DIR / "kp.yaml")
+    cnn = dict(baseline_params(sweep.space, make_config("default")))
+    assert cnn["depth"] == 3 and [cnn[f"model.widths[{i}]"] for i in range(3)] == [48, 96, 192]
+    overrides = suggest(optuna.trial.FixedTrial(cnn), sweep.space)
+    cfg = make_config("default")
+    assert overrides["model.widths"] == cfg.model.widths and overrides["train.lr"] == cfg.train.lr
+    assert "depth" not in overrides  # a helper, not a config key
+    timm = {k: v for k, v in cnn.items() if k in ("model.head_hidden", "model.head_dropout") or k.startswith(
+        ("train.", "augment."))}
+    timm["model.arch"] = "timm:lcnet_050"
+    overrides = suggest(optuna.trial.FixedTrial(timm), sweep.space)
+    assert overrides["model.arch"] == "timm:lcnet_050"
+    assert not any(k in overrides for k in ("model.widths", "model.kernel", "model.head")), "conditional on cnn"
+
+
+@pytest.mark.parametrize("sampler,pruner,classes", [
+    ({"type": "tpe", "seed": 3, "multivariate": True}, {"type": "median", "n_warmup_steps": 2},
+     ("TPESampler", "MedianPruner")),
+    ({"type": "random", "seed": 3}, {"type": "hyperband", "min_resource": 1, "max_resource": 12}, ("RandomSampler",
+                                                                                                 "HyperbandPruner")),
+    ({"type": "cmaes", "seed": 3}, {"type": "none"}, ("CmaEsSampler", "NopPruner")),
+])
+def test_samplers_and_pruners_from_the_sweep(tmp_path, sampler, pruner, classes):
+    from studies.search import make_pruner, make_sampler
+
+    sweep = load_sweep(write_sweep(tmp_path / "s.yaml", tmp_path, sampler=sampler, pruner=pruner))
+    assert (type(make_sampler(sweep.sampler)).__name__, type(make_pruner(sweep.pruner)).__name__) == classes
+    # Seeded samplers: the same offset proposes the same point, another offset (worker, resume) another one.
+    def first_lr(offset):
+        study = optuna.create_study(sampler=make_sampler(sweep.sampler, offset))
+        return suggest(study.ask(), sweep.space)["train.lr"]
+    assert first_lr(0) == first_lr(0) != first_lr(1)
+
+
+def test_unreachable_storage_and_misplaced_flags_are_clear_errors(capsys):
+    from experiments.run import main
+
+    assert main(["ex09", "--study", "kp", "--storage", "postgresql+psycopg2://me:topsecret@127.0.0.1:1/optuna"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open study storage postgresql+psycopg2://me:***@127.0.0.1:1/optuna" in err
+    assert "topsecret" not in err
+    assert main(["ex09", "--study", "kp", "--preset", "quick"]) == 2
+    assert "--preset does not apply to --study" in capsys.readouterr().err
+
+
+def test_redact_hides_storage_passwords():
+    from studies.storage import redact
+
+    assert "hunter2" not in redact("postgresql+psycopg2://me:hunter2@db.example:5432/optuna")
+    assert redact("postgresql+psycopg2://me:hunter2@db.example:5432/optuna").endswith("@db.example:5432/optuna")
+    assert redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
