@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    create .venv if missing, install the project, train the ex09 default recipe
+#   make run    create .venv if missing, install the project, train the ex09 default preset
 #   make ex08   same set-up, then the ex08 leaderboard preset (PRESET=case-study for the course's case study)
 #   make test       same set-up, then the whole test suite (what CI runs)
 #   make test-fast  the inner loop: everything but the tests marked slow (under 2 minutes on 2 cores)

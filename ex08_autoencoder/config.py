@@ -146,7 +146,7 @@ class TeacherConfig:
 
 @dataclass
 class AutoencoderConfig:
-    """Everything one ex08 recipe needs."""
+    """Everything one ex08 run needs."""
 
     preset: str = "leaderboard"
     """The preset this config started from (informational: ``--preset`` sets it; ``steps`` decides what runs)."""

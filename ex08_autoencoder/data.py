@@ -148,7 +148,7 @@ def make_split(labels, seed: int = 0, per_class: int = 10) -> dict[str, list[int
 
 @dataclass
 class FewLabelData:
-    """The tensors one recipe works on (uint8 images (N,1,28,28), int64 labels), already on the device."""
+    """The tensors one run works on (uint8 images (N,1,28,28), int64 labels), already on the device."""
 
     train_x: "torch.Tensor"  # noqa: F821
     train_y: "torch.Tensor"  # noqa: F821

@@ -57,7 +57,7 @@ def _previous(run: RunDir, step: str, kind: str, device):
     path = run / CHECKPOINT_OF[step]
     if not path.is_file():
         raise ConfigError(f"{path} is missing: run the '{step}' step first into the same --out dir "
-                          f"(or the whole recipe without --step)")
+                          f"(or the whole preset without --step)")
     return load_step(path, kind, device)
 
 

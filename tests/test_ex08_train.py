@@ -100,7 +100,7 @@ def test_cli_bad_choices_list_the_valid_ones(capsys):
 
 def test_cli_case_study_prints_the_seed_parameter_counts(synthetic_mnist, tmp_path, capsys):
     overrides = ["pretrain.epochs=1", "transfer.epochs=1", "run.threads=1", "track.mode=disabled"]
-    assert main(["ex08", "--recipe", "case-study", "--data-dir", str(synthetic_mnist), "--out", str(tmp_path / "cs"),
+    assert main(["ex08", "--preset", "case-study", "--data-dir", str(synthetic_mnist), "--out", str(tmp_path / "cs"),
                  "--no-progress", "--set", *overrides]) == 0
     out, err = capsys.readouterr()
     assert "autoencoder params: 0.824M" in err and "classifier params: 0.591M" in err
