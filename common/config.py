@@ -13,7 +13,6 @@ import typing
 from pathlib import Path
 from typing import Any, Iterable
 
-
 from common.errors import ConfigError  # noqa: F401  (re-exported: most callers import it from here)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from helpers import REPO, real_data_dir, synthetic_digits, synthetic_faces, write_course_csv, write_idx_gz

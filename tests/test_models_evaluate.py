@@ -4,7 +4,7 @@ import torch
 
 from common.config import apply_overrides
 from ex09_keypoints.config import ModelConfig, make_config
-from ex09_keypoints.data import CourseDataset, KeypointsSplit, load_keypoints
+from ex09_keypoints.data import CourseDataset, load_keypoints
 from ex09_keypoints.evaluate import course_score, evaluate_split, score_from_predictions
 from ex09_keypoints.models import build_model
 
