@@ -52,6 +52,14 @@ class AffineAugment:
     """Range of the erased rectangle's aspect ratio (drawn log-uniformly)."""
 
 
+def augment_ranges(prefix: str) -> dict[str, str]:
+    """The valid range of each :class:`AffineAugment` field, keyed ``<prefix>.<field>`` (for ``check_ranges``)."""
+    ranges = {"rotate_deg": "[0, 180]", "scale": "[0, 1)", "shift": "[0, 1]", "brightness": "[0, 1]",
+              "contrast": "[0, 1]", "shear_deg": "[0, 80]", "blur_p": "[0, 1]", "blur_sigma": "> 0",
+              "erase_p": "[0, 1]", "erase_scale": "(0, 1]", "erase_ratio": "> 0"}
+    return {f"{prefix}.{k}": v for k, v in ranges.items()}
+
+
 def random_affine(n: int, aug: AffineAugment, generator=None, device="cpu"):
     """``(A, t, flipped)``: per-sample 2x2 matrices, 2-vectors and a bool mask, mapping points input->output."""
     import torch

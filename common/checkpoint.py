@@ -14,10 +14,19 @@ class ModelTooLargeError(ValueError):
     pass
 
 
+def _file_mode() -> int:
+    """The mode a plain ``open(..., "w")`` would give (0666 less the umask): mkstemp's 0600 would leave every
+    file the project writes private to its owner."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _atomic_replace(path: Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
@@ -39,12 +48,25 @@ def atomic_torch_save(obj, path: str | Path) -> None:
 
 
 def load(path: str | Path, map_location="cpu") -> dict:
+    """``torch.load(weights_only=True)``; a missing, truncated or foreign file is a :class:`ConfigError` that
+    names it (the user gave the wrong path), not a traceback."""
     import torch
 
+    from common.errors import ConfigError
+
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    if not path.exists():
+        raise ConfigError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise ConfigError(f"{path} is a directory, not a checkpoint file (best.pt, last.pt, model.pt, ...)")
+    try:
+        blob = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # truncated zip, a text file, a pickle with code in it, ...
+        raise ConfigError(f"{path} is not a readable checkpoint (truncated, or not saved by this project): "
+                          f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}") from None
+    if not isinstance(blob, dict):
+        raise ConfigError(f"{path} holds a {type(blob).__name__}, not one of this project's checkpoints")
+    return blob
 
 
 def save_model(model, path: str | Path, fmt: str, model_config: dict, **extra) -> int:
@@ -63,8 +85,19 @@ def load_model_blob(path: str | Path, fmt: str, what: str, **expect) -> dict:
     blob = load(path)
     found = {"format": blob.get("format"), **{k: blob.get(k) for k in expect}}
     if found != {"format": fmt, **expect}:
-        raise ConfigError(f"{path} is not {what} ({', '.join(f'{k} {v!r}' for k, v in found.items())})")
+        hint = " (it is a training state: continue it with --resume)" if "optimizer" in blob else ""
+        raise ConfigError(f"{path} is not {what}: it holds "
+                          f"{', '.join(f'{k} {v!r}' for k, v in found.items())}{hint}")
     return blob
+
+
+def changed_keys(saved: dict, now: dict, prefix: str = "model.") -> list[str]:
+    """The keys whose values differ between a checkpoint's saved config section and the current one (tuples
+    and lists compare equal), as ``<prefix><key>``: why its weights would not fit the model built now."""
+    import json
+
+    saved, now = (json.loads(json.dumps(c)) for c in (saved, now))
+    return [prefix + k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
 
 
 def count_params(model) -> int:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from pathlib import Path
@@ -155,3 +157,33 @@ def save_config(cfg, path: str | Path) -> None:
     from common.checkpoint import atomic_write_text
 
     atomic_write_text(Path(path), json.dumps(to_dict(cfg), indent=2) + "\n")
+
+
+_RANGE = re.compile(r"^\s*(?:(?P<op>>=|>)\s*(?P<min>[-\d.e]+)|(?P<lb>[\[(])\s*(?P<lo>[-\d.e]+)\s*,\s*(?P<hi>[-\d.e]+)\s*(?P<rb>[\])]))\s*$")
+
+
+def _in_range(value: float, spec: str) -> bool:
+    m = _RANGE.match(spec)
+    if m is None:
+        raise ValueError(f"bad range spec {spec!r}")
+    if m["op"]:
+        return value >= float(m["min"]) if m["op"] == ">=" else value > float(m["min"])
+    lo, hi = float(m["lo"]), float(m["hi"])
+    return ((value >= lo) if m["lb"] == "[" else (value > lo)) and ((value <= hi) if m["rb"] == "]" else (value < hi))
+
+
+def check_ranges(cfg, ranges: dict[str, str]) -> None:
+    """Every number in the config must be finite, and each key of ``ranges`` within its range, written
+    ``">= 1"``, ``"> 0"`` or an interval like ``"[0, 1)"`` (every element, for a tuple). Called by each config's
+    ``validate()``, so a bad value stops the run before it starts instead of an epoch into it."""
+    for key in flat_keys(cfg):
+        values = get_value(cfg, key)
+        for v in values if isinstance(values, tuple) else (values,):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{key}={v} must be a finite number")
+    for key, spec in ranges.items():
+        values = get_value(cfg, key)
+        for v in values if isinstance(values, tuple) else (values,):
+            if not _in_range(v, spec):
+                raise ConfigError(f"{key}={format_override(key, values).split('=', 1)[1]} is out of range: "
+                                  f"it must be {spec}")

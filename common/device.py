@@ -10,10 +10,25 @@ import os
 
 
 def pick_device(name: str = "auto"):
+    """``auto``: cuda > mps > cpu. A named device this machine does not have is a ConfigError, not a crash at
+    the first tensor moved there."""
     import torch
 
+    from common.errors import ConfigError
+
     if name != "auto":
-        return torch.device(name)
+        try:
+            device = torch.device(name)
+        except RuntimeError:
+            raise ConfigError(f"run.device={name!r} is not a device; use auto, cpu, cuda, cuda:N or mps") from None
+        available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                     "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+        if not available.get(device.type, True):
+            raise ConfigError(f"run.device={name}: this machine has no {device.type.upper()} device; "
+                              "use run.device=auto or cpu")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"run.device={name}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

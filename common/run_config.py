@@ -26,7 +26,8 @@ class RunConfig:
 
 
 def start_run(run: RunConfig):
-    """Seed every generator, set the thread count, pick the device. Returns ``(device, threads)``."""
+    """Seed every generator, set the thread count, pick the device (refusing one this machine lacks).
+    Returns ``(device, threads)``."""
     from common.device import pick_device, set_threads
     from common.seed import seed_everything
 

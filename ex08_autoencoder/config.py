@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from common.augment import AffineAugment
-from common.config import ConfigError
+from common.augment import AffineAugment, augment_ranges
+from common.config import ConfigError, check_ranges
 from common.run_config import RunConfig
 from common.tracking import TrackConfig
 
@@ -179,19 +179,20 @@ class AutoencoderConfig:
         if self.only_step is not None and self.only_step not in self.steps:
             raise ConfigError(f"--step {self.only_step} is not a step of the {self.preset} preset; "
                               f"choose one of {', '.join(self.steps)}")
-        positive = {"pretrain.epochs": self.pretrain.epochs, "pretrain.batch_size": self.pretrain.batch_size,
-                    "transfer.epochs": self.transfer.epochs, "transfer.batch_size": self.transfer.batch_size,
-                    "teacher.epochs": self.teacher.epochs, "teacher.unlabeled_batch": self.teacher.unlabeled_batch,
-                    "teacher.labeled_batch": self.teacher.labeled_batch,
-                    "teacher.unlabeled_per_epoch": self.teacher.unlabeled_per_epoch,
-                    "model.latent": m.latent, "data.per_class": self.data.per_class}
-        for key, value in positive.items():
-            if value < 1:
-                raise ConfigError(f"{key}={value} must be >= 1")
-        if not 0.0 <= self.pretrain.mask_ratio < 1.0:
-            raise ConfigError(f"pretrain.mask_ratio={self.pretrain.mask_ratio} must be in [0, 1)")
-        if not 0.0 < self.teacher.ema_decay < 1.0:
-            raise ConfigError(f"teacher.ema_decay={self.teacher.ema_decay} must be in (0, 1)")
+        p, t, mt = "pretrain", "transfer", "teacher"
+        check_ranges(self, {
+            "model.hidden": ">= 1", "model.latent": ">= 1", "model.dropout": "[0, 1)", "model.head_hidden": ">= 1",
+            "model.head_dropout": "[0, 1)", "data.split_seed": ">= 0", "data.per_class": ">= 1",
+            "data.max_unlabeled": ">= 0", f"{p}.epochs": ">= 1", f"{p}.batch_size": ">= 2", f"{p}.lr": "> 0",
+            f"{p}.weight_decay": ">= 0", f"{p}.mask_ratio": "[0, 1)", f"{p}.noise_std": ">= 0",
+            f"{t}.epochs": ">= 1", f"{t}.samples_per_epoch": ">= 0", f"{t}.batch_size": ">= 2",
+            f"{t}.lr_encoder": ">= 0", f"{t}.lr_head": "> 0", f"{t}.weight_decay": ">= 0",
+            f"{t}.label_smoothing": "[0, 1)", f"{t}.mixup_alpha": ">= 0", f"{t}.grad_clip": ">= 0",
+            f"{mt}.epochs": ">= 1", f"{mt}.unlabeled_per_epoch": ">= 1", f"{mt}.unlabeled_batch": ">= 1",
+            f"{mt}.labeled_batch": ">= 1", f"{mt}.lr": "> 0", f"{mt}.weight_decay": ">= 0", f"{mt}.ema_decay": "(0, 1)",
+            f"{mt}.consistency_weight": ">= 0", f"{mt}.ramp_epochs": ">= 0", f"{mt}.label_smoothing": "[0, 1)",
+            f"{mt}.grad_clip": ">= 0", **augment_ranges(f"{p}.augment"), **augment_ranges(f"{t}.augment"),
+            **augment_ranges(f"{mt}.strong"), **augment_ranges(f"{mt}.weak")})
 
 
 def _leaderboard(cfg: AutoencoderConfig) -> None:

@@ -44,21 +44,27 @@ def save_step(model, kind: str, cfg: AutoencoderConfig, path: Path, **meta) -> i
     return checkpoint.save_model(model, path, CHECKPOINT_FORMAT, to_dict(cfg.model), kind=kind, meta=meta)
 
 
-def load_step(path: Path, kind: str, device="cpu"):
-    """Rebuild an ``autoencoder`` or ``classifier`` saved by :func:`save_step`."""
+def load_step(path: Path, kind: str, device="cpu", expect_model: ModelConfig | None = None):
+    """Rebuild an ``autoencoder`` or ``classifier`` saved by :func:`save_step`; with ``expect_model``, refuse
+    one saved with other model settings."""
     blob = checkpoint.load_model_blob(path, CHECKPOINT_FORMAT, f"an ex08 {kind} checkpoint", kind=kind)
+    differ = checkpoint.changed_keys(blob["model_config"], to_dict(expect_model)) if expect_model else []
+    if differ:
+        raise ConfigError(f"{path} was trained with other model settings ({', '.join(differ)}); use the --preset "
+                          "and --set it was trained with")
     model_cfg = from_dict(ModelConfig, blob["model_config"])
     model = Autoencoder(model_cfg) if kind == "autoencoder" else Classifier(model_cfg)
     model.load_state_dict(blob["state_dict"])
     return model.to(device)
 
 
-def _previous(run: RunDir, step: str, kind: str, device):
-    path = run / CHECKPOINT_OF[step]
+def _previous(run_dir: Path, step: str, cfg: AutoencoderConfig, device="cpu"):
+    """The model ``step`` left in the run dir, built with the same model settings as ``cfg``."""
+    path = Path(run_dir) / CHECKPOINT_OF[step]
     if not path.is_file():
         raise ConfigError(f"{path} is missing: run the '{step}' step first into the same --out dir "
                           f"(or the whole preset without --step)")
-    return load_step(path, kind, device)
+    return load_step(path, "autoencoder" if step == "pretrain" else "classifier", device, expect_model=cfg.model)
 
 
 def _split_file(run: RunDir, data: FewLabelData) -> None:
@@ -114,12 +120,12 @@ def run_step(step: str, cfg: AutoencoderConfig, data: FewLabelData, run: RunDir,
         figures.append(plots.latent_pca(encode(ae.encoder, data.test10k_x[:3000]), data.test10k_y[:3000],
                                         run / "latent_pca.png"))
     elif step == "transfer":
-        ae = _previous(run, "pretrain", "autoencoder", device)
+        ae = _previous(run.path, "pretrain", cfg, device)
         model, result = transfer(cfg, data, ae.encoder, log, generator, _progress(progress, step))
         result.update(_report_classifier(model, data, run, step, figures))
         save_step(model, "classifier", cfg, run / CHECKPOINT_OF[step], **result)
     else:
-        student = _previous(run, "transfer", "classifier", device)
+        student = _previous(run.path, "transfer", cfg, device)
         model, result = mean_teacher(cfg, data, student, log, generator, _progress(progress, step))
         result.update(_report_classifier(model, data, run, step, figures))
         save_step(model, "classifier", cfg, run / CHECKPOINT_OF[step], **result)
@@ -143,9 +149,11 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
     if resume is not None:
         raise ConfigError("ex08 cannot resume inside a step yet; run the missing steps with --step STEP --out DIR")
     t0 = time.perf_counter()
-    print(f"[ex08] preset {cfg.preset}: {param_report(cfg)}", file=sys.stderr, flush=True)
+    if cfg.only_step not in (None, "pretrain"):  # a missing or mismatched checkpoint stops us before the data loads
+        _previous(out_dir, STEPS[STEPS.index(cfg.only_step) - 1], cfg)
     device, threads = start_run(cfg.run)
-    with RunDir(out_dir, cfg) as run:
+    with RunDir(out_dir, cfg, reuse=cfg.only_step is not None) as run:
+        print(f"[ex08] preset {cfg.preset}: {param_report(cfg)}", file=sys.stderr, flush=True)
         data = few_label_data(load_mnist(cfg.data.data_dir), cfg.data.split_seed, cfg.data.per_class, device,
                               cfg.data.max_unlabeled)
         _split_file(run, data)
@@ -187,6 +195,13 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
         if tracker is not None:  # a study's one run: the final figures at the top level too
             tracker.summary({k: summary[k] for k in ("val/acc", "test100/acc", "test10k/acc") if k in summary})
     return summary
+
+
+def continue_flags(cfg: AutoencoderConfig, out_dir: Path) -> list[str] | None:
+    """The flags that continue an interrupted run in ``out_dir``: the first step without its checkpoint (the
+    steps after it then run the same way, one ``--step`` each)."""
+    todo = [s for s in ([cfg.only_step] if cfg.only_step else cfg.steps) if not (Path(out_dir) / CHECKPOINT_OF[s]).is_file()]
+    return ["--step", todo[0]] if todo else None
 
 
 def param_report(cfg: AutoencoderConfig) -> str:

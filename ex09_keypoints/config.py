@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from common.augment import AffineAugment
-from common.config import ConfigError
+from common.augment import AffineAugment, augment_ranges
+from common.config import ConfigError, check_ranges
 from common.run_config import RunConfig
 from common.tracking import TrackConfig
 
@@ -100,27 +100,29 @@ class KeypointsConfig:
 
     def validate(self) -> None:
         self.run.validate()
-        m, t = self.model, self.train
+        m = self.model
         choices = {"model.stem": (m.stem, ("unshuffle", "avgpool", "none")),
                    "model.downsample": (m.downsample, ("maxpool", "stride")),
                    "model.head": (m.head, ("flatten", "gap")),
-                   "train.loss": (t.loss, ("mse", "l1", "smooth_l1"))}
+                   "train.loss": (self.train.loss, ("mse", "l1", "smooth_l1"))}
         for key, (value, valid) in choices.items():
             if value not in valid:
                 raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(valid)}")
         if not (m.arch == "cnn" or m.arch.startswith("timm:")):
             raise ConfigError(f"model.arch={m.arch!r}: use 'cnn' or 'timm:<model name>'")
-        if 96 % max(1, m.stem_factor) or m.stem_factor < 1:
+        if m.stem_factor < 1 or 96 % m.stem_factor:
             raise ConfigError(f"model.stem_factor={m.stem_factor} must divide 96")
         if not m.widths:
             raise ConfigError("model.widths needs at least one block width")
-        for key, value in (("train.epochs", t.epochs), ("train.batch_size", t.batch_size)):
-            if value < 1:
-                raise ConfigError(f"{key}={value} must be >= 1")
-        if t.lr <= 0:
-            raise ConfigError(f"train.lr={t.lr} must be > 0")
-        if not 0.0 <= t.ema_decay < 1.0:
-            raise ConfigError(f"train.ema_decay={t.ema_decay} must be in [0, 1)")
+        if m.kernel % 2 == 0:
+            raise ConfigError(f"model.kernel={m.kernel} must be odd (3, 5, 7: 'same' padding keeps the size)")
+        check_ranges(self, {
+            "model.widths": ">= 1", "model.convs_per_block": ">= 1", "model.kernel": ">= 1",
+            "model.dropout2d": "[0, 1)", "model.head_hidden": ">= 0", "model.head_dropout": "[0, 1)",
+            "model.input_size": ">= 16", "train.epochs": ">= 1", "train.batch_size": ">= 1", "train.lr": "> 0",
+            "train.weight_decay": ">= 0", "train.warmup_epochs": ">= 0", "train.min_lr_ratio": "[0, 1]",
+            "train.smooth_l1_beta": "> 0", "train.ema_decay": "[0, 1)", "train.grad_clip": ">= 0",
+            "train.eval_every": ">= 1", "train.time_limit_s": ">= 0", **augment_ranges("augment")})
 
 
 def _quick(cfg: KeypointsConfig) -> None:

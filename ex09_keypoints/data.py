@@ -32,7 +32,7 @@ N_PIXELS = IMAGE_SIZE * IMAGE_SIZE
 SPLIT_FILES = {"train": "training.csv", "val": "val.csv"}
 # The course's download (exercise_09): an archive holding training.csv and val.csv.
 COURSE_URL = "https://vision.in.tum.de/webshare/g/i2dl/facial_keypoints.zip"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: dropped rows kept as text
 
 
 def _mirror_permutation() -> tuple[int, ...]:
@@ -73,7 +73,12 @@ class KeypointsSplit:
     images: "object"
     keypoints: "object"
     source: Path
-    dropped: int = 0
+    dropped_rows: tuple[str, ...] = ()
+    """With ``drop_bad_rows``: each skipped row, as ``"<file> row R (line L), <what is wrong>"``."""
+
+    @property
+    def dropped(self) -> int:
+        return len(self.dropped_rows)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -84,11 +89,20 @@ class KeypointsSplit:
 
 def parse_csv(path: Path, drop_bad_rows: bool = False):
     """Parse and validate one CSV. Returns ``(images uint8 (N,96,96) numpy, keypoints float32 (N,30) px,
-    dropped)``."""
+    dropped rows)``, each dropped row as one line saying where and why."""
+    path = Path(path)
+    try:
+        return _parse_lines(path, drop_bad_rows)
+    except UnicodeDecodeError as e:
+        raise KeypointsDataError(f"{path}: not UTF-8 text (it holds the byte 0x{e.object[e.start]:02x}); save it as "
+                                 "UTF-8") from None
+
+
+def _parse_lines(path: Path, drop_bad_rows: bool):
     import numpy as np
 
-    path = Path(path)
-    with open(path, "r", encoding="utf-8", newline="") as f:
+    # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
+    with open(path, "r", encoding="utf-8-sig", newline="") as f:
         header = f.readline().rstrip("\r\n").split(",")
         try:
             kp_idx = [header.index(c) for c in KEYPOINT_COLUMNS]
@@ -98,7 +112,7 @@ def parse_csv(path: Path, drop_bad_rows: bool = False):
             raise KeypointsDataError(
                 f"{path}: header lacks column(s) {missing}; expected the course's 30 keypoint columns and "
                 f"'Image'") from None
-        images, keypoints, dropped = [], [], 0
+        images, keypoints, dropped = [], [], []
         for row, line in enumerate(f, start=1):
             line = line.rstrip("\r\n")
             if not line:
@@ -111,15 +125,12 @@ def parse_csv(path: Path, drop_bad_rows: bool = False):
                     raise KeypointsDataError(
                         f"{path}: row {row} (line {row + 1}), {e}. Fix the row, or pass --drop-bad-rows to "
                         f"skip bad rows") from None
-                warnings.warn(f"dropping {msg}", stacklevel=2)
-                dropped += 1
+                dropped.append(msg)
                 continue
             images.append(image)
             keypoints.append(kps)
     if not images:
         raise KeypointsDataError(f"{path}: no valid rows")
-    if dropped:
-        print(f"[data] {path.name}: dropped {dropped} bad row(s), kept {len(images)}", file=sys.stderr)
     return (np.stack(images).reshape(-1, IMAGE_SIZE, IMAGE_SIZE), np.stack(keypoints).astype(np.float32),
             dropped)
 
@@ -169,6 +180,21 @@ def _cache_file(csv_path: Path, drop_bad_rows: bool) -> Path:
     return cache_dir() / "facial_keypoints" / f"{csv_path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
+def check_csv_file(path: Path) -> None:
+    """A readable plain CSV file, or a :class:`KeypointsDataError` saying what it is instead."""
+    if not path.exists():
+        raise KeypointsDataError(f"{path} does not exist: give a CSV in the course's format")
+    if path.is_dir():
+        raise KeypointsDataError(f"{path} is a directory, not a CSV file: give the CSV file inside it")
+    try:
+        with open(path, "rb") as f:
+            magic = f.read(2)
+    except OSError as e:
+        raise KeypointsDataError(f"{path}: cannot be read ({e.strerror})") from None
+    if magic == b"\x1f\x8b":
+        raise KeypointsDataError(f"{path} is gzip-compressed: unpack it first (gunzip -k {path.name})")
+
+
 def load_split(csv_path: Path, drop_bad_rows: bool = False, use_cache: bool = True) -> KeypointsSplit:
     """Decoded tensors of one CSV, from the cache when the CSV is unchanged."""
     import torch
@@ -176,11 +202,12 @@ def load_split(csv_path: Path, drop_bad_rows: bool = False, use_cache: bool = Tr
     from common.checkpoint import atomic_torch_save
 
     csv_path = Path(csv_path)
+    check_csv_file(csv_path)
     cache = _cache_file(csv_path, drop_bad_rows)
     if use_cache and cache.is_file():
         try:
             blob = torch.load(cache, weights_only=True)
-            return KeypointsSplit(blob["images"], blob["keypoints"], csv_path, int(blob["dropped"]))
+            return KeypointsSplit(blob["images"], blob["keypoints"], csv_path, tuple(blob["dropped_rows"]))
         except Exception:  # a corrupt cache is just rebuilt
             pass
     images, kps_px, dropped = parse_csv(csv_path, drop_bad_rows)
@@ -188,10 +215,26 @@ def load_split(csv_path: Path, drop_bad_rows: bool = False, use_cache: bool = Tr
     keypoints = pixels_to_normalized(torch.from_numpy(kps_px)).view(-1, len(KEYPOINT_NAMES), 2).contiguous()
     if use_cache:
         try:
-            atomic_torch_save({"images": images, "keypoints": keypoints, "dropped": dropped}, cache)
+            atomic_torch_save({"images": images, "keypoints": keypoints, "dropped_rows": list(dropped)}, cache)
         except OSError as e:  # read-only cache: still usable, just slower next time
             print(f"[data] could not write cache {cache}: {e}", file=sys.stderr)
-    return KeypointsSplit(images, keypoints, csv_path, dropped)
+    return KeypointsSplit(images, keypoints, csv_path, tuple(dropped))
+
+
+def report_dropped(splits: dict[str, KeypointsSplit], run_dir: Path | None = None) -> None:
+    """One line per split that lost rows to ``drop_bad_rows``; the rows themselves go to
+    ``<run dir>/dropped_rows.txt`` (else the first is quoted)."""
+    lines = [row for split in splits.values() for row in split.dropped_rows]
+    if run_dir is not None and lines:
+        from common.checkpoint import atomic_write_text
+
+        atomic_write_text(Path(run_dir) / "dropped_rows.txt", "\n".join(lines) + "\n")
+    for split in splits.values():
+        if split.dropped:
+            where = (f"each row and why: {Path(run_dir) / 'dropped_rows.txt'}" if run_dir is not None
+                     else f"first: {split.dropped_rows[0]}")
+            print(f"[data] {split.source.name}: dropped {split.dropped} bad row(s), kept {len(split)} ({where})",
+                  file=sys.stderr)
 
 
 def keypoints_dir(data_dir: str | os.PathLike | None = None) -> Path:
@@ -204,8 +247,15 @@ def ensure_files(data_dir: str | os.PathLike | None = None, url: str | None = No
 
     folder = keypoints_dir(data_dir)
     wanted = list(SPLIT_FILES.values())
-    if all((folder / name).is_file() for name in wanted):
+    present = [name for name in wanted if (folder / name).exists()]
+    if len(present) == len(wanted):
         return folder
+    if present:  # never download over a file the user put there
+        missing = [name for name in wanted if name not in present]
+        raise KeypointsDataError(
+            f"{folder / missing[0]} is missing ({', '.join(present)} is there): put {' and '.join(missing)} beside "
+            f"it, or point --data-dir at a folder whose facial_keypoints/ holds both. Nothing was downloaded, so "
+            f"your files are untouched")
     url = url or os.environ.get("I2DL_KEYPOINTS_URL", COURSE_URL)
     archive = cache_dir() / "downloads" / "facial_keypoints.zip"
     try:

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from common import checkpoint
 from common.augment import augment_batch
-from common.config import from_dict, to_dict
+from common.config import ConfigError, from_dict, to_dict
 from common.device import autocast
 from common.ema import make_ema
 from common.optim import optimizer_step, param_groups
@@ -28,11 +28,12 @@ from common.schedules import cosine_scheduler
 from common.timing import since_process_start
 from common.tracking import Tracker, open_tracker
 from ex09_keypoints.config import KeypointsConfig, ModelConfig
-from ex09_keypoints.data import FLIP_PERMUTATION, KEYPOINT_GRID_OFFSET, load_keypoints
+from ex09_keypoints.data import FLIP_PERMUTATION, KEYPOINT_GRID_OFFSET, load_keypoints, report_dropped
 from ex09_keypoints.evaluate import evaluate_course_exact, evaluate_split
 from ex09_keypoints.models import KeypointModel, build_model
 
-CHECKPOINT_FORMAT = "i2dl-ex09-v1"
+CHECKPOINT_FORMAT = "i2dl-ex09-v1"  # best.pt: a model
+STATE_FORMAT = "i2dl-ex09-state-v1"  # last.pt: the whole training state, for --resume
 PASS_SCORE = 100.0
 
 
@@ -59,6 +60,27 @@ def load_model(path: str | Path, device="cpu") -> KeypointModel:
     model = build_model(from_dict(ModelConfig, blob["model_config"]))
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval()
+
+
+def load_training_state(path: str | Path, cfg: KeypointsConfig) -> dict:
+    """A run's ``last.pt``, checked before anything is loaded: the right kind of file, saved by a model with the
+    same settings as ``cfg`` (else the weights cannot go back in)."""
+    state = checkpoint.load(path)
+    if state.get("format") != STATE_FORMAT:
+        what = ("a saved model (best.pt)" if state.get("format") == CHECKPOINT_FORMAT
+                else f"not an ex09 training state (format {state.get('format')!r})")
+        raise ConfigError(f"--resume {path} is {what}; --resume wants a run's last.pt")
+    differ = checkpoint.changed_keys(state["model_config"], to_dict(cfg.model))
+    if differ:
+        raise ConfigError(f"--resume {path} was trained with other model settings ({', '.join(differ)}); "
+                          "resume with the --preset and --set it was trained with")
+    return state
+
+
+def continue_flags(cfg: KeypointsConfig, out_dir: Path) -> list[str] | None:
+    """The flags that continue an interrupted run in ``out_dir``, or None when no epoch finished."""
+    last = Path(out_dir) / "last.pt"
+    return ["--resume", str(last)] if last.is_file() else None
 
 
 def train_one_epoch(model, optimizer, scheduler, ema, images, points, cfg: KeypointsConfig, generator,
@@ -99,13 +121,19 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
     """
     cfg.validate()
     t_train = time.perf_counter()
+    state = load_training_state(resume, cfg) if resume else None  # a wrong file stops us before the data loads
     device, threads = start_run(cfg.run)
-    with RunDir(out_dir, cfg) as run, open_tracker(cfg.track, to_dict(cfg), run.path, tracker,
-                                                   name=cfg.track.name or run.path.name, job_type="ex09-train") as tracker:
+    with RunDir(out_dir, cfg, reuse=resume is not None) as run, \
+            open_tracker(cfg.track, to_dict(cfg), run.path, tracker, name=cfg.track.name or run.path.name,
+                         job_type="ex09-train") as tracker:
         data = load_keypoints(cfg.data.data_dir, cfg.data.drop_bad_rows)
+        report_dropped(data, run.path)
         train_images, train_points = data["train"].images.to(device), data["train"].keypoints.to(device)
         val = data["val"]
         n_train = train_images.shape[0]
+        if cfg.train.batch_size > n_train:
+            raise ConfigError(f"train.batch_size={cfg.train.batch_size} is larger than the {n_train} training "
+                              "images; lower it")
 
         model = build_model(cfg.model).to(device)
         memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
@@ -120,8 +148,7 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
         generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
 
         start_epoch, best = 0, {"val/score": -math.inf, "epoch": -1}
-        if resume:
-            state = checkpoint.load(resume)
+        if state is not None:
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
@@ -160,7 +187,8 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
                 best = {"val/score": row["val/score"], "epoch": epoch}
                 save_best(eval_model, cfg, run / "best.pt", epoch=epoch, val_score=row["val/score"])
             checkpoint.atomic_torch_save(
-                {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                {"format": STATE_FORMAT, "model_config": to_dict(cfg.model), "model": model.state_dict(),
+                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None, "generator": generator.get_state(),
                  "epoch": epoch, "best": best}, run / "last.pt")
             if hasattr(bar, "set_postfix"):

@@ -5,6 +5,7 @@ Training modules import torch, so they are imported only when something trains.
 """
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -20,18 +21,15 @@ class Experiment:
     """How many evaluations (pruner steps) a full run of ``cfg`` reports: the denominator of "saved"."""
     headline: tuple[str, ...]
     """The summary keys a finished run prints (its last line is them as one JSON object)."""
+    continue_flags: Callable[[Any, Any], list[str] | None]
+    """``(cfg, out_dir)`` -> the flags that continue an interrupted run there (None: nothing to continue)."""
 
 
-def _train_ex09(cfg, out_dir, **kwargs) -> dict:
-    from ex09_keypoints.train import train
-
-    return train(cfg, out_dir, **kwargs)
-
-
-def _train_ex08(cfg, out_dir, **kwargs) -> dict:
-    from ex08_autoencoder.train import train
-
-    return train(cfg, out_dir, **kwargs)
+def _lazy(module: str, name: str) -> Callable:
+    """``module.name``, imported at its first call: the training modules import torch (~3 s)."""
+    def call(*args, **kwargs):
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+    return call
 
 
 def _ex09_evals(cfg) -> int:
@@ -46,11 +44,13 @@ def _ex08_evals(cfg) -> int:  # val accuracy is reported by the classifier steps
 def get_experiment(name: str) -> Experiment:
     if name == "ex09":
         from ex09_keypoints.config import make_config
-        return Experiment("ex09", make_config, _train_ex09, _ex09_evals,
-                          ("val/score", "val/rmse_px", "params", "epochs", "wall_s"))
+        return Experiment("ex09", make_config, _lazy("ex09_keypoints.train", "train"), _ex09_evals,
+                          ("val/score", "val/rmse_px", "params", "epochs", "wall_s"),
+                          _lazy("ex09_keypoints.train", "continue_flags"))
     if name == "ex08":
         from ex08_autoencoder.config import make_config
-        return Experiment("ex08", make_config, _train_ex08, _ex08_evals,
-                          ("preset", "val/acc", "test100/acc", "test10k/acc", "params", "wall_s"))
+        return Experiment("ex08", make_config, _lazy("ex08_autoencoder.train", "train"), _ex08_evals,
+                          ("preset", "val/acc", "test100/acc", "test10k/acc", "params", "wall_s"),
+                          _lazy("ex08_autoencoder.train", "continue_flags"))
     from common.config import ConfigError
     raise ConfigError(f"unknown experiment {name!r}; choose ex08 or ex09")

@@ -19,12 +19,14 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def _add_run_flags(p: argparse.ArgumentParser, presets) -> None:
+def _add_run_flags(p: argparse.ArgumentParser, presets, example: str) -> None:
     p.add_argument("--preset", default=None, choices=list(presets),
                    help=f"named starting config (default: {next(iter(presets))})")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="config overrides, e.g. --set train.epochs=30 run.seed=1 (--show-config lists the keys)")
-    p.add_argument("--out", type=Path, default=None, help="run directory (default: runs/<experiment>-<time>)")
+                   help=f"config overrides, e.g. --set {example} run.seed=1 (--show-config lists the keys)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="run directory, new or empty (default: runs/<experiment>-<preset>-<time>)")
+    p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
     p.add_argument("--data-dir", default=None, help="data root = --set data.data_dir=... "
                                                     "(default: $I2DL_DATA_DIR, else the cache dir)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
@@ -58,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ex08", help="few-label MNIST: autoencoder pretraining -> transfer -> mean teacher",
                        description="Train an ex08 preset (all its steps, or one with --step) into one run dir.")
-    _add_run_flags(p, EX08_PRESETS)
+    _add_run_flags(p, EX08_PRESETS, "teacher.epochs=10 model.hidden=[1024,512]")
     p.add_argument("--recipe", dest="preset", choices=list(EX08_PRESETS), help=argparse.SUPPRESS)  # old name
     p.add_argument("--step", default=None, choices=list(STEPS),
                    help="run only this step, from the previous step's checkpoint in --out (= --set only_step=...)")
@@ -66,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("ex09", help="facial keypoints: train (default) or --evaluate a checkpoint",
                        description="Train the ex09 keypoint regressor, or score a saved model on a CSV.")
-    _add_run_flags(p, EX09_PRESETS)
+    _add_run_flags(p, EX09_PRESETS, "train.epochs=30 model.widths=[32,64,128]")
     p.add_argument("--drop-bad-rows", action="store_true",
                    help="skip invalid CSV rows and report how many (= --set data.drop_bad_rows=true)")
     p.add_argument("--resume", type=Path, default=None, help="continue from a run's last.pt")
@@ -84,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="the study dir (default: runs/studies/<study>)")
     p.add_argument("--retrain-best", action="store_true",
                    help="retrain the best trial's config (plus --set) into <study dir>/best-retrain")
+    p.add_argument("--overwrite", action="store_true", help="with --retrain-best: replace an earlier retrain")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="with --retrain-best: overrides on top of the best config, e.g. train.epochs=70")
     p.add_argument("--data-dir", default=None, help="data root for --retrain-best")
@@ -114,10 +117,19 @@ def run(args) -> int:
         raise ConfigError("--csv goes with --evaluate CHECKPOINT; add --evaluate or drop --csv")
     if getattr(cfg, "only_step", None) and args.out is None:
         raise ConfigError("--step needs --out DIR: the run dir holding the previous step's checkpoint")
-    from common.rundir import default_run_dir
+    from common.rundir import default_run_dir, remove_run_dir
 
     out = args.out or default_run_dir(f"{exp.name}-{cfg.preset}")
-    summary = exp.train(cfg, out, resume=getattr(args, "resume", None), progress=not args.no_progress)
+    if args.overwrite:
+        remove_run_dir(out)
+    try:
+        summary = exp.train(cfg, out, resume=getattr(args, "resume", None), progress=not args.no_progress)
+    except KeyboardInterrupt:
+        flags = exp.continue_flags(cfg, out)
+        again = ["--out", str(out), *(flags or ["--overwrite"])]
+        print(f"interrupted: {out} keeps what finished; " + ("continue it with: " if flags else
+              "nothing finished to continue; start again with: ") + command_with(again), file=sys.stderr)
+        return 130
     print(f"run dir: {out}")
     for step, r in summary.get("steps", {}).items():
         print(f"  {step:9s} {r['wall_s']:6.0f} s  " + "  ".join(f"{k} {r[k]:.4g}" for k in sorted(r)
@@ -128,17 +140,37 @@ def run(args) -> int:
     return 0
 
 
+def command_with(flags: list[str]) -> str:
+    """This process's command line with ``flags`` replacing its own ``--out``/``--resume``/``--step``/
+    ``--overwrite``: what to type to continue (or redo) the run."""
+    import shlex
+
+    argv, kept, skip = sys.argv[1:], [], False
+    valued = {"--out", "--resume", "--step"}
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in valued:
+            skip = True
+        elif a == "--overwrite" or a.split("=", 1)[0] in valued:
+            continue
+        else:
+            kept.append(a)
+    return shlex.join(["python", "-m", "experiments.run", *kept, *flags])
+
+
 def evaluate_ex09(args, cfg) -> int:
     from common.config import ConfigError
 
     if args.csv is None:
         raise ConfigError("--evaluate needs --csv FILE (a CSV in the course's format)")
-    from ex09_keypoints.data import CourseDataset, load_split
+    from ex09_keypoints.data import CourseDataset, load_split, report_dropped
     from ex09_keypoints.evaluate import course_score, evaluate_split
     from ex09_keypoints.train import load_model
 
     model = load_model(args.evaluate)
     split = load_split(args.csv, cfg.data.drop_bad_rows)
+    report_dropped({"csv": split})
     score = course_score(model, CourseDataset(split))
     detail = evaluate_split(model, split)
     print(f"{args.csv}: {len(split)} images" + (f" ({split.dropped} bad rows dropped)" if split.dropped else ""))
@@ -155,6 +187,7 @@ def study(args) -> int:
     from studies.workers import run_study
 
     given = [flag for flag, value in (("--preset", args.preset), ("--show-config", args.show_config),
+                                      ("--overwrite", args.overwrite),
                                       ("--step", getattr(args, "step", None)),
                                       ("--resume", getattr(args, "resume", None)),
                                       ("--evaluate", getattr(args, "evaluate", None))) if value]
@@ -171,7 +204,7 @@ def report(args) -> int:
 
     overrides = ([f"data.data_dir={args.data_dir}"] if args.data_dir else []) + args.overrides
     return report_study(args.study, overrides, out=args.out, storage=args.storage, retrain=args.retrain_best,
-                        progress=not args.no_progress)
+                        overwrite=args.overwrite, progress=not args.no_progress)
 
 
 def main(argv=None) -> int:

@@ -139,7 +139,7 @@ def retrain_best(study, sweep, experiment, out_dir: Path, overrides: list[str], 
 
 
 def report_study(study_name: str, overrides: list[str], *, out: Path | None = None, storage: str | None = None,
-                 retrain: bool = False, progress: bool = True) -> int:
+                 retrain: bool = False, overwrite: bool = False, progress: bool = True) -> int:
     """``python -m experiments.run report``: write the report (and retrain the best trial when asked)."""
     import json
 
@@ -148,8 +148,9 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
     from studies.storage import storage_url
     from studies.workers import open_sweep, study_dir_of
 
-    if overrides and not retrain:
-        raise ConfigError("--set and --data-dir apply to --retrain-best only; add --retrain-best or drop them")
+    if (overrides or overwrite) and not retrain:
+        raise ConfigError("--set, --data-dir and --overwrite apply to --retrain-best only; add --retrain-best or "
+                          "drop them")
     sweep, exp = open_sweep(study_name)
     study_dir = study_dir_of(sweep, out)
     url = storage_url(storage, study_dir)
@@ -161,6 +162,10 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
     for png in sorted(study_dir.glob("study_*.png")):
         print(f"figure: {png}")
     if retrain:
+        from common.rundir import remove_run_dir
+
+        if overwrite:
+            remove_run_dir(study_dir / "best-retrain")
         summary = retrain_best(study, sweep, exp, study_dir / "best-retrain", overrides, progress=progress)
         print(json.dumps({k: summary.get(k) for k in (sweep.metric, "params", "epochs", "wall_s") if k in summary}))
     return 0

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import warnings
 from pathlib import Path
+from urllib.parse import unquote
 
 from common.config import ConfigError
 
@@ -41,16 +43,41 @@ def default_storage(study_dir: Path) -> str:
     return f"sqlite:///{Path(study_dir).resolve() / 'study.db'}"
 
 
+def _credentials(url: str) -> tuple[str, str, str] | None:
+    """``(scheme, user, password)`` of ``scheme://user:password@host...``. The password runs to the *last* ``@``:
+    SQLAlchemy stops at the first one, so an unescaped ``@`` in a password would leave its rest in the host."""
+    if "://" not in url:
+        return None
+    scheme, rest = url.split("://", 1)
+    if "@" not in rest:
+        return None
+    creds = rest.rsplit("@", 1)[0]
+    user, _, password = creds.partition(":")
+    return scheme, user, password
+
+
 def redact(url: str) -> str:
-    """The storage URL with any password hidden (for printing)."""
-    if "://" not in url or "@" not in url:
-        return url
-    try:
-        from sqlalchemy.engine import make_url
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+    """The storage URL with its password hidden, whole, for printing (and any ``password=`` query value)."""
+    creds = _credentials(url)
+    if creds is not None:
+        scheme, user, password = creds
+        tail = url.split("://", 1)[1].rsplit("@", 1)[1]
+        url = f"{scheme}://{user}{':***' if password else ''}@{tail}"
+    return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)
+
+
+def scrub(text: str, url: str) -> str:
+    """``text`` (an error message from a driver) with the URL redacted and no fragment of its password left:
+    a driver that parsed the URL its own way may quote part of the password as a host name."""
+    text = text.replace(url, redact(url))
+    creds = _credentials(url)
+    if creds is None or not creds[2]:
+        return text
+    password = creds[2]
+    pieces = {password, unquote(password), *re.split(r"[@/:?#]", password)}
+    for piece in sorted((p for p in pieces if len(p) >= 2), key=len, reverse=True):
+        text = text.replace(piece, "***")
+    return text
 
 
 def retry_callback(max_retry: int = DEFAULT_MAX_RETRY):
@@ -83,14 +110,14 @@ def open_storage(url: str, settings: dict | None = None):
     from sqlalchemy.exc import SQLAlchemyError
 
     settings = settings or {}
-    if url.startswith("journal://"):
-        path = Path(url[len("journal://"):])
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(path)))
     sqlite = url.startswith("sqlite")
-    if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     try:
+        if url.startswith("journal://"):
+            path = Path(url[len("journal://"):])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        if url.startswith("sqlite:///"):
+            Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
         storage = RDBStorage(
             url,
             # SQLite: wait for the write lock (workers queue up) rather than fail with "database is locked".
@@ -104,9 +131,16 @@ def open_storage(url: str, settings: dict | None = None):
         if sqlite:
             _serialize_sqlite(storage.engine)
         return storage
-    except (optuna.exceptions.StorageInternalError, SQLAlchemyError, ImportError, ValueError) as e:
-        detail = str(e).split("\n(Background on this error")[0].replace(url, redact(url))
-        raise ConfigError(f"cannot open study storage {redact(url)}: {type(e).__name__}: {detail[:400]}") from None
+    except (optuna.exceptions.StorageInternalError, SQLAlchemyError, ImportError, ValueError, OSError) as e:
+        detail = scrub(" ".join(str(e).split("\n(Background on this error")[0].split()), url)
+        hint = ""
+        if isinstance(e, ImportError) and url.startswith("postgres"):
+            hint = "; PostgreSQL needs the postgres extra: pip install -e '.[postgres]'"
+        elif (_credentials(url) or ("", "", ""))[2].count("@"):
+            hint = "; a password holding '@' must be written %40 in the URL"
+        elif isinstance(e, OSError):
+            hint = "; choose a writable place (--storage or --out)"
+        raise ConfigError(f"cannot open study storage {redact(url)}: {type(e).__name__}: {detail[:300]}{hint}") from None
 
 
 def _serialize_sqlite(engine) -> None:

@@ -9,6 +9,7 @@ drops it and goes on.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -87,6 +88,22 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
     return code
 
 
+class _QuietInterrupt(logging.Filter):
+    """Optuna logs a trial ended by Ctrl-C as a failure with its whole traceback, then once more with its value;
+    the worker's own one line says what happened, so both records are dropped."""
+
+    def __init__(self):
+        super().__init__()
+        self.interrupted: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info and record.exc_info[0] is KeyboardInterrupt:
+            self.interrupted.add(message.split(" failed", 1)[0])  # "Trial 3"
+            return False
+        return not any(message.startswith(f"{trial} failed with value") for trial in self.interrupted)
+
+
 def run_worker(sweep: Sweep, experiment: Experiment, url: str, study_dir: Path, trials: int | None,
                timeout_s: float | None, threads: int, worker: int = 0) -> int:
     """Run trials in this process until the study has ``trials`` finished ones, or ``timeout_s`` passes.
@@ -95,6 +112,7 @@ def run_worker(sweep: Sweep, experiment: Experiment, url: str, study_dir: Path, 
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
+    logging.getLogger("optuna.study._optimize").addFilter(_QuietInterrupt())
     storage = open_storage(url, sweep.storage)
     study = optuna.load_study(study_name=sweep.study, storage=storage, pruner=make_pruner(sweep.pruner))
     # Seeds differ per worker and per resume, so nobody re-proposes the points already tried.

@@ -2,6 +2,7 @@
 seconds-long configs, the real CLI in a fresh process, and sweeps/waits/checks for the study tests."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -210,3 +211,43 @@ def interrupt_when(args: list, ready, what: str, timeout_s: float = 90) -> tuple
         if proc.poll() is None:
             proc.kill()
     return proc.returncode, err
+
+
+# --- hostile input ----------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def serve_dir(folder: Path):
+    """An HTTP server on loopback serving ``folder``; yields its base URL and the list of paths requested."""
+    import http.server
+    import threading
+    from functools import partial
+
+    requested: list[str] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            requested.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", requested
+    finally:
+        server.shutdown()
+
+
+def run_main(argv: list, capsys) -> tuple[int, str, str]:
+    """``(exit code, stdout, stderr)`` of the CLI's ``main(argv)`` in this process, whether it returns or exits."""
+    from experiments.run import main
+
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    """Every file under ``folder`` and its bytes: to show nothing was overwritten."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}

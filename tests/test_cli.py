@@ -5,15 +5,7 @@ from __future__ import annotations
 import pytest
 
 from experiments.run import main
-
-
-def run_main(argv: list[str], capsys) -> tuple[int, str]:
-    """(exit code, stderr) of ``main(argv)``, whether it returns or argparse exits."""
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    return code, capsys.readouterr().err
+from helpers import run_main
 
 
 @pytest.mark.parametrize("argv,words", [
@@ -35,7 +27,7 @@ def run_main(argv: list[str], capsys) -> tuple[int, str]:
     (["ex08", "--study", "kp"], "is a sweep of ex09"),
 ])
 def test_each_usage_error_is_one_line_and_exit_2(argv, words, tmp_path, capsys):
-    code, err = run_main([a.replace("{tmp}", str(tmp_path)) for a in argv], capsys)
+    code, _, err = run_main([a.replace("{tmp}", str(tmp_path)) for a in argv], capsys)
     assert code == 2, err
     assert err.strip().count("\n") == 0, f"more than one line:\n{err}"
     assert words in err

@@ -1,14 +1,11 @@
 """Reading the course's CSVs: parsing, validation errors, caching, download path."""
-import http.server
-import threading
 import zipfile
-from functools import partial
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import synthetic_faces, write_course_csv
+from helpers import serve_dir, synthetic_faces, write_course_csv
 from ex09_keypoints import data as kd
 
 
@@ -74,14 +71,18 @@ def test_wrong_cell_count_and_missing_header(small_csv):
         kd.load_split(path, use_cache=False)
 
 
-def test_drop_bad_rows_reports_count(small_csv, capsys):
+def test_drop_bad_rows_reports_one_line_and_the_rows_in_a_file(small_csv, tmp_path, capsys):
     path = small_csv[0]
     _corrupt(path, 2, lambda c: c.__setitem__(0, "nan"))
     _corrupt(path, 4, lambda c: c.__setitem__(-1, "1 2 3"))
-    with pytest.warns(UserWarning, match="dropping"):
-        split = kd.load_split(path, drop_bad_rows=True, use_cache=False)
+    split = kd.load_split(path, drop_bad_rows=True, use_cache=False)
     assert len(split) == 3 and split.dropped == 2
-    assert "dropped 2 bad row(s)" in capsys.readouterr().err
+    assert capsys.readouterr().err == "", "loading alone prints nothing"
+    kd.report_dropped({"train": split}, tmp_path)
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "dropped 2 bad row(s), kept 3" in err and "dropped_rows.txt" in err
+    rows = (tmp_path / "dropped_rows.txt").read_text().splitlines()
+    assert len(rows) == 2 and "row 2" in rows[0] and "missing keypoint" in rows[0] and "row 4" in rows[1]
 
 
 def test_cache_hit_and_invalidation(small_csv, monkeypatch):
@@ -115,16 +116,8 @@ def test_download_from_local_http_server(tmp_path):
     with zipfile.ZipFile(src / "facial_keypoints.zip", "w") as zf:
         zf.write(src / "training.csv", "training.csv")
         zf.write(src / "val.csv", "val.csv")
-    handler = partial(http.server.SimpleHTTPRequestHandler, directory=str(src))
-    handler.log_message = lambda *a: None
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/facial_keypoints.zip"
-        splits = kd.load_keypoints(tmp_path / "root", url=url)
-    finally:
-        server.shutdown()
+    with serve_dir(src) as (base, _):
+        splits = kd.load_keypoints(tmp_path / "root", url=f"{base}/facial_keypoints.zip")
     assert len(splits["train"]) == 4 and len(splits["val"]) == 2
     assert (tmp_path / "root" / "facial_keypoints" / "val.csv").is_file()
 

@@ -119,6 +119,7 @@ def test_ctrl_c_marks_the_running_trial_and_exits(synthetic_data_dir, tmp_path):
                                            for t in trials_of(url)), "a running trial", timeout_s=60)
     assert code == 130, err[-2000:]
     assert "Re-run the same command to resume" in err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, "one line, not Optuna's traceback"
     trials = trials_of(url)
     assert [t.state for t in trials] == [TrialState.FAIL]
     assert trials[0].user_attrs["reason"] == "interrupted (Ctrl-C)"
