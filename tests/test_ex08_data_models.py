@@ -1,16 +1,14 @@
 """ex08 data (IDX files, md5, download, the few-label split), corruption, models and parameter counts."""
 import gzip
 import hashlib
-import http.server
 import json
 import shutil
-import threading
 
 import numpy as np
 import pytest
 import torch
 
-from helpers import synthetic_digits, write_idx_gz
+from helpers import serve_dir, synthetic_digits, write_idx_gz
 from ex08_autoencoder import data
 from ex08_autoencoder.data import MnistDataError, ensure_files, load_mnist, make_split, read_idx
 
@@ -61,17 +59,8 @@ def test_download_from_a_loopback_mirror_checks_md5(synthetic_mnist_dir, tmp_pat
     md5 = {name: hashlib.md5((raw / name).read_bytes()).hexdigest() for name, _ in data.FILES.values()}
     monkeypatch.setattr(data, "FILES", {k: (name, md5[name]) for k, (name, _) in data.FILES.items()})
 
-    class Handler(http.server.SimpleHTTPRequestHandler):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, directory=str(raw), **kw)
-
-        def log_message(self, *a):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        mirror = f"http://127.0.0.1:{server.server_address[1]}/"
+    with serve_dir(raw) as (base, _):
+        mirror = f"{base}/"
         monkeypatch.setenv("I2DL_MNIST_MIRRORS", "http://127.0.0.1:9/," + mirror)  # the first mirror is down
         folder = ensure_files(tmp_path / "fresh")
         assert sorted(p.name for p in folder.iterdir()) == sorted(md5)
@@ -81,8 +70,6 @@ def test_download_from_a_loopback_mirror_checks_md5(synthetic_mnist_dir, tmp_pat
         with pytest.raises(MnistDataError, match="md5 mismatch"):
             ensure_files(tmp_path / "other", mirrors=(mirror,))
         assert not any((tmp_path / "other" / "MNIST" / "raw").iterdir())
-    finally:
-        server.shutdown()
 
 
 def test_split_is_balanced_disjoint_and_seeded():
