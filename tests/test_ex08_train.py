@@ -109,6 +109,7 @@ def test_cli_case_study_prints_the_seed_parameter_counts(synthetic_mnist, tmp_pa
     assert "  transfer" in out and "  teacher" not in out, "the case study has no teacher step"
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_each_step_learns_on_real_mnist(real_mnist, tmp_path, capsys):
     """Short real runs, step by step through the CLI: the AE's loss falls and its features beat chance by far,

@@ -152,6 +152,7 @@ def test_a_model_over_the_course_limits_is_pruned_as_infeasible(synthetic_data_d
     assert "fewer than 5,000,000" in trial.user_attrs["reason"]
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_shipped_kp_sweep_runs_on_the_real_data(real_data, tmp_path):
     """The shipped sweep, short: the baseline trial (the default recipe) and one sampled trial, 2 epochs each."""

@@ -111,6 +111,7 @@ def test_cli_trains_and_evaluates_a_csv(synthetic_data_dir, tmp_path):
     assert "nose_tip" in proc.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 def test_quick_preset_beats_pass_score_on_real_data(real_data, tmp_path):
     proc = cli("ex09", "--preset", "quick", "--data-dir", str(real_data), "--out", str(tmp_path / "q"),
