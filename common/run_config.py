@@ -5,6 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
+# numpy takes seeds below 2**32, and ex08 seeds each step with seed * 1000 + step
+MAX_SEED = 4_000_000
+
+
 @dataclass
 class RunConfig:
     seed: int = 0
@@ -23,6 +27,8 @@ class RunConfig:
 
         if self.threads < 0:
             raise ConfigError(f"run.threads={self.threads} must be >= 0 (0 = all cores)")
+        if not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"run.seed={self.seed} must be in [0, {MAX_SEED}]")
 
 
 def start_run(run: RunConfig):

@@ -48,7 +48,8 @@ class DataConfig:
     split_seed: int = 0
     """Seed of the few-label split (which 300 images are labeled); saved with the run as split.json."""
     per_class: int = 10
-    """Labeled images per class in each of train / val / test (the course: 10, i.e. 100 each)."""
+    """Labeled images per class in each of train / val / test (the course: 10, i.e. 100 each; at most 1800:
+    MNIST's rarest digit has 5,421 training images)."""
     max_unlabeled: int = 0
     """Use only the first N images of the unlabeled pool (0 = all 59,700): for smoke tests and quick looks."""
 
@@ -182,7 +183,7 @@ class AutoencoderConfig:
         p, t, mt = "pretrain", "transfer", "teacher"
         check_ranges(self, {
             "model.hidden": ">= 1", "model.latent": ">= 1", "model.dropout": "[0, 1)", "model.head_hidden": ">= 1",
-            "model.head_dropout": "[0, 1)", "data.split_seed": ">= 0", "data.per_class": ">= 1",
+            "model.head_dropout": "[0, 1)", "data.split_seed": ">= 0", "data.per_class": "[1, 1800]",
             "data.max_unlabeled": ">= 0", f"{p}.epochs": ">= 1", f"{p}.batch_size": ">= 2", f"{p}.lr": "> 0",
             f"{p}.weight_decay": ">= 0", f"{p}.mask_ratio": "[0, 1)", f"{p}.noise_std": ">= 0",
             f"{t}.epochs": ">= 1", f"{t}.samples_per_epoch": ">= 0", f"{t}.batch_size": ">= 2",

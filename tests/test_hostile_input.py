@@ -201,6 +201,8 @@ def test_places_that_cannot_be_written(synthetic_data_dir, capsys):
     ("ex08", "model.dropout=inf", "model.dropout=inf must be a finite number"),
     ("ex08", "pretrain.mask_ratio=1.5", "pretrain.mask_ratio=1.5 is out of range"),
     ("ex08", "teacher.strong.erase_p=2", "teacher.strong.erase_p=2.0 is out of range"),
+    ("ex08", "data.per_class=5000", "data.per_class=5000 is out of range: it must be [1, 1800]"),
+    ("ex08", "run.seed=-1", "run.seed=-1 must be in [0, 4000000]"),
 ])
 def test_config_values_out_of_range_stop_before_the_run(experiment, override, words, tmp_path, capsys):
     code, _, err = run_main([experiment, "--out", tmp_path / "r", "--set", override], capsys)
