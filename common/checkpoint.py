@@ -22,7 +22,8 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
-def _atomic_replace(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """``write(f)`` into a temp file beside ``path``, then rename it over ``path``: never a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -38,13 +39,13 @@ def _atomic_replace(path: Path, write) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    _atomic_replace(Path(path), lambda f: f.write(text.encode()))
+    atomic_write(Path(path), lambda f: f.write(text.encode()))
 
 
 def atomic_torch_save(obj, path: str | Path) -> None:
     import torch
 
-    _atomic_replace(Path(path), lambda f: torch.save(obj, f))
+    atomic_write(Path(path), lambda f: torch.save(obj, f))
 
 
 def load(path: str | Path, map_location="cpu") -> dict:

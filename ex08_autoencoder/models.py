@@ -4,33 +4,47 @@ A block is Linear -> Norm -> Activation -> Dropout. The encoder is blocks 784 ->
 then a projection to the latent code (a plain Linear in the case study, a full block without dropout in the
 leaderboard recipe); the decoder mirrors it (latent -> reversed(hidden) -> 784, Sigmoid, pixels in [0, 1]); the
 classifier is the encoder plus a head of blocks ending in a Linear to 10 logits. Images go in as (N,1,28,28)
-and are flattened inside: nothing here knows pixels are neighbours (fully connected only, as the course asks).
+or flattened (N,784), in [0, 1]: nothing here knows pixels are neighbours (fully connected only, as the course asks).
+
+This file is also the course submission's ``exercise_code/models.py`` (``experiments.run export`` copies it), so it
+imports only torch, and ``Encoder(hparams, input_size, latent_dim)`` / ``Classifier(hparams, encoder)`` take the
+course's arguments: ``hparams`` a ``ModelConfig`` or the same fields as the plain dict the course pickles.
 """
 from __future__ import annotations
 
+import dataclasses
+from types import SimpleNamespace
+
 import torch
 from torch import nn
-
-from ex08_autoencoder.config import ModelConfig
 
 N_PIXELS = 28 * 28
 N_CLASSES = 10
 
 
-def block(n_in: int, n_out: int, cfg: ModelConfig, dropout: float) -> list[nn.Module]:
+def plain(hparams) -> dict:
+    """``hparams`` as a plain dict (what the course pickles), from a ``ModelConfig`` or a dict."""
+    return dataclasses.asdict(hparams) if dataclasses.is_dataclass(hparams) else dict(hparams)
+
+
+def block(n_in: int, n_out: int, cfg, dropout: float) -> list[nn.Module]:
     norm = nn.LayerNorm(n_out) if cfg.norm == "layer" else nn.BatchNorm1d(n_out)
     act = nn.GELU() if cfg.activation == "gelu" else nn.LeakyReLU()
     return [nn.Linear(n_in, n_out), norm, act] + ([nn.Dropout(dropout)] if dropout > 0 else [])
 
 
 class Encoder(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, hparams, input_size: int = N_PIXELS, latent_dim: int | None = None):
         super().__init__()
-        layers, width = [nn.Flatten()], N_PIXELS
+        self.hparams, self.input_size = plain(hparams), input_size
+        cfg = SimpleNamespace(**self.hparams)
+        self.latent_dim = latent_dim or cfg.latent
+        layers, width = [nn.Flatten()], input_size
         for h in cfg.hidden:
             layers += block(width, h, cfg, cfg.dropout)
             width = h
-        layers += block(width, cfg.latent, cfg, 0.0) if cfg.latent_block else [nn.Linear(width, cfg.latent)]
+        layers += (block(width, self.latent_dim, cfg, 0.0) if cfg.latent_block
+                   else [nn.Linear(width, self.latent_dim)])
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -38,7 +52,7 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg):
         super().__init__()
         layers, width = [], cfg.latent
         for h in reversed(cfg.hidden):
@@ -56,7 +70,7 @@ class Decoder(nn.Module):
 
 
 class Autoencoder(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg):
         super().__init__()
         self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
 
@@ -71,10 +85,12 @@ class Classifier(nn.Module):
     """The (pretrained) encoder and a head; ``encoder`` and ``head`` are separate attributes so each can get
     its own learning rate."""
 
-    def __init__(self, cfg: ModelConfig, encoder: Encoder | None = None):
+    def __init__(self, hparams, encoder: Encoder | None = None):
         super().__init__()
-        self.encoder = encoder if encoder is not None else Encoder(cfg)
-        layers, width = [], cfg.latent
+        self.hparams = plain(hparams)
+        cfg = SimpleNamespace(**self.hparams)
+        self.encoder = encoder if encoder is not None else Encoder(hparams)
+        layers, width = [], self.encoder.latent_dim
         for h in cfg.head_hidden:
             layers += block(width, h, cfg, cfg.head_dropout)
             width = h

@@ -26,11 +26,11 @@ from common.seed import seed_everything
 from common.timing import since_process_start
 from common.tracking import Tracker, open_tracker
 from ex08_autoencoder import plots
-from ex08_autoencoder.config import STEPS, AutoencoderConfig
+from ex08_autoencoder.config import STEPS, AutoencoderConfig, ModelConfig
 from ex08_autoencoder.data import FewLabelData, few_label_data, load_mnist
 from ex08_autoencoder.evaluate import accuracy, predict_logits, scores
 from ex08_autoencoder.mean_teacher import mean_teacher
-from ex08_autoencoder.models import Autoencoder, Classifier, ModelConfig, encode, millions
+from ex08_autoencoder.models import Autoencoder, Classifier, encode, millions
 from ex08_autoencoder.pretrain import corrupt, pretrain
 from ex08_autoencoder.probe import linear_probe
 from ex08_autoencoder.transfer import transfer

@@ -3,15 +3,21 @@
 Every model takes the course's input, (N,1,96,96) floats in [0,1], and returns (N,30) so that the course's
 ``model(image).view(-1,15,2)`` works unchanged: resizing, normalisation and test-time flip averaging all
 happen inside ``forward``.
+
+This file is also the course submission's ``exercise_code/networks/keypoint_nn.py`` (``experiments.run export``
+copies it, putting the constants' values in place of the import marked below), so it imports nothing else of
+this repo, and ``KeypointModel(hparams)`` takes the plain dict the course pickles beside the weights.
 """
 from __future__ import annotations
+
+import dataclasses
+from types import SimpleNamespace
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ex09_keypoints.config import ModelConfig
-from ex09_keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, KEYPOINT_GRID_OFFSET
+from ex09_keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, KEYPOINT_GRID_OFFSET  # export: constants
 
 N_OUTPUTS = 30
 
@@ -24,7 +30,7 @@ def conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn
 class KeypointCNN(nn.Module):
     """stem -> [conv-BN-ReLU x n, downsample, Dropout2d] per width -> head -> 30 numbers."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg):
         super().__init__()
         self.stem_kind, self.stem_factor = cfg.stem, cfg.stem_factor
         channels = cfg.stem_factor ** 2 if cfg.stem == "unshuffle" else 1
@@ -68,7 +74,7 @@ class KeypointCNN(nn.Module):
 class TimmRegressor(nn.Module):
     """A timm backbone with ``in_chans=1`` and a 30-output head; resizes its input to ``input_size``."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg):
         super().__init__()
         import timm  # ~6 s import: only when a timm model is asked for
 
@@ -84,10 +90,13 @@ class TimmRegressor(nn.Module):
 
 
 class KeypointModel(nn.Module):
-    """The saved model: backbone + optional flip test-time augmentation (in eval mode only)."""
+    """The saved model: backbone + optional flip test-time augmentation (in eval mode only). ``hparams``: a
+    ``ModelConfig`` or the same fields as a plain dict (what the course's server passes)."""
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, hparams):
         super().__init__()
+        self.hparams = dataclasses.asdict(hparams) if dataclasses.is_dataclass(hparams) else dict(hparams)
+        cfg = SimpleNamespace(**self.hparams)
         self.net = TimmRegressor(cfg) if cfg.arch.startswith("timm:") else KeypointCNN(cfg)
         self.flip_tta = cfg.flip_tta
         self.register_buffer("flip_perm", torch.tensor(FLIP_PERMUTATION), persistent=False)
@@ -102,5 +111,6 @@ class KeypointModel(nn.Module):
         return ((direct + mirrored) / 2).reshape(x.shape[0], N_OUTPUTS)
 
 
-def build_model(cfg: ModelConfig) -> KeypointModel:
+def build_model(cfg) -> KeypointModel:
+    """The model of a ``ModelConfig``."""
     return KeypointModel(cfg)

@@ -6,7 +6,9 @@ Training modules import torch, so they are imported only when something trains.
 from __future__ import annotations
 
 import importlib
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 
@@ -23,6 +25,8 @@ class Experiment:
     """The summary keys a finished run prints (its last line is them as one JSON object)."""
     continue_flags: Callable[[Any, Any], list[str] | None]
     """``(cfg, out_dir)`` -> the flags that continue an interrupted run there (None: nothing to continue)."""
+    export: Callable[[Any, Any, Any], tuple[int, dict]]
+    """``(cfg, run_dir, out_dir)`` -> (exit code, figures): the run's model as the course's submission, checked."""
 
 
 def _lazy(module: str, name: str) -> Callable:
@@ -46,11 +50,33 @@ def get_experiment(name: str) -> Experiment:
         from ex09_keypoints.config import make_config
         return Experiment("ex09", make_config, _lazy("ex09_keypoints.train", "train"), _ex09_evals,
                           ("val/score", "val/rmse_px", "params", "epochs", "wall_s"),
-                          _lazy("ex09_keypoints.train", "continue_flags"))
+                          _lazy("ex09_keypoints.train", "continue_flags"), _lazy("ex09_keypoints.export", "export"))
     if name == "ex08":
         from ex08_autoencoder.config import make_config
         return Experiment("ex08", make_config, _lazy("ex08_autoencoder.train", "train"), _ex08_evals,
                           ("preset", "val/acc", "test100/acc", "test10k/acc", "params", "wall_s"),
-                          _lazy("ex08_autoencoder.train", "continue_flags"))
+                          _lazy("ex08_autoencoder.train", "continue_flags"), _lazy("ex08_autoencoder.export", "export"))
     from common.config import ConfigError
     raise ConfigError(f"unknown experiment {name!r}; choose ex08 or ex09")
+
+
+def load_run(run_dir: Path) -> tuple[Experiment, Any]:
+    """The experiment and the config a run dir was trained with (from its ``config.json``)."""
+    from common.config import ConfigError, from_dict
+
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run dir (no config.json); give the folder a run wrote")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON ({e}); it was edited or truncated") from None
+    name = "ex08" if "teacher" in data else "ex09" if "train" in data else None
+    if name is None:
+        raise ConfigError(f"{path} is neither an ex08 nor an ex09 config")
+    exp = get_experiment(name)
+    try:
+        cfg = from_dict(type(exp.make_config()), data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return exp, cfg

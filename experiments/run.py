@@ -1,4 +1,4 @@
-"""``python -m experiments.run {ex08,ex09,report} ... [--set key=value ...] [--out DIR]``
+"""``python -m experiments.run {ex08,ex09,report,export} ... [--set key=value ...] [--out DIR]``
 
 Parse -> config (preset, then the flags that are config values, then ``--set``) -> dispatch: one run, an Optuna
 study (``--study kp``) whose trials are runs with overrides, or a study's ``report``. Heavy imports (torch,
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ex09_keypoints.config import PRESETS as EX09_PRESETS
 
     parser = Parser(prog="python -m experiments.run", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="experiment", required=True, metavar="{ex08,ex09,report}")
+    sub = parser.add_subparsers(dest="experiment", required=True, metavar="{ex08,ex09,report,export}")
 
     p = sub.add_parser("ex08", help="few-label MNIST: autoencoder pretraining -> transfer -> mean teacher",
                        description="Train an ex08 preset (all its steps, or one with --step) into one run dir.")
@@ -91,6 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --retrain-best: overrides on top of the best config, e.g. train.epochs=70")
     p.add_argument("--data-dir", default=None, help="data root for --retrain-best")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+
+    p = sub.add_parser("export", help="hand a run's model in: the course's folder layout + zip, checked",
+                       description="Write RUN_DIR's model as the course's submission (exercise_code/, models/*.p, "
+                                   "a zip), then load it the way the course does in a fresh interpreter and check "
+                                   "it: same predictions, course score or accuracy, parameters, size.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished ex08 or ex09 run")
+    p.add_argument("--out", type=Path, default=None, help="the submission folder (default: RUN_DIR/submission)")
+    p.add_argument("--data-dir", default=None, help="data for the check (default: the run's)")
     return parser
 
 
@@ -207,6 +215,27 @@ def report(args) -> int:
                         overwrite=args.overwrite, progress=not args.no_progress)
 
 
+def export(args) -> int:
+    from experiments.registry import load_run
+
+    exp, cfg = load_run(args.run_dir)
+    if args.data_dir:
+        cfg.data.data_dir = args.data_dir
+    out = args.out or args.run_dir / "submission"
+    code, result = exp.export(cfg, args.run_dir, out)
+    print(f"submission: {out}  (zip: {result['zip']})")
+    if "error" in result:
+        print(f"  the course's way of loading it fails: {result['error']}")
+    else:
+        figures = {k: result[k] for k in ("score", "test100_acc", "test10k_acc") if k in result}
+        print("  " + "  ".join(f"{k} {v:.4g}" for k, v in figures.items())
+              + f"  params {result['params']:,}  {result['size_mb']:.2f} MB  max |diff| {result['max_abs_diff']:.2g}")
+    for check, ok in result["checks"].items():
+        print(f"  {'ok  ' if ok else 'FAIL'} {check}")
+    print(json.dumps(result))
+    return code
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from common.errors import ConfigError, DataError
@@ -214,6 +243,8 @@ def main(argv=None) -> int:
     try:
         if args.experiment == "report":
             return report(args)
+        if args.experiment == "export":
+            return export(args)
         return study(args) if args.study else run(args)
     except (ConfigError, DataError) as e:  # the user can fix these: one line, exit 2
         kind = "data error" if isinstance(e, DataError) else "error"
