@@ -33,11 +33,12 @@ def check_out_dir(path: Path, reuse: bool = False) -> None:
 
 
 def remove_run_dir(path: Path) -> None:
-    """``--overwrite``: delete an old run dir, and only a run dir (one holding ``config.json``)."""
+    """``--overwrite``: delete an old run dir, and only a run dir (one holding ``config.json``, or the
+    ``seeds.json`` of several seeds' runs)."""
     path = Path(path)
     if not path.is_dir() or not any(path.iterdir()):
         return
-    if not (path / "config.json").is_file():
+    if not any((path / name).is_file() for name in ("config.json", "seeds.json")):
         raise ConfigError(f"--overwrite: {path} is not a run dir (no config.json), so it is not deleted; "
                           "choose another --out")
     shutil.rmtree(path)

@@ -25,6 +25,8 @@ class Experiment:
     """The summary keys a finished run prints (its last line is them as one JSON object)."""
     continue_flags: Callable[[Any, Any], list[str] | None]
     """``(cfg, out_dir)`` -> the flags that continue an interrupted run there (None: nothing to continue)."""
+    seed_keys: tuple[str, ...]
+    """The config keys ``--seeds`` sets to each seed (ex08's labeled split is drawn per seed too)."""
     export: Callable[[Any, Any, Any], tuple[int, dict]]
     """``(cfg, run_dir, out_dir)`` -> (exit code, figures): the run's model as the course's submission, checked."""
 
@@ -50,12 +52,14 @@ def get_experiment(name: str) -> Experiment:
         from ex09_keypoints.config import make_config
         return Experiment("ex09", make_config, _lazy("ex09_keypoints.train", "train"), _ex09_evals,
                           ("val/score", "val/rmse_px", "params", "epochs", "wall_s"),
-                          _lazy("ex09_keypoints.train", "continue_flags"), _lazy("ex09_keypoints.export", "export"))
+                          _lazy("ex09_keypoints.train", "continue_flags"), ("run.seed",),
+                          _lazy("ex09_keypoints.export", "export"))
     if name == "ex08":
         from ex08_autoencoder.config import make_config
         return Experiment("ex08", make_config, _lazy("ex08_autoencoder.train", "train"), _ex08_evals,
                           ("preset", "val/acc", "test100/acc", "test10k/acc", "params", "wall_s"),
-                          _lazy("ex08_autoencoder.train", "continue_flags"), _lazy("ex08_autoencoder.export", "export"))
+                          _lazy("ex08_autoencoder.train", "continue_flags"), ("run.seed", "data.split_seed"),
+                          _lazy("ex08_autoencoder.export", "export"))
     from common.config import ConfigError
     raise ConfigError(f"unknown experiment {name!r}; choose ex08 or ex09")
 

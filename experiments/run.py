@@ -27,10 +27,18 @@ def _add_run_flags(p: argparse.ArgumentParser, presets, example: str) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="run directory, new or empty (default: runs/<experiment>-<preset>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument("--seeds", type=_seeds, default=None, metavar="0,1,2",
+                   help="run once per seed into OUT/seed-N, then print mean +- sd (OUT/seeds.json)")
     p.add_argument("--data-dir", default=None, help="data root = --set data.data_dir=... "
                                                     "(default: $I2DL_DATA_DIR, else the cache dir)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     p.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+
+
+def _seeds(text: str) -> list[int]:
+    from experiments.seeds import parse_seeds
+
+    return parse_seeds(text)
 
 
 def _add_study_flags(p: argparse.ArgumentParser) -> None:
@@ -130,6 +138,16 @@ def run(args) -> int:
     out = args.out or default_run_dir(f"{exp.name}-{cfg.preset}")
     if args.overwrite:
         remove_run_dir(out)
+    if args.seeds:
+        from experiments.seeds import format_spread, run_seeds
+
+        if getattr(cfg, "only_step", None) or getattr(args, "resume", None):
+            raise ConfigError("--seeds runs whole presets: drop --step / --resume")
+        result = run_seeds(exp, cfg, out, args.seeds, progress=not args.no_progress)
+        print(f"runs: {out}/seed-N; {out / 'seeds.json'}")
+        print(f"{len(args.seeds)} seeds: {format_spread(result)}")
+        print(json.dumps({k: {m: f[m] for m in ('mean', 'sd', 'min', 'max')} for k, f in result["figures"].items()}))
+        return 0
     try:
         summary = exp.train(cfg, out, resume=getattr(args, "resume", None), progress=not args.no_progress)
     except KeyboardInterrupt:
@@ -195,7 +213,7 @@ def study(args) -> int:
     from studies.workers import run_study
 
     given = [flag for flag, value in (("--preset", args.preset), ("--show-config", args.show_config),
-                                      ("--overwrite", args.overwrite),
+                                      ("--overwrite", args.overwrite), ("--seeds", args.seeds),
                                       ("--step", getattr(args, "step", None)),
                                       ("--resume", getattr(args, "resume", None)),
                                       ("--evaluate", getattr(args, "evaluate", None))) if value]
