@@ -92,13 +92,36 @@ def load_model_blob(path: str | Path, fmt: str, what: str, **expect) -> dict:
     return blob
 
 
-def changed_keys(saved: dict, now: dict, prefix: str = "model.") -> list[str]:
-    """The keys whose values differ between a checkpoint's saved config section and the current one (tuples
-    and lists compare equal), as ``<prefix><key>``: why its weights would not fit the model built now."""
+def changed_keys(saved: dict, now: dict, prefix: str = "model.", ignore: tuple[str, ...] = ()) -> list[str]:
+    """The dotted keys whose values differ between a saved config (section) and the current one (tuples and
+    lists compare equal), as ``<prefix><key>``, leaving out keys that start with any of ``ignore``."""
     import json
 
-    saved, now = (json.loads(json.dumps(c)) for c in (saved, now))
-    return [prefix + k for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
+    def flat(d, at=""):
+        out = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{at}{k}.") if isinstance(v, dict) else {at + k: v})
+        return out
+
+    saved, now = (flat(json.loads(json.dumps(c))) for c in (saved, now))
+    return [prefix + k for k in sorted(set(saved) | set(now))
+            if saved.get(k) != now.get(k) and not (prefix + k).startswith(ignore)]
+
+
+# What a resumed run may change: where the data and W&B are, the wall-clock budget, which ex08 step is asked for.
+RESUME_MAY_CHANGE = ("data.data_dir", "track.", "train.time_limit_s", "only_step")
+
+
+def check_resumable(saved_config: dict, cfg, where) -> None:
+    """Refuse (naming the keys) to resume a run whose saved config differs from ``cfg``: it would not go on
+    with the same computation."""
+    from common.config import to_dict
+    from common.errors import ConfigError
+
+    differ = changed_keys(saved_config, to_dict(cfg), prefix="", ignore=RESUME_MAY_CHANGE)
+    if differ:
+        raise ConfigError(f"--resume {where} was trained with other settings ({', '.join(differ)}); resume with "
+                          "the --preset and --set it was trained with")
 
 
 def count_params(model) -> int:

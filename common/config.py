@@ -140,6 +140,11 @@ def split_override(override: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def diff_overrides(base, cfg) -> list[str]:
+    """The ``key=value`` overrides that turn config ``base`` into ``cfg`` (what ``--set`` would have to say)."""
+    return [format_override(k, get_value(cfg, k)) for k in flat_keys(cfg) if get_value(cfg, k) != get_value(base, k)]
+
+
 def from_dict(cls, data: dict):
     """Rebuild a config tree of type ``cls`` from :func:`to_dict` output (unknown keys rejected)."""
     cfg = cls()

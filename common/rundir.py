@@ -1,5 +1,5 @@
 """A run directory: resolved config, ``metrics.jsonl`` (one JSON object per evaluation), ``summary.json``, and
-``run.json`` saying whether the run is still running, completed or failed (and why).
+the run record ``run.json``: whether the run is running, completed or failed (and why), and what made it.
 
 Both exercises write the same files so runs, studies and reports read alike. A directory that already holds
 something is never written into unless the caller says it continues that run (``reuse``: ``--resume``, ex08's
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -55,9 +54,11 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"--out {self.path}: cannot create it ({e.strerror}); choose a writable place") from None
-        self._status = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                        "argv": list(sys.argv)}
-        self._write_status()
+        self.previous = self._read_previous() if reuse else {}
+        """The record of the run this one continues (``--resume``, ex08 ``--step``), if any."""
+        self._record = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        **({"continues": self.previous} if self.previous else {})}
+        self._write_record()
         if cfg is not None:
             save_config(cfg, self.path / "config.json")
         self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)
@@ -72,18 +73,39 @@ class RunDir:
         atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
         return self.path / "summary.json"
 
-    def _write_status(self) -> None:
-        atomic_write_text(self.path / "run.json", json.dumps(self._status, indent=2) + "\n")
+    def _read_previous(self) -> dict:
+        try:
+            previous = json.loads((self.path / "run.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        previous.pop("continues", None)  # one level of history is enough to join the pieces
+        return previous
+
+    def keep_metrics(self, keep) -> None:
+        """Drop the ``metrics.jsonl`` rows for which ``keep(row)`` is false (a resumed run's epochs after its
+        last checkpoint: it computes them again)."""
+        self._metrics.close()
+        rows = [line for line in (self.path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+        atomic_write_text(self.path / "metrics.jsonl", "".join(f"{r}\n" for r in rows if keep(json.loads(r))))
+        self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)
+
+    def record(self, **fields) -> None:
+        """Add ``fields`` to the run record (``run.json``, see :mod:`common.record`) and write it."""
+        self._record.update(fields)
+        self._write_record()
+
+    def _write_record(self) -> None:
+        atomic_write_text(self.path / "run.json", json.dumps(self._record, indent=2) + "\n")
 
     def close(self, error: BaseException | None = None) -> None:
         if self._metrics.closed:
             return
         self._metrics.close()
-        self._status.update(status="failed" if error is not None else "complete",
+        self._record.update(status="failed" if error is not None else "complete",
                             ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         if error is not None:
-            self._status["error"] = f"{type(error).__name__}: {error}"[:1000]
-        self._write_status()
+            self._record["error"] = f"{type(error).__name__}: {error}"[:1000]
+        self._write_record()
 
     def __enter__(self) -> "RunDir":
         return self

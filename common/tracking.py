@@ -62,7 +62,7 @@ class Tracker:
 
     def __init__(self, project: str, config: dict, run_dir: str | Path, mode: str = "auto",
                  name: str | None = None, group: str | None = None, job_type: str | None = None,
-                 tags: list[str] | None = None):
+                 tags: list[str] | None = None, run_id: str | None = None):
         self.run = None
         self.mode = decide_mode(mode)
         self._warned = False
@@ -78,6 +78,8 @@ class Tracker:
             return
         kwargs = dict(project=project, config=config, dir=str(run_dir), name=name, group=group,
                       job_type=job_type, tags=tags, reinit="finish_previous")
+        if run_id:  # a resumed run continues its W&B run (offline: a second folder with the same id)
+            kwargs.update(id=run_id, resume="allow")
         for mode in ([self.mode, "offline"] if self.mode == "online" else [self.mode]):
             try:
                 settings = wandb.Settings(init_timeout=ONLINE_INIT_TIMEOUT_S, silent=True, console="off",
@@ -119,6 +121,13 @@ class Tracker:
     def summary(self, values: dict) -> None:
         self._safe(lambda: self.run.summary.update(values))
 
+    def info(self) -> dict:
+        """Where this W&B run is (for the run record): mode, id, name, and its local folder."""
+        if self.run is None:
+            return {"mode": self.mode}
+        return self._safe(lambda: {"mode": self.mode, "id": self.run.id, "name": self.run.name,
+                                   "dir": str(Path(self.run.dir).parent)}) or {"mode": self.mode}
+
     def finish(self, exit_code: int = 0) -> None:
         self._safe(lambda: self.run.finish(exit_code=exit_code))
         self.run = None
@@ -132,10 +141,10 @@ class Tracker:
 
 
 def open_tracker(track: TrackConfig, config: dict, run_dir: Path, given: "Tracker | None" = None, *,
-                 name: str, job_type: str, group: str | None = None):
+                 name: str, job_type: str, group: str | None = None, run_id: str | None = None):
     """``with open_tracker(...) as tracker:``: the caller's tracker when ``given`` (a study trial logs every
     step into its one run and finishes it itself), else a new W&B run that the block closes."""
     if given is not None:
         return contextlib.nullcontext(given)
     return Tracker(track.project, config, run_dir, track.mode, name=name, group=group or track.group,
-                   job_type=job_type)
+                   job_type=job_type, run_id=run_id)

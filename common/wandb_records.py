@@ -66,7 +66,7 @@ def read_run(path: str | Path) -> dict:
             for item in rec.summary.update:
                 out["summary"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
         elif kind == "run":
-            out["run"] = {"name": rec.run.display_name, "group": rec.run.run_group,
+            out["run"] = {"name": rec.run.display_name, "group": rec.run.run_group, "id": rec.run.run_id,
                           "project": rec.run.project, "job_type": rec.run.job_type}
             for item in rec.run.config.update:
                 out["config"][item.key] = json.loads(item.value_json)

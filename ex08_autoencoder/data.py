@@ -44,6 +44,11 @@ def mnist_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return resolve_data_dir(data_dir) / "MNIST" / "raw"
 
 
+def mnist_files(data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The four IDX files a run reads (for the run record's data hashes)."""
+    return [mnist_dir(data_dir) / name for name, _ in FILES.values()]
+
+
 def read_idx(path: Path, ndim: int) -> np.ndarray:
     """Decode one gzipped IDX file of unsigned bytes with ``ndim`` dimensions, validating the header."""
     try:

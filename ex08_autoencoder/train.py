@@ -9,6 +9,7 @@ whole preset does. Metrics are named ``val/acc``, ``test10k/acc``, ...; in W&B p
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 import time
@@ -20,14 +21,16 @@ import torch
 from common import checkpoint
 from common.checkpoint import atomic_write_text
 from common.config import ConfigError, from_dict, to_dict
+from common.paths import resolve_data_dir
+from common.record import data_record, start_record
 from common.run_config import start_run
 from common.rundir import RunDir
 from common.seed import seed_everything
 from common.timing import since_process_start
 from common.tracking import Tracker, open_tracker
 from ex08_autoencoder import plots
-from ex08_autoencoder.config import STEPS, AutoencoderConfig, ModelConfig
-from ex08_autoencoder.data import FewLabelData, few_label_data, load_mnist
+from ex08_autoencoder.config import STEPS, AutoencoderConfig, ModelConfig, make_config
+from ex08_autoencoder.data import FewLabelData, few_label_data, load_mnist, mnist_files
 from ex08_autoencoder.evaluate import accuracy, predict_logits, scores
 from ex08_autoencoder.mean_teacher import mean_teacher
 from ex08_autoencoder.models import Autoencoder, Classifier, encode, millions
@@ -142,25 +145,43 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
 
     ``on_epoch(epoch, row)`` sees every epoch's row (tagged with its ``step``; a study's pruner watches
     ``val/acc``) and may raise to stop. ``tracker``: log every step into this one W&B run and leave finishing
-    it to the caller (a study trial); by default each step opens and closes its own. ``resume`` is not
-    supported yet: re-run a missing step with ``only_step`` into the same dir.
+    it to the caller (a study trial); by default each step opens and closes its own. ``resume``: this run dir
+    again, to finish an interrupted run: finished steps are kept, the others run (each step seeds itself, so
+    a step run again computes exactly what it would have).
     """
     cfg.validate()
     if resume is not None:
-        raise ConfigError("ex08 cannot resume inside a step yet; run the missing steps with --step STEP --out DIR")
+        if Path(resume).resolve() != Path(out_dir).resolve():
+            raise ConfigError(f"--resume {resume}: an ex08 run goes on in its own dir; drop --out")
+        saved = Path(resume) / "config.json"
+        if not saved.is_file():
+            raise ConfigError(f"--resume {resume} is not a run dir (no config.json)")
+        checkpoint.check_resumable(json.loads(saved.read_text()), cfg, resume)
     t0 = time.perf_counter()
     if cfg.only_step not in (None, "pretrain"):  # a missing or mismatched checkpoint stops us before the data loads
         _previous(out_dir, STEPS[STEPS.index(cfg.only_step) - 1], cfg)
     device, threads = start_run(cfg.run)
-    with RunDir(out_dir, cfg, reuse=cfg.only_step is not None) as run:
+    with RunDir(out_dir, cfg, reuse=cfg.only_step is not None or resume is not None) as run:
         print(f"[ex08] preset {cfg.preset}: {param_report(cfg)}", file=sys.stderr, flush=True)
+        run.record(**start_record(cfg, make_config, threads, device, run / "code.patch"))
         data = few_label_data(load_mnist(cfg.data.data_dir), cfg.data.split_seed, cfg.data.per_class, device,
                               cfg.data.max_unlabeled)
+        split = json.dumps(data.split, sort_keys=True).encode()
+        run.record(data=data_record(resolve_data_dir(cfg.data.data_dir), mnist_files(cfg.data.data_dir),
+                                    split_sha256=hashlib.sha256(split).hexdigest()))
         _split_file(run, data)
         summary_path = run / "summary.json"
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() and cfg.only_step else {}
+        keep = cfg.only_step or resume is not None
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() and keep else {}
         summary.setdefault("steps", {})
-        for step in ([cfg.only_step] if cfg.only_step else cfg.steps):
+        steps = [cfg.only_step] if cfg.only_step else list(cfg.steps)
+        if resume is not None:
+            done = [s for s in steps if s in summary["steps"] and (run / CHECKPOINT_OF[s]).is_file()]
+            run.keep_metrics(lambda row: row["step"] in done)  # the interrupted step runs again from its start
+            steps = [s for s in steps if s not in done]
+            print(f"[ex08] resuming {run.path}: {', '.join(done) or 'no step'} done, running "
+                  f"{', '.join(steps) or 'nothing'}", file=sys.stderr)
+        for step in steps:
             t_step = time.perf_counter()
             seed_everything(cfg.run.seed * 1000 + STEPS.index(step), cfg.run.deterministic)
             with open_tracker(cfg.track, to_dict(cfg), run.path, tracker, group=cfg.track.group or run.path.name,
@@ -172,6 +193,7 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
                 result["wall_s"] = time.perf_counter() - t_step
                 step_tracker.summary({f"{step}/{k}": v for k, v in result.items() if isinstance(v, (int, float))})
             summary["steps"][step] = result
+            run.write_summary(summary)  # after every step: what a resumed run keeps
             print(f"[ex08] {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)),
                   file=sys.stderr)
         last = [s for s in cfg.steps if s in summary["steps"]][-1]
@@ -198,10 +220,8 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
 
 
 def continue_flags(cfg: AutoencoderConfig, out_dir: Path) -> list[str] | None:
-    """The flags that continue an interrupted run in ``out_dir``: the first step without its checkpoint (the
-    steps after it then run the same way, one ``--step`` each)."""
-    todo = [s for s in ([cfg.only_step] if cfg.only_step else cfg.steps) if not (Path(out_dir) / CHECKPOINT_OF[s]).is_file()]
-    return ["--step", todo[0]] if todo else None
+    """The flags that continue an interrupted run in ``out_dir`` (None: it holds nothing yet)."""
+    return ["--resume", str(out_dir)] if (Path(out_dir) / "config.json").is_file() else None
 
 
 def param_report(cfg: AutoencoderConfig) -> str:

@@ -22,12 +22,15 @@ from common.config import ConfigError, from_dict, to_dict
 from common.device import autocast
 from common.ema import make_ema
 from common.optim import optimizer_step, param_groups
+from common.paths import resolve_data_dir
+from common.record import data_record, start_record
 from common.run_config import start_run
+from common.seed import rng_state, set_rng_state
 from common.rundir import RunDir
 from common.schedules import cosine_scheduler
 from common.timing import since_process_start
 from common.tracking import Tracker, open_tracker
-from ex09_keypoints.config import KeypointsConfig, ModelConfig
+from ex09_keypoints.config import KeypointsConfig, ModelConfig, make_config
 from ex09_keypoints.data import FLIP_PERMUTATION, KEYPOINT_GRID_OFFSET, load_keypoints, report_dropped
 from ex09_keypoints.evaluate import evaluate_course_exact, evaluate_split
 from ex09_keypoints.models import KeypointModel, build_model
@@ -63,24 +66,21 @@ def load_model(path: str | Path, device="cpu") -> KeypointModel:
 
 
 def load_training_state(path: str | Path, cfg: KeypointsConfig) -> dict:
-    """A run's ``last.pt``, checked before anything is loaded: the right kind of file, saved by a model with the
-    same settings as ``cfg`` (else the weights cannot go back in)."""
+    """A run's ``last.pt`` (or the run dir holding it), checked before anything is loaded: the right kind of
+    file, saved by a run with the same config as ``cfg`` (else it would not go on with the same computation)."""
+    path = Path(path) / "last.pt" if Path(path).is_dir() else Path(path)
     state = checkpoint.load(path)
     if state.get("format") != STATE_FORMAT:
         what = ("a saved model (best.pt)" if state.get("format") == CHECKPOINT_FORMAT
                 else f"not an ex09 training state (format {state.get('format')!r})")
-        raise ConfigError(f"--resume {path} is {what}; --resume wants a run's last.pt")
-    differ = checkpoint.changed_keys(state["model_config"], to_dict(cfg.model))
-    if differ:
-        raise ConfigError(f"--resume {path} was trained with other model settings ({', '.join(differ)}); "
-                          "resume with the --preset and --set it was trained with")
+        raise ConfigError(f"--resume {path} is {what}; --resume wants a run dir or its last.pt")
+    checkpoint.check_resumable(state["config"], cfg, path)
     return state
 
 
 def continue_flags(cfg: KeypointsConfig, out_dir: Path) -> list[str] | None:
     """The flags that continue an interrupted run in ``out_dir``, or None when no epoch finished."""
-    last = Path(out_dir) / "last.pt"
-    return ["--resume", str(last)] if last.is_file() else None
+    return ["--resume", str(out_dir)] if (Path(out_dir) / "last.pt").is_file() else None
 
 
 def train_one_epoch(model, optimizer, scheduler, ema, images, points, cfg: KeypointsConfig, generator,
@@ -125,8 +125,10 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
     device, threads = start_run(cfg.run)
     with RunDir(out_dir, cfg, reuse=resume is not None) as run, \
             open_tracker(cfg.track, to_dict(cfg), run.path, tracker, name=cfg.track.name or run.path.name,
-                         job_type="ex09-train") as tracker:
+                         job_type="ex09-train", run_id=run.previous.get("wandb", {}).get("id")) as tracker:
+        run.record(**start_record(cfg, make_config, threads, device, run / "code.patch"), wandb=tracker.info())
         data = load_keypoints(cfg.data.data_dir, cfg.data.drop_bad_rows)
+        run.record(data=data_record(resolve_data_dir(cfg.data.data_dir), [s.source for s in data.values()]))
         report_dropped(data, run.path)
         train_images, train_points = data["train"].images.to(device), data["train"].keypoints.to(device)
         val = data["val"]
@@ -147,21 +149,22 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
         ema = make_ema(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
 
-        start_epoch, best = 0, {"val/score": -math.inf, "epoch": -1}
-        if state is not None:
+        start_epoch, best, time_to_pass = 0, {"val/score": -math.inf, "epoch": -1}, None
+        if state is not None:  # go on with exactly the computation the run was doing
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             if ema is not None and state.get("ema") is not None:
                 ema.load_state_dict(state["ema"])
             generator.set_state(state["generator"])
-            start_epoch, best = state["epoch"] + 1, state["best"]
+            set_rng_state(state["rng"])
+            start_epoch, best, time_to_pass = state["epoch"] + 1, state["best"], state["time_to_pass"]
+            run.keep_metrics(lambda row: row["epoch"] <= state["epoch"])  # epochs after last.pt come again
             print(f"[ex09] resumed from {resume} at epoch {start_epoch}", file=sys.stderr)
 
         tracker.define_metric("val/score", summary="max")
         tracker.define_metric("train/loss", summary="min")
         eval_model = ema.module if ema is not None else model
-        time_to_pass = None
         epochs_run = start_epoch
         bar = _progress(range(start_epoch, cfg.train.epochs), progress)
         for epoch in bar:
@@ -187,10 +190,10 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
                 best = {"val/score": row["val/score"], "epoch": epoch}
                 save_best(eval_model, cfg, run / "best.pt", epoch=epoch, val_score=row["val/score"])
             checkpoint.atomic_torch_save(
-                {"format": STATE_FORMAT, "model_config": to_dict(cfg.model), "model": model.state_dict(),
+                {"format": STATE_FORMAT, "config": to_dict(cfg), "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None, "generator": generator.get_state(),
-                 "epoch": epoch, "best": best}, run / "last.pt")
+                 "rng": rng_state(), "epoch": epoch, "best": best, "time_to_pass": time_to_pass}, run / "last.pt")
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{row['val/score']:.0f}",
                                 best=f"{best['val/score']:.0f}")

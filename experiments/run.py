@@ -27,6 +27,8 @@ def _add_run_flags(p: argparse.ArgumentParser, presets, example: str) -> None:
     p.add_argument("--out", type=Path, default=None,
                    help="run directory, new or empty (default: runs/<experiment>-<preset>-<time>)")
     p.add_argument("--overwrite", action="store_true", help="replace the run already in --out")
+    p.add_argument("--resume", type=Path, default=None, metavar="RUN_DIR",
+                   help="continue an interrupted run where it stopped, in its own dir")
     p.add_argument("--seeds", type=_seeds, default=None, metavar="0,1,2",
                    help="run once per seed into OUT/seed-N, then print mean +- sd (OUT/seeds.json)")
     p.add_argument("--data-dir", default=None, help="data root = --set data.data_dir=... "
@@ -79,7 +81,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_flags(p, EX09_PRESETS, "train.epochs=30 model.widths=[32,64,128]")
     p.add_argument("--drop-bad-rows", action="store_true",
                    help="skip invalid CSV rows and report how many (= --set data.drop_bad_rows=true)")
-    p.add_argument("--resume", type=Path, default=None, help="continue from a run's last.pt")
     p.add_argument("--evaluate", type=Path, default=None, metavar="CHECKPOINT",
                    help="score this saved model (best.pt) instead of training; needs --csv")
     p.add_argument("--csv", type=Path, default=None, help="CSV in the course's format for --evaluate")
@@ -135,7 +136,13 @@ def run(args) -> int:
         raise ConfigError("--step needs --out DIR: the run dir holding the previous step's checkpoint")
     from common.rundir import default_run_dir, remove_run_dir
 
-    out = args.out or default_run_dir(f"{exp.name}-{cfg.preset}")
+    resume = getattr(args, "resume", None)
+    if args.out:
+        out = args.out
+    elif resume is not None:  # a run goes on in its own dir
+        out = resume if resume.is_dir() else resume.parent
+    else:
+        out = default_run_dir(f"{exp.name}-{cfg.preset}")
     if args.overwrite:
         remove_run_dir(out)
     if args.seeds:
@@ -149,7 +156,7 @@ def run(args) -> int:
         print(json.dumps({k: {m: f[m] for m in ('mean', 'sd', 'min', 'max')} for k, f in result["figures"].items()}))
         return 0
     try:
-        summary = exp.train(cfg, out, resume=getattr(args, "resume", None), progress=not args.no_progress)
+        summary = exp.train(cfg, out, resume=resume, progress=not args.no_progress)
     except KeyboardInterrupt:
         flags = exp.continue_flags(cfg, out)
         again = ["--out", str(out), *(flags or ["--overwrite"])]

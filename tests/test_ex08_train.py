@@ -131,3 +131,23 @@ def test_each_step_learns_on_real_mnist(real_mnist, tmp_path, capsys):
     assert steps["transfer"]["test10k/acc"] > max(0.8, steps["pretrain"]["test10k/probe_acc"])
     assert steps["teacher"]["test10k/acc"] >= steps["transfer"]["test10k/acc"] - 0.005
     assert teach[-1]["train/supervised_loss"] < teach[0]["train/supervised_loss"]
+
+
+def test_an_interrupted_run_resumes_to_exactly_the_same_model(synthetic_mnist, tmp_path):
+    """Stopped in its transfer step, then --resume: pretraining is kept, transfer runs again from its start
+    (each step seeds itself), and the teacher ends bit for bit where the uninterrupted run's does."""
+    whole = train(tiny_ex08_config(synthetic_mnist), tmp_path / "whole", progress=False)
+
+    def stop(epoch, row):
+        if row["step"] == "transfer" and epoch == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_ex08_config(synthetic_mnist), tmp_path / "r", on_epoch=stop, progress=False)
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "failed"
+    resumed = train(tiny_ex08_config(synthetic_mnist), tmp_path / "r", resume=tmp_path / "r", progress=False)
+    assert resumed["test10k/acc"] == whole["test10k/acc"]
+    a = torch.load(tmp_path / "whole" / "teacher.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "r" / "teacher.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert steps == ["pretrain"] * 2 + ["transfer"] * 3 + ["teacher"] * 2, "the interrupted step's rows are replaced"

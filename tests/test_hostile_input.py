@@ -124,9 +124,9 @@ def test_wrong_checkpoints_for_evaluate_and_resume(ex09_run, synthetic_mnist, sy
         (["--evaluate", tmp_path / "ex08" / "pretrain.pt", "--csv", csv], "'i2dl-ex08-v1'"),
         (["--evaluate", ex09_run / "last.pt", "--csv", csv], "continue it with --resume"),
         (["--evaluate", ex09_run, "--csv", csv], "is a directory, not a checkpoint"),
-        (["--resume", ex09_run / "best.pt"], "is a saved model (best.pt); --resume wants a run's last.pt"),
+        (["--resume", ex09_run / "best.pt"], "is a saved model (best.pt); --resume wants a run dir or its last.pt"),
         (["--resume", truncated], "truncated.pt is not a readable checkpoint"),
-        (["--resume", ex09_run / "last.pt", "--set", "model.widths=[8,24]"], "other model settings (model.widths)"),
+        (["--resume", ex09_run / "last.pt", "--set", "model.widths=[8,24]"], "other settings (model.widths)"),
     ]
     for flags, words in cases:
         # an empty data dir: reaching the data would fail differently (and download): the file is checked first
@@ -250,14 +250,14 @@ def test_ctrl_c_prints_one_line_with_the_resume_command_that_works(synthetic_dat
     finally:
         if proc.poll() is None:
             proc.kill()
-    one_line_error(proc.returncode, err, "interrupted", f"--resume {out / 'last.pt'}", exit_code=130)
-    # The printed command continues the same run dir (one more epoch here, not 200).
+    one_line_error(proc.returncode, err, "interrupted", f"--resume {out}", exit_code=130)
+    # The printed command continues the same run dir (for one more epoch here: a time limit, which a resumed
+    # run may change, stops it after the next epoch).
     done = len((out / "metrics.jsonl").read_text().splitlines())
     command = shlex.split(err.split("continue it with: ", 1)[1])
     assert command[:3] == ["python", "-m", "experiments.run"]
-    command = [sys.executable, *command[1:]]
-    command[command.index("train.epochs=200")] = f"train.epochs={done + 1}"
-    resumed = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run([sys.executable, *command[1:], "--set", "train.time_limit_s=1e-9"], cwd=REPO,
+                             capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(done + 1)), "the same run dir goes on where it stopped"
@@ -277,11 +277,45 @@ def test_written_files_get_the_users_normal_mode(ex09_run):
     shutil.rmtree(ex09_run / "wandb", ignore_errors=True)
 
 
-def test_an_interrupted_ex08_run_continues_at_the_first_step_without_a_checkpoint(synthetic_mnist, tmp_path):
+def test_an_interrupted_ex08_run_is_continued_with_resume(synthetic_mnist, tmp_path):
     from ex08_autoencoder.train import continue_flags
     from ex08_autoencoder.train import train as train_ex08
 
     cfg = tiny_ex08_config(synthetic_mnist)
-    assert continue_flags(cfg, tmp_path / "r") == ["--step", "pretrain"]
+    assert continue_flags(cfg, tmp_path / "r") is None, "nothing there yet"
     train_ex08(tiny_ex08_config(synthetic_mnist, **{"only_step": "pretrain"}), tmp_path / "r", progress=False)
-    assert continue_flags(cfg, tmp_path / "r") == ["--step", "transfer"]
+    assert continue_flags(cfg, tmp_path / "r") == ["--resume", str(tmp_path / "r")]
+
+
+@pytest.mark.slow
+def test_a_sigkilled_run_resumes_to_the_uninterrupted_figures(synthetic_data_dir, tmp_path):
+    """SIGKILL mid-training (no chance to clean up), then --resume RUN_DIR: the same dir goes on and ends with
+    exactly the figures of a run that was never interrupted (CPU, one thread both times)."""
+    from ex09_keypoints.train import train
+
+    from helpers import tiny_config
+
+    overrides = {"train.epochs": 8, "model.widths": [8, 16], "model.head_hidden": 16}
+    whole = train(tiny_config(synthetic_data_dir, **overrides), tmp_path / "whole", progress=False)
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "experiments.run", "ex09", "--preset", "quick", "--data-dir",
+            str(synthetic_data_dir), "--out", str(out), "--no-progress", "--set", "model.widths=[8,16]",
+            "model.head_hidden=16", "train.epochs=8", "train.batch_size=16", "train.ema_decay=0.9",
+            "run.threads=1", "track.mode=disabled"]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: (out / "metrics.jsonl").is_file() and
+                 len((out / "metrics.jsonl").read_text().splitlines()) >= 3, 180, "three finished epochs")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (out / "summary.json").exists(), "it was killed before the end"
+    resumed = subprocess.run([*argv[:3], "ex09", "--resume", str(out), *argv[4:]], cwd=REPO, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["val/score"] == whole["val/score"] and summary["epochs"] == 8
+    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == list(range(8))

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 
+from common.config import ConfigError
 from common.wandb_records import read_run
 from helpers import REPO, synthetic_faces, tiny_config, write_course_csv
 from ex09_keypoints.data import CourseDataset, load_keypoints
@@ -57,15 +58,27 @@ def test_same_seed_twice_gives_same_val_score(synthetic_data_dir, tmp_path):
     assert a["val/score"] != c["val/score"]
 
 
-def test_resume_continues_from_last_checkpoint(synthetic_data_dir, tmp_path):
-    cfg = tiny_config(synthetic_data_dir, **{"train.epochs": 4, "train.time_limit_s": 1e-9})
+def test_resume_continues_the_same_computation_in_the_same_dir(synthetic_data_dir, tmp_path):
+    """Stopped after its first epoch and resumed, a run ends exactly where the uninterrupted run ends (every
+    random stream restored: the data order, augmentation and dropout), one metrics.jsonl, one W&B run id."""
+    whole = train(tiny_config(synthetic_data_dir, **{"train.epochs": 4}), tmp_path / "whole", progress=False)
+    cfg = tiny_config(synthetic_data_dir, **{"train.epochs": 4, "train.time_limit_s": 1e-9, "track.mode": "offline"})
     first = train(cfg, tmp_path / "r", progress=False)  # stops after its first epoch
     assert first["epochs"] == 1
     cfg.train.time_limit_s = 0.0
-    second = train(cfg, tmp_path / "r", resume=tmp_path / "r" / "last.pt", progress=False)
-    assert second["epochs"] == 4
-    rows = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    second = train(cfg, tmp_path / "r", resume=tmp_path / "r", progress=False)
+    assert second["epochs"] == 4 and second["val/score"] == whole["val/score"]
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
+    same = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["val/score"] for r in rows] == [r["val/score"] for r in same]
+    ids = {read_run(p)["run"].get("id") for p in (tmp_path / "r" / "wandb").glob("offline-run-*")}
+    record = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert record["wandb"]["id"] == record["continues"]["wandb"]["id"] and len(ids) == 1
+    # a different config is not the same computation
+    cfg.train.lr *= 2
+    with pytest.raises(ConfigError, match=r"other settings \(train\.lr\)"):
+        train(cfg, tmp_path / "r", resume=tmp_path / "r", progress=False)
 
 
 def test_wandb_offline_files_hold_config_and_metrics(synthetic_data_dir, tmp_path):
