@@ -97,13 +97,9 @@ def changed_keys(saved: dict, now: dict, prefix: str = "model.", ignore: tuple[s
     lists compare equal), as ``<prefix><key>``, leaving out keys that start with any of ``ignore``."""
     import json
 
-    def flat(d, at=""):
-        out = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{at}{k}.") if isinstance(v, dict) else {at + k: v})
-        return out
+    from common.config import flatten
 
-    saved, now = (flat(json.loads(json.dumps(c))) for c in (saved, now))
+    saved, now = (flatten(json.loads(json.dumps(c))) for c in (saved, now))
     return [prefix + k for k in sorted(set(saved) | set(now))
             if saved.get(k) != now.get(k) and not (prefix + k).startswith(ignore)]
 

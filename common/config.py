@@ -140,6 +140,14 @@ def split_override(override: str) -> tuple[str, str]:
     return key.strip(), value
 
 
+def flatten(d: dict, at: str = "") -> dict:
+    """A nested dict (a config as :func:`to_dict` writes it) as ``{"section.key": value}``."""
+    out = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{at}{k}.") if isinstance(v, dict) else {at + k: v})
+    return out
+
+
 def diff_overrides(base, cfg) -> list[str]:
     """The ``key=value`` overrides that turn config ``base`` into ``cfg`` (what ``--set`` would have to say)."""
     return [format_override(k, get_value(cfg, k)) for k in flat_keys(cfg) if get_value(cfg, k) != get_value(base, k)]

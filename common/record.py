@@ -17,23 +17,25 @@ from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+COMMAND: list[str] | None = None
+"""The command line that started this run, set by the CLI (``python -m experiments.run ...``); else sys.argv."""
 PACKAGES = ("torch", "torchvision", "timm", "optuna", "wandb", "numpy", "scikit-learn", "scipy")
 
 
-def _git(*args: str) -> str:
-    return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True, timeout=20,
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=20,
                           check=True).stdout
 
 
-def code_state(patch_path: Path | None = None) -> dict:
+def code_state(patch_path: Path | None = None, repo: Path = REPO) -> dict:
     """Commit, branch and dirty flag of this repo's checkout; when dirty, ``git diff HEAD`` goes to
     ``patch_path`` (files git does not track are listed, not copied). Outside a checkout it says so."""
-    if not (REPO / ".git").exists():
-        return {"git": False, "reason": f"{REPO} is not a git checkout (an installed package?)"}
+    if not (Path(repo) / ".git").exists():
+        return {"git": False, "reason": f"{repo} is not a git checkout (an installed package?)"}
     try:
-        commit = _git("rev-parse", "HEAD").strip()
-        branch = _git("rev-parse", "--abbrev-ref", "HEAD").strip()
-        status = _git("status", "--porcelain").splitlines()
+        commit = _git(repo, "rev-parse", "HEAD").strip()
+        branch = _git(repo, "rev-parse", "--abbrev-ref", "HEAD").strip()
+        status = _git(repo, "status", "--porcelain").splitlines()
     except (OSError, subprocess.SubprocessError) as e:
         return {"git": False, "reason": f"git failed: {type(e).__name__}: {str(e)[:200]}"}
     out = {"git": True, "commit": commit, "branch": branch, "dirty": bool(status)}
@@ -42,7 +44,7 @@ def code_state(patch_path: Path | None = None) -> dict:
         if patch_path is not None:
             from common.checkpoint import atomic_write_text
 
-            atomic_write_text(patch_path, _git("diff", "HEAD", "--binary"))
+            atomic_write_text(patch_path, _git(repo, "diff", "HEAD", "--binary"))
             out["patch"] = Path(patch_path).name
     return out
 
@@ -114,7 +116,8 @@ def start_record(cfg, make_config, threads: int, device, patch_path: Path) -> di
         base = make_config(cfg.preset)
     except ConfigError:  # a config whose preset name was edited: every value counts as an override
         base = type(cfg)()
-    return {"command": [Path(sys.executable).name, *sys.argv], "cwd": os.getcwd(), "preset": cfg.preset,
+    command = COMMAND or [Path(sys.executable).name, *sys.argv]
+    return {"command": command, "cwd": os.getcwd(), "preset": cfg.preset,
             "overrides": diff_overrides(base, cfg), "code": code_state(patch_path), "packages": package_versions(),
             "host": host(threads, device)}
 

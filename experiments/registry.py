@@ -64,23 +64,42 @@ def get_experiment(name: str) -> Experiment:
     raise ConfigError(f"unknown experiment {name!r}; choose ex08 or ex09")
 
 
-def load_run(run_dir: Path) -> tuple[Experiment, Any]:
-    """The experiment and the config a run dir was trained with (from its ``config.json``)."""
-    from common.config import ConfigError, from_dict
+def _read_config(path: Path) -> tuple[str, dict]:
+    from common.config import ConfigError
 
-    path = Path(run_dir) / "config.json"
     if not path.is_file():
-        raise ConfigError(f"{run_dir} is not a run dir (no config.json); give the folder a run wrote")
+        raise ConfigError(f"{path} does not exist")
     try:
         data = json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid JSON ({e}); it was edited or truncated") from None
     name = "ex08" if "teacher" in data else "ex09" if "train" in data else None
-    if name is None:
+    if not isinstance(data, dict) or name is None:
         raise ConfigError(f"{path} is neither an ex08 nor an ex09 config")
-    exp = get_experiment(name)
+    return name, data
+
+
+def config_from_file(exp: Experiment, path: Path):
+    """A saved config (``config.json``) as ``exp``'s config; a foreign or broken file names the file and key."""
+    from common.config import ConfigError, from_dict
+
+    name, data = _read_config(Path(path))
+    if name != exp.name:
+        raise ConfigError(f"{path} is an {name} config; run it with python -m experiments.run {name} --config ...")
     try:
         cfg = from_dict(type(exp.make_config()), data)
+        cfg.validate()
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return exp, cfg
+    return cfg
+
+
+def load_run(run_dir: Path) -> tuple[Experiment, Any]:
+    """The experiment and the config a run dir was trained with (from its ``config.json``)."""
+    from common.config import ConfigError
+
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a run dir (no config.json); give the folder a run wrote")
+    exp = get_experiment(_read_config(path)[0])
+    return exp, config_from_file(exp, path)

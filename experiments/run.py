@@ -1,4 +1,4 @@
-"""``python -m experiments.run {ex08,ex09,report,export} ... [--set key=value ...] [--out DIR]``
+"""``python -m experiments.run {ex08,ex09,report,rerun,runs,export} ... [--set key=value ...] [--out DIR]``
 
 Parse -> config (preset, then the flags that are config values, then ``--set``) -> dispatch: one run, an Optuna
 study (``--study kp``) whose trials are runs with overrides, or a study's ``report``. Heavy imports (torch,
@@ -22,6 +22,8 @@ class Parser(argparse.ArgumentParser):
 def _add_run_flags(p: argparse.ArgumentParser, presets, example: str) -> None:
     p.add_argument("--preset", default=None, choices=list(presets),
                    help=f"named starting config (default: {next(iter(presets))})")
+    p.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="start from a saved config (a run's config.json) instead of a preset")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help=f"config overrides, e.g. --set {example} run.seed=1 (--show-config lists the keys)")
     p.add_argument("--out", type=Path, default=None,
@@ -66,7 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     from ex09_keypoints.config import PRESETS as EX09_PRESETS
 
     parser = Parser(prog="python -m experiments.run", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="experiment", required=True, metavar="{ex08,ex09,report,export}")
+    sub = parser.add_subparsers(dest="experiment", required=True,
+                                metavar="{ex08,ex09,report,rerun,runs,export}")
 
     p = sub.add_parser("ex08", help="few-label MNIST: autoencoder pretraining -> transfer -> mean teacher",
                        description="Train an ex08 preset (all its steps, or one with --step) into one run dir.")
@@ -101,6 +104,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", default=None, help="data root for --retrain-best")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
 
+    p = sub.add_parser("rerun", help="run a run dir's config again (same threads) and compare the figures",
+                       description="Re-run what RUN_DIR's record says into a new dir and print the original and "
+                                   "the new figures side by side; warns when the code or the data differ.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    p.add_argument("--out", type=Path, default=None, help="the new run dir (default: RUN_DIR-rerun-<time>)")
+    p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
+                   help="overrides on top of the recorded config")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+
+    p = sub.add_parser("runs", help="list the runs under a folder, or --compare two",
+                       description="A table of the run dirs under DIR (default runs/), from their files alone.")
+    p.add_argument("root", type=Path, nargs="?", default=Path("runs"), metavar="DIR")
+    p.add_argument("--compare", type=Path, nargs=2, metavar=("A", "B"), help="config keys and figures that differ")
+
     p = sub.add_parser("export", help="hand a run's model in: the course's folder layout + zip, checked",
                        description="Write RUN_DIR's model as the course's submission (exercise_code/, models/*.p, "
                                    "a zip), then load it the way the course does in a fresh interpreter and check "
@@ -124,7 +141,15 @@ def run(args) -> int:
     from experiments.registry import get_experiment
 
     exp = get_experiment(args.experiment)
-    cfg = apply_overrides(exp.make_config(args.preset) if args.preset else exp.make_config(), config_overrides(args))
+    if args.config is not None:
+        from experiments.registry import config_from_file
+
+        if args.preset:
+            raise ConfigError("--config and --preset both say where to start; give one")
+        cfg = apply_overrides(config_from_file(exp, args.config), config_overrides(args))
+    else:
+        cfg = apply_overrides(exp.make_config(args.preset) if args.preset else exp.make_config(),
+                              config_overrides(args))
     if args.show_config:
         print(json.dumps(to_dict(cfg), indent=2))
         return 0
@@ -178,7 +203,9 @@ def command_with(flags: list[str]) -> str:
     ``--overwrite``: what to type to continue (or redo) the run."""
     import shlex
 
-    argv, kept, skip = sys.argv[1:], [], False
+    from common.record import COMMAND
+
+    argv, kept, skip = (COMMAND or ["python", "-m", "experiments.run", *sys.argv[1:]])[3:], [], False
     valued = {"--out", "--resume", "--step"}
     for a in argv:
         if skip:
@@ -221,6 +248,7 @@ def study(args) -> int:
 
     given = [flag for flag, value in (("--preset", args.preset), ("--show-config", args.show_config),
                                       ("--overwrite", args.overwrite), ("--seeds", args.seeds),
+                                      ("--config", args.config),
                                       ("--step", getattr(args, "step", None)),
                                       ("--resume", getattr(args, "resume", None)),
                                       ("--evaluate", getattr(args, "evaluate", None))) if value]
@@ -263,13 +291,21 @@ def export(args) -> int:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    from common import record
     from common.errors import ConfigError, DataError
 
+    record.COMMAND = ["python", "-m", "experiments.run", *(sys.argv[1:] if argv is None else map(str, argv))]
     try:
         if args.experiment == "report":
             return report(args)
         if args.experiment == "export":
             return export(args)
+        if args.experiment in ("rerun", "runs"):
+            from experiments import runs
+
+            if args.experiment == "rerun":
+                return runs.rerun(args.run_dir, args.out, args.overrides, progress=not args.no_progress)
+            return runs.compare(*args.compare) if args.compare else runs.print_runs(args.root)
         return study(args) if args.study else run(args)
     except (ConfigError, DataError) as e:  # the user can fix these: one line, exit 2
         kind = "data error" if isinstance(e, DataError) else "error"
