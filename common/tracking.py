@@ -82,8 +82,9 @@ class Tracker:
             kwargs.update(id=run_id, resume="allow")
         for mode in ([self.mode, "offline"] if self.mode == "online" else [self.mode]):
             try:
+                # Git capture on: the run's page shows the commit (the run record has it too, with the diff).
                 settings = wandb.Settings(init_timeout=ONLINE_INIT_TIMEOUT_S, silent=True, console="off",
-                                          x_disable_stats=True, disable_git=True, save_code=False)
+                                          x_disable_stats=True, disable_git=False, save_code=False)
                 self.run = wandb.init(mode=mode, settings=settings, **kwargs)
                 self.mode = mode
                 break
@@ -118,6 +119,30 @@ class Tracker:
             self.run.log({key: wandb.Image(str(path))}, step=step)
         self._safe(_log)
 
+    def log_model(self, path: str | Path, name: str, metadata: dict, aliases=("best",)) -> None:
+        """The checkpoint as a W&B model artifact (``wandb sync`` uploads it with an offline run)."""
+        def _log():
+            import wandb
+            art = wandb.Artifact(_artifact_name(name), type="model", metadata=metadata)
+            art.add_file(str(path), name=Path(path).name)
+            self.run.log_artifact(art, aliases=list(aliases))
+        self._safe(_log)
+
+    def log_table(self, key: str, columns: list[str], rows: list[list]) -> None:
+        """A W&B table (sortable in the UI); numpy image cells (HxW or HxWx3 uint8) become images."""
+        def _log():
+            import numpy as np
+            import wandb
+            data = [[wandb.Image(c) if isinstance(c, np.ndarray) else c for c in row] for row in rows]
+            self.run.log({key: wandb.Table(columns=columns, data=data)})
+        self._safe(_log)
+
+    def log_confusion(self, key: str, y_true: list[int], y_pred: list[int], class_names: list[str]) -> None:
+        def _log():
+            import wandb
+            self.run.log({key: wandb.plot.confusion_matrix(y_true=y_true, preds=y_pred, class_names=class_names)})
+        self._safe(_log)
+
     def summary(self, values: dict) -> None:
         self._safe(lambda: self.run.summary.update(values))
 
@@ -138,6 +163,11 @@ class Tracker:
     def __exit__(self, exc_type, *_) -> None:
         """A block left by an exception (NaN, a pruner, Ctrl-C) closes the run as failed (exit code 1)."""
         self.finish(exit_code=1 if exc_type is not None else 0)
+
+
+def _artifact_name(name: str) -> str:
+    """W&B artifact names allow letters, digits, ``-``, ``_`` and ``.``."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
 
 
 def open_tracker(track: TrackConfig, config: dict, run_dir: Path, given: "Tracker | None" = None, *,

@@ -44,14 +44,14 @@ def _payloads(data: bytes):
 
 
 def read_run(path: str | Path) -> dict:
-    """``{"config": {...}, "history": [ {...}, ... ], "summary": {...}, "run": {...}}`` of one run file
+    """``{"config", "history": [{...}, ...], "summary", "run", "exit_code", "artifacts": [...]}`` of one run file
     (or of the single ``run-*.wandb`` inside an ``offline-run-*`` folder)."""
     from wandb.proto import wandb_internal_pb2 as pb
 
     path = Path(path)
     if path.is_dir():
         path = next(path.glob("run-*.wandb"))
-    out = {"config": {}, "history": [], "summary": {}, "run": {}, "exit_code": None}
+    out = {"config": {}, "history": [], "summary": {}, "run": {}, "exit_code": None, "artifacts": []}
     for payload in _payloads(path.read_bytes()):
         rec = pb.Record()
         rec.ParseFromString(payload)
@@ -67,9 +67,14 @@ def read_run(path: str | Path) -> dict:
                 out["summary"][item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
         elif kind == "run":
             out["run"] = {"name": rec.run.display_name, "group": rec.run.run_group, "id": rec.run.run_id,
-                          "project": rec.run.project, "job_type": rec.run.job_type}
+                          "project": rec.run.project, "job_type": rec.run.job_type, "commit": rec.run.git.commit}
             for item in rec.run.config.update:
                 out["config"][item.key] = json.loads(item.value_json)
         elif kind == "exit":
             out["exit_code"] = rec.exit.exit_code
+        elif kind == "artifact":
+            a = rec.artifact
+            out["artifacts"].append({"type": a.type, "name": a.name, "aliases": list(a.aliases),
+                                     "metadata": json.loads(a.metadata) if a.metadata else {},
+                                     "files": [e.path for e in a.manifest.contents]})
     return out

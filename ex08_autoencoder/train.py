@@ -90,11 +90,20 @@ def _progress(enabled: bool, step: str):
     return lambda it: tqdm(it, desc=f"ex08 {step}", unit="ep", file=sys.stderr, dynamic_ncols=True)
 
 
-def _report_classifier(model, data: FewLabelData, run: RunDir, step: str, figures: list) -> dict:
-    logits = predict_logits(model, data.test10k_x)  # once, for the accuracy and the confusion matrix
+def _report_classifier(model, data: FewLabelData, run: RunDir, step: str, figures: list, tracker: Tracker) -> dict:
+    logits = predict_logits(model, data.test10k_x)  # once, for the accuracy, the confusion matrix and the table
     test100, test10k = accuracy(model, data.test100_x, data.test100_y), scores(logits, data.test10k_y)
-    figures.append(plots.confusion(data.test10k_y, logits.argmax(1), run / f"confusion_{step}.png",
+    pred = logits.argmax(1)
+    figures.append(plots.confusion(data.test10k_y, pred, run / f"confusion_{step}.png",
                                    f"{step}: MNIST 10k test, accuracy {test10k['acc']:.2%}"))
+    if tracker.run is not None:  # W&B: the confusion matrix, and the first 100 digits it gets wrong
+        labels, predicted = data.test10k_y.tolist(), pred.tolist()
+        tracker.log_confusion(f"{step}/test10k/confusion", labels, predicted, [str(d) for d in range(10)])
+        confidence = logits.softmax(1).max(1).values
+        wrong = (pred != data.test10k_y).nonzero().flatten()[:100].tolist()
+        tracker.log_table(f"{step}/test10k/misclassified", ["digit", "label", "prediction", "confidence"],
+                          [[data.test10k_x[i, 0].cpu().numpy(), labels[i], predicted[i], float(confidence[i])]
+                           for i in wrong])
     return {"test100/acc": test100["acc"], "test10k/acc": test10k["acc"], "params": checkpoint.count_params(model)}
 
 
@@ -125,13 +134,14 @@ def run_step(step: str, cfg: AutoencoderConfig, data: FewLabelData, run: RunDir,
     elif step == "transfer":
         ae = _previous(run.path, "pretrain", cfg, device)
         model, result = transfer(cfg, data, ae.encoder, log, generator, _progress(progress, step))
-        result.update(_report_classifier(model, data, run, step, figures))
-        save_step(model, "classifier", cfg, run / CHECKPOINT_OF[step], **result)
     else:
         student = _previous(run.path, "transfer", cfg, device)
         model, result = mean_teacher(cfg, data, student, log, generator, _progress(progress, step))
-        result.update(_report_classifier(model, data, run, step, figures))
+    if step != "pretrain":
+        result.update(_report_classifier(model, data, run, step, figures, tracker))
         save_step(model, "classifier", cfg, run / CHECKPOINT_OF[step], **result)
+        tracker.log_model(run / CHECKPOINT_OF[step], f"ex08-{cfg.track.name or run.path.name}-{step}",
+                          {k: v for k, v in result.items() if isinstance(v, (int, float))})
     for fig in figures:
         tracker.log_image(fig.stem, fig)
     result["figures"] = [str(f) for f in figures]

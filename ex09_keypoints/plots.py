@@ -42,3 +42,25 @@ def learning_curves(metrics_jsonl: Path, path: Path) -> Path:
                     "log": True},
                    {"title": "val score (course, higher is better)", "x": epochs,
                     "left": {"val/score": [r["val/score"] for r in rows]}, "hline": 100}], path)
+
+
+def faces_table(model, split) -> tuple[list[str], list[list]]:
+    """Columns and rows of a table of every face: the image with true (green) and predicted (red) points
+    drawn in, and the face's RMSE in pixels (sort by it to find the worst faces)."""
+    import numpy as np
+
+    from ex09_keypoints.data import normalized_to_pixels
+    from ex09_keypoints.evaluate import predict
+
+    pred = normalized_to_pixels(predict(model, split.images)).numpy()
+    true = normalized_to_pixels(split.keypoints).numpy()
+    rmse = np.sqrt(((pred - true) ** 2).mean(axis=(1, 2)))
+    rows = []
+    for i in range(len(split)):
+        face = np.repeat(split.images[i, 0].numpy()[..., None], 3, axis=2)
+        for points, colour in ((true[i], (0, 255, 0)), (pred[i], (255, 0, 0))):
+            for x, y in points:  # 1-based pixel centres: point p sits on pixel round(p) - 1
+                c, r = int(round(x)) - 1, int(round(y)) - 1
+                face[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2] = colour
+        rows.append([face, i, float(rmse[i])])
+    return ["face", "index", "rmse_px"], rows

@@ -215,14 +215,20 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
             "time_to_pass_s": time_to_pass, "threads": threads, "device": str(device),
             "checkpoint": str(run / "best.pt"),
         }
+        from ex09_keypoints import plots
         try:
-            from ex09_keypoints import plots
             summary["figures"] = [str(p) for p in (plots.keypoints_grid(best_model, val, run / "val_keypoints.png"),
                                                    plots.learning_curves(run / "metrics.jsonl", run / "curves.png"))]
             for p in summary["figures"]:
                 tracker.log_image(Path(p).stem, p)
         except Exception as e:  # a plotting problem must not lose a finished training
             print(f"[ex09] plotting failed: {e}", file=sys.stderr)
+        if tracker.run is not None:  # the best model as an artifact, every val face in a table
+            t_log = time.perf_counter()
+            headline = {k: summary[k] for k in ("val/score", "val/rmse_px", "params", "best_epoch")}
+            tracker.log_model(run / "best.pt", f"ex09-{cfg.track.name or run.path.name}", headline)
+            tracker.log_table("val/faces", *plots.faces_table(best_model, val))
+            summary["wandb_artifacts_s"] = time.perf_counter() - t_log
         run.write_summary(summary)
         tracker.summary({k: summary[k] for k in ("val/score", "val/rmse_px", "params")})
     return summary

@@ -76,6 +76,11 @@ def test_one_wandb_run_per_step_grouped(synthetic_mnist, tmp_path):
     logged = [json.loads(line)["val/acc"] for line in (tmp_path / "grp" / "metrics.jsonl").read_text().splitlines()
               if json.loads(line)["step"] == "teacher"]
     assert accs == pytest.approx(logged) and "teacher/test10k/acc" in teacher["summary"]
+    # the step's model as an artifact, the 10k-test confusion matrix and a table of misclassified digits
+    model = next(a for a in teacher["artifacts"] if a["type"] == "model")
+    assert model["files"] == ["teacher.pt"] and model["metadata"]["test10k/acc"] == teacher["summary"]["teacher/test10k/acc"]
+    keys = {k for h in teacher["history"] for k in h}
+    assert {"teacher/test10k/confusion_table/_type", "teacher/test10k/misclassified/_type"} <= keys
     assert teacher["config"]["teacher"]["ema_decay"] == 0.995
 
 

@@ -93,6 +93,17 @@ def test_wandb_offline_files_hold_config_and_metrics(synthetic_data_dir, tmp_pat
     logged = [json.loads(l)["val/score"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert scores == pytest.approx(logged)
     assert rec["summary"]["val/score"] > 0 and rec["exit_code"] == 0
+    # the best model as an artifact with its figures, every val face in a table, the commit
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    model = next(a for a in rec["artifacts"] if a["type"] == "model")
+    assert model["files"] == ["best.pt"] and "best" in model["aliases"]
+    assert model["metadata"]["val/score"] == pytest.approx(summary["val/score"])
+    table = next(h for h in rec["history"] if "val/faces/_type" in h)  # nested keys, joined with "/"
+    assert table["val/faces/_type"] == "table-file" and table["val/faces/nrows"] == 32
+    rows = json.loads((runs[0] / "files" / table["val/faces/path"]).read_text())
+    assert rows["columns"] == ["face", "index", "rmse_px"] and all(r[2] > 0 for r in rows["data"])
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert rec["run"]["commit"] == record["code"].get("commit", "")
 
 
 def test_broken_wandb_never_stops_training(synthetic_data_dir, tmp_path, monkeypatch):
