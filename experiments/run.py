@@ -56,6 +56,9 @@ def _add_study_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--storage", default=None, metavar="URL",
                    help="Optuna storage: an SQLAlchemy URL (postgresql://user:pw@host/db for many machines) or "
                         "journal:///path/file.log (default: $I2DL_STUDY_STORAGE, else sqlite in the study dir)")
+    g.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
+                   help="artifact store for the trials' checkpoints and figures (default: <study dir>/artifacts; "
+                        "a folder all machines mount when they share a study)")
     g.add_argument("--workers", type=int, default=1, metavar="K",
                    help="worker processes on this machine, sharing the cores (and the GPUs, round-robin)")
     g.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
@@ -103,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --retrain-best: overrides on top of the best config, e.g. train.epochs=70")
     p.add_argument("--data-dir", default=None, help="data root for --retrain-best")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    p.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
+                   help="the study's artifact store (default: <study dir>/artifacts)")
 
     p = sub.add_parser("rerun", help="run a run dir's config again (same threads) and compare the figures",
                        description="Re-run what RUN_DIR's record says into a new dir and print the original and "
@@ -257,7 +262,7 @@ def study(args) -> int:
                           "settings (and --set, for every trial) decide what each trial runs")
     return run_study(args.experiment, args.study, config_overrides(args), out=args.out, storage=args.storage,
                      trials=args.trials, timeout=args.timeout, workers=args.workers,
-                     worker_index=args.worker_index, worker_threads=args.worker_threads)
+                     worker_index=args.worker_index, worker_threads=args.worker_threads, artifacts=args.artifacts)
 
 
 def report(args) -> int:
@@ -265,7 +270,7 @@ def report(args) -> int:
 
     overrides = ([f"data.data_dir={args.data_dir}"] if args.data_dir else []) + args.overrides
     return report_study(args.study, overrides, out=args.out, storage=args.storage, retrain=args.retrain_best,
-                        overwrite=args.overwrite, progress=not args.no_progress)
+                        overwrite=args.overwrite, progress=not args.no_progress, artifacts=args.artifacts)
 
 
 def export(args) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import math
 import os
 import socket
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -26,8 +27,20 @@ def _jsonable(value):
     return list(value) if isinstance(value, tuple) else value
 
 
+ARTIFACT_FILES = ("best.pt", "model.pt", "summary.json", "config.json", "run.json")
+
+
+def upload_trial_artifacts(trial, run_dir: Path, store) -> dict[str, str]:
+    """A trial's best checkpoint, record and figures into the artifact store; ``{file name: artifact id}``."""
+    from optuna.artifacts import upload_artifact
+
+    files = [run_dir / name for name in ARTIFACT_FILES if (run_dir / name).is_file()]
+    files += sorted(run_dir.glob("*.png"))
+    return {f.name: upload_artifact(artifact_store=store, file_path=str(f), study_or_trial=trial) for f in files}
+
+
 def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, threads: int,
-                   worker: int = 0) -> Callable:
+                   worker: int = 0, artifacts=None) -> Callable:
     """The Optuna objective: overrides -> config -> ``experiment.train`` with a pruning hook and a W&B run."""
     optuna = lazy_optuna()
 
@@ -115,6 +128,12 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
             objective.last = (trial.number, state != "failed")
             wall = time.perf_counter() - t0
             attrs = {"wall_s": wall, "evals_run": evals, **({"reason": reason} if reason else {})}
+            if artifacts is not None and state in ("complete", "pruned"):
+                try:
+                    attrs["artifacts"] = upload_trial_artifacts(trial, run_dir, artifacts)
+                except Exception as e:  # the store is a convenience: a full disk must not fail a finished trial
+                    print(f"[study] trial {trial.number}: artifacts not stored: {type(e).__name__}: {e}",
+                          file=sys.stderr)
             try:
                 for key, val in attrs.items():
                     trial.set_user_attr(key, val)

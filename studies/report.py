@@ -60,8 +60,26 @@ def _figures(study, study_dir: Path) -> dict[str, str]:
     return out
 
 
-def write_report(study, study_dir: str | Path) -> Path:
-    """Write ``report.md`` (+ PNGs) into ``study_dir``; returns its path."""
+def fetch_best_artifacts(study, store, dest: Path) -> dict[str, Path]:
+    """The best trial's files (checkpoint, record, figures) from the artifact store into ``dest``: from any
+    machine that sees the store, whichever machine ran the trial."""
+    import shutil
+
+    from optuna.artifacts import download_artifact
+
+    ids = study.best_trial.user_attrs.get("artifacts", {})
+    if not ids:
+        return {}
+    shutil.rmtree(dest, ignore_errors=True)  # download_artifact never overwrites
+    dest.mkdir(parents=True)
+    for name, artifact_id in ids.items():
+        download_artifact(artifact_store=store, file_path=str(dest / name), artifact_id=artifact_id)
+    return {name: dest / name for name in ids}
+
+
+def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | None = None) -> Path:
+    """Write ``report.md`` (+ PNGs) into ``study_dir``; returns its path. ``best_files``: the best trial's files
+    fetched from the artifact store."""
     from optuna.trial import TrialState
 
     study_dir = Path(study_dir)
@@ -111,6 +129,10 @@ def write_report(study, study_dir: str | Path) -> Path:
                   for t in stopped]
         lines.append("")
     figures = _figures(study, study_dir)
+    if best_files:
+        lines += ["## The best trial's files (from the artifact store)", ""]
+        lines += [f"- [`{name}`]({path.relative_to(study_dir) if path.is_relative_to(study_dir) else path})"
+                  for name, path in best_files.items()] + [""]
     lines += ["## Figures", ""]
     for name, status in figures.items():
         lines.append(f"![{name}]({name})" if status == "ok" else f"- {name}: {status}")
@@ -139,7 +161,8 @@ def retrain_best(study, sweep, experiment, out_dir: Path, overrides: list[str], 
 
 
 def report_study(study_name: str, overrides: list[str], *, out: Path | None = None, storage: str | None = None,
-                 retrain: bool = False, overwrite: bool = False, progress: bool = True) -> int:
+                 retrain: bool = False, overwrite: bool = False, progress: bool = True,
+                 artifacts: Path | None = None) -> int:
     """``python -m experiments.run report``: write the report (and retrain the best trial when asked)."""
     import json
 
@@ -158,7 +181,15 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
         raise ConfigError(f"no study storage at {url[len('sqlite:///'):]}: run the study first, or pass "
                           "--out/--storage where it lives")
     study = load_study(sweep, url)
-    print(f"report: {write_report(study, study_dir)}")
+    best_files = {}
+    store_dir = Path(artifacts or study_dir / "artifacts")
+    if store_dir.is_dir() and any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
+        from studies.storage import artifact_store
+
+        best_files = fetch_best_artifacts(study, artifact_store(store_dir), study_dir / "best-trial")
+        for name, path in best_files.items():
+            print(f"best trial's {name}: {path}")
+    print(f"report: {write_report(study, study_dir, best_files)}")
     for png in sorted(study_dir.glob("study_*.png")):
         print(f"figure: {png}")
     if retrain:

@@ -63,11 +63,11 @@ def create_or_load_study(sweep: Sweep, storage, seed_offset: int = 0, baseline_c
     return study
 
 
-def load_study(sweep: Sweep, url: str):
+def load_study(sweep: Sweep, url: str, storage=None):
     """An existing study (for reports and summaries); a clear error when the storage does not hold it."""
     optuna = lazy_optuna()
     try:
-        return optuna.load_study(study_name=sweep.study, storage=open_storage(url, sweep.storage))
+        return optuna.load_study(study_name=sweep.study, storage=storage or open_storage(url, sweep.storage))
     except KeyError:
         raise ConfigError(f"no study named {sweep.study!r} in {redact(url)}: run it first "
                           f"(python -m experiments.run {sweep.experiment} --study ...)") from None

@@ -196,3 +196,16 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
     except (OSError, IndexError):
         return True
+
+
+def artifact_store(path: Path):
+    """Optuna's file-system artifact store at ``path`` (default ``<study dir>/artifacts``; a folder every
+    machine mounts when workers on many machines share a study): trials' checkpoints and figures, reachable by
+    ``report`` and optuna-dashboard (``--artifact-dir``) from any of them."""
+    from optuna.artifacts import FileSystemArtifactStore
+
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--artifacts {path}: cannot create it ({e.strerror}); choose a writable place") from None
+    return FileSystemArtifactStore(base_path=str(path))

@@ -22,8 +22,8 @@ from common.config import ConfigError, apply_overrides, split_override
 from experiments.registry import Experiment, get_experiment
 from studies.objective import grace_s, make_objective, taken_over, trial_dir
 from studies.search import create_or_load_study, finished_count, load_study, make_pruner, make_sampler, state_counts
-from studies.storage import (DEFAULT_MAX_RETRY, STORAGE_ENV, fail_dead_local_trials, lazy_optuna, open_storage,
-                             redact, storage_url)
+from studies.storage import (DEFAULT_MAX_RETRY, STORAGE_ENV, artifact_store, fail_dead_local_trials, lazy_optuna,
+                             open_storage, redact, storage_url)
 from studies.sweep import Sweep, check_against_config, load_sweep, resolve_sweep_path
 
 STUDIES_DIR = Path("runs") / "studies"
@@ -46,7 +46,8 @@ def study_dir_of(sweep: Sweep, out: Path | None) -> Path:
 
 def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | None = None,
               storage: str | None = None, trials: int | None = None, timeout: float | None = None,
-              workers: int = 1, worker_index: int | None = None, worker_threads: int | None = None) -> int:
+              workers: int = 1, worker_index: int | None = None, worker_threads: int | None = None,
+              artifacts: Path | None = None) -> int:
     """``--study``: create the study once, then run trials here (``workers=1``) or in K worker processes.
     ``overrides`` (``--set``, ``--data-dir``) apply to every trial, on top of the sweep's ``fixed``."""
     if workers < 1:
@@ -57,10 +58,11 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
         check_against_config(sweep, exp.make_config)
     study_dir = study_dir_of(sweep, out)
     url = storage_url(storage, study_dir)
+    artifacts = Path(artifacts or study_dir / "artifacts").resolve()
     trials = trials if trials is not None else sweep.trials
     timeout = timeout if timeout is not None else sweep.timeout_s
     if worker_index is not None:  # a worker started by the parent below (the study exists already)
-        return run_worker(sweep, exp, url, study_dir, trials, timeout, worker_threads or 1, worker_index)
+        return run_worker(sweep, exp, url, study_dir, trials, timeout, worker_threads or 1, worker_index, artifacts)
 
     baseline = apply_overrides(exp.make_config(sweep.preset), dict(sweep.fixed))
     store = open_storage(url, sweep.storage)
@@ -72,11 +74,12 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
           f"finished trials" + (f"; re-queued trials {recovered} of dead workers" if recovered else ""),
           file=sys.stderr)
     if workers == 1:
-        code = run_worker(sweep, exp, url, study_dir, trials, timeout, threads, 0)
+        code = run_worker(sweep, exp, url, study_dir, trials, timeout, threads, 0, artifacts)
     else:
         def argv_for(i: int) -> list[str]:
             argv = [sys.executable, "-m", "experiments.run", sweep.experiment, "--study", str(sweep.path),
-                    "--out", str(study_dir), "--worker-index", str(i), "--worker-threads", str(threads)]
+                    "--out", str(study_dir), "--worker-index", str(i), "--worker-threads", str(threads),
+                    "--artifacts", str(artifacts)]
             argv += ["--trials", str(trials)] if trials is not None else []
             argv += ["--timeout", str(timeout)] if timeout is not None else []
             argv += ["--set", *overrides] if overrides else []
@@ -105,7 +108,7 @@ class _QuietInterrupt(logging.Filter):
 
 
 def run_worker(sweep: Sweep, experiment: Experiment, url: str, study_dir: Path, trials: int | None,
-               timeout_s: float | None, threads: int, worker: int = 0) -> int:
+               timeout_s: float | None, threads: int, worker: int = 0, artifacts: Path | None = None) -> int:
     """Run trials in this process until the study has ``trials`` finished ones, or ``timeout_s`` passes.
     Returns a process exit code (130 after Ctrl-C)."""
     optuna = lazy_optuna()
@@ -118,7 +121,8 @@ def run_worker(sweep: Sweep, experiment: Experiment, url: str, study_dir: Path, 
     # Seeds differ per worker and per resume, so nobody re-proposes the points already tried.
     study.sampler = make_sampler(sweep.sampler, len(study.get_trials(deepcopy=False)) + 7919 * worker)
     callbacks = [MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))] if trials else []
-    objective = make_objective(sweep, experiment, study_dir, threads, worker)
+    store = artifact_store(artifacts) if artifacts is not None else None
+    objective = make_objective(sweep, experiment, study_dir, threads, worker, store)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         remaining = None if trials is None else trials - finished_count(study)

@@ -27,7 +27,8 @@ def test_two_workers_share_one_study(storage, synthetic_data_dir, tmp_path, requ
     if storage == "postgres":
         url = request.getfixturevalue("postgres_url")
     sweep = write_sweep(tmp_path / "w.yaml", synthetic_data_dir, trials=6)
-    r = cli("ex09", "--study", sweep, "--out", tmp_path / "w", "--workers", 2, "--storage", url)
+    store = tmp_path / "shared-store"  # what machines sharing a study would all mount
+    r = cli("ex09", "--study", sweep, "--out", tmp_path / "w", "--workers", 2, "--storage", url, "--artifacts", store)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "s3cret-pw" not in r.stdout + r.stderr, "the storage password must never be printed"
     study = load(url)
@@ -37,6 +38,16 @@ def test_two_workers_share_one_study(storage, synthetic_data_dir, tmp_path, requ
     assert {t.user_attrs["worker"] for t in study.trials} == {0, 1}
     complete = [t for t in finished if t.state == TrialState.COMPLETE]
     assert len({json.dumps(t.params, sort_keys=True) for t in complete}) == len(complete), "no duplicated points"
+    # both workers put each finished trial's checkpoint in the one store; the report fetches the best one's
+    for t in complete:
+        assert {"best.pt", "summary.json", "run.json"} <= set(t.user_attrs["artifacts"])
+    assert sum(1 for p in store.rglob("*") if p.is_file()) >= 3 * len(complete)
+    r = cli("report", "--study", sweep, "--out", tmp_path / "w", "--storage", url, "--artifacts", store)
+    assert r.returncode == 0, r.stderr[-2000:]
+    best = study.best_trial
+    fetched = tmp_path / "w" / "best-trial" / "best.pt"
+    assert fetched.read_bytes() == (tmp_path / "w" / f"trial-{best.number:04d}" / "best.pt").read_bytes()
+    assert "best-trial/best.pt" in (tmp_path / "w" / "report.md").read_text()
 
 
 def test_sigkilled_worker_loses_nothing_and_the_study_resumes(synthetic_data_dir, tmp_path):
