@@ -14,6 +14,7 @@ optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
 
 
+@pytest.mark.slow
 def test_study_runs_trials_with_wandb_runs_and_a_report(synthetic_data_dir, tmp_path):
     sweep = write_sweep(tmp_path / "t.yaml", synthetic_data_dir)
     out = tmp_path / "study"
@@ -168,6 +169,7 @@ def test_shipped_kp_sweep_runs_on_the_real_data(real_data, tmp_path):
     assert second > first and baseline.value == pytest.approx(second, rel=1e-6), "it learns; best epoch reported"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sampler", ["tpe", "random", "cmaes", "gp"])
 def test_a_three_trial_study_completes_with_each_sampler(sampler, synthetic_data_dir, tmp_path):
     """Every sampler the sweep format offers runs a real study. One startup trial, so trials 2 and 3 come from
