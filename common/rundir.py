@@ -54,8 +54,8 @@ class RunDir:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"--out {self.path}: cannot create it ({e.strerror}); choose a writable place") from None
+        # the record of the run this one continues (--resume, ex08 --step), if any
         self.previous = self._read_previous() if reuse else {}
-        """The record of the run this one continues (``--resume``, ex08 ``--step``), if any."""
         self._record = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         **({"continues": self.previous} if self.previous else {})}
         self._write_record()

@@ -26,6 +26,7 @@ from ex08_autoencoder.config import AutoencoderConfig
 from ex08_autoencoder.data import FewLabelData, cpu_generator, labeled_order, to_float
 from ex08_autoencoder.evaluate import accuracy, better
 from ex08_autoencoder.models import Classifier
+from ex08_autoencoder.step_state import StepState
 
 
 def consistency_loss(student_logits, teacher_logits):
@@ -34,7 +35,7 @@ def consistency_loss(student_logits, teacher_logits):
 
 
 def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier, log, generator,
-                 progress=None) -> tuple[Classifier, dict]:
+                 progress=None, state: StepState | None = None) -> tuple[Classifier, dict]:
     c = cfg.teacher
     device = data.train_x.device
     student.train()
@@ -46,8 +47,10 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
     cpu_gen = cpu_generator(generator)
     n_unlabeled = data.unlabeled_x.shape[0]
-    best, best_state = None, None
-    for epoch in progress(range(c.epochs)) if progress else range(c.epochs):
+    state = state or StepState()
+    start, best, best_state = state.attach(student=student, teacher=teacher, optimizer=optimizer,
+                                           scheduler=scheduler, generator=generator, cpu_generator=cpu_gen)
+    for epoch in progress(range(start, c.epochs)) if progress else range(start, c.epochs):
         u_order = torch.randperm(n_unlabeled, generator=generator, device=device)
         l_order = labeled_order(data.train_y, steps * c.labeled_batch, True, cpu_gen).to(device)
         sums = torch.zeros(2, device=device)
@@ -74,6 +77,7 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
         log(row)
         if better(t_val, best):
             best, best_state = {**t_val, "epoch": epoch}, copy.deepcopy(teacher.module.state_dict())
+        state.save(epoch, best, best_state)
     final = teacher.module
     final.load_state_dict(best_state)
     return final.eval(), {"best_epoch": best["epoch"], "val/acc": best["acc"], "val/loss": best["loss"]}

@@ -20,6 +20,7 @@ from common.schedules import cosine_scheduler
 from ex08_autoencoder.config import AutoencoderConfig
 from ex08_autoencoder.data import FewLabelData, to_float
 from ex08_autoencoder.models import Autoencoder
+from ex08_autoencoder.step_state import StepState
 
 
 def corrupt(x, mask_ratio: float, noise_std: float, generator=None):
@@ -48,8 +49,10 @@ def val_loss(ae, images_uint8, kind: str) -> float:
     return loss
 
 
-def pretrain(cfg: AutoencoderConfig, data: FewLabelData, log, generator, progress=None) -> tuple[Autoencoder, dict]:
-    """Train the autoencoder; ``log(row)`` records each epoch. Returns the best-val autoencoder and its figures."""
+def pretrain(cfg: AutoencoderConfig, data: FewLabelData, log, generator, progress=None,
+             state: StepState | None = None) -> tuple[Autoencoder, dict]:
+    """Train the autoencoder; ``log(row)`` records each epoch, ``state`` keeps the training state after each
+    (and resumes from it). Returns the best-val autoencoder and its figures."""
     c = cfg.pretrain
     device = data.unlabeled_x.device
     ae = Autoencoder(cfg.model).to(device)
@@ -60,8 +63,9 @@ def pretrain(cfg: AutoencoderConfig, data: FewLabelData, log, generator, progres
         raise ConfigError(f"pretrain.batch_size={c.batch_size} is larger than the {n} unlabeled images "
                           f"(data.max_unlabeled={cfg.data.max_unlabeled}); lower the batch size or use more images")
     scheduler = cosine_scheduler(optimizer, steps * c.epochs) if c.cosine else None
-    best, best_state = None, None
-    for epoch in progress(range(c.epochs)) if progress else range(c.epochs):
+    state = state or StepState()
+    start, best, best_state = state.attach(model=ae, optimizer=optimizer, scheduler=scheduler, generator=generator)
+    for epoch in progress(range(start, c.epochs)) if progress else range(start, c.epochs):
         order = torch.randperm(n, generator=generator, device=device)
         loss_sum = torch.zeros((), device=device)
         for s in range(steps):
@@ -80,5 +84,6 @@ def pretrain(cfg: AutoencoderConfig, data: FewLabelData, log, generator, progres
         log(row)
         if best is None or row["val/loss"] < best["val/loss"]:
             best, best_state = row, copy.deepcopy(ae.state_dict())
+        state.save(epoch, best, best_state)
     ae.load_state_dict(best_state)
-    return ae.eval(), {"best_epoch": best["epoch"], "val/loss": best["val/loss"], "train/loss": row["train/loss"]}
+    return ae.eval(), {"best_epoch": best["epoch"], "val/loss": best["val/loss"], "train/loss": best["train/loss"]}

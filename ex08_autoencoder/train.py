@@ -36,6 +36,7 @@ from ex08_autoencoder.mean_teacher import mean_teacher
 from ex08_autoencoder.models import Autoencoder, Classifier, encode, millions
 from ex08_autoencoder.pretrain import corrupt, pretrain
 from ex08_autoencoder.probe import linear_probe
+from ex08_autoencoder.step_state import StepState, state_path
 from ex08_autoencoder.transfer import transfer
 
 CHECKPOINT_FORMAT = "i2dl-ex08-v1"
@@ -108,7 +109,9 @@ def _report_classifier(model, data: FewLabelData, run: RunDir, step: str, figure
 
 
 def run_step(step: str, cfg: AutoencoderConfig, data: FewLabelData, run: RunDir, tracker: Tracker,
-             progress: bool, on_epoch: Callable[[int, dict], None] | None = None) -> dict:
+             progress: bool, on_epoch: Callable[[int, dict], None] | None = None,
+             state: StepState | None = None) -> dict:
+    """Train ``step`` (going on from ``state`` when it holds a saved epoch), save its checkpoint and figures."""
     device = data.train_x.device
     generator = torch.Generator(device=device).manual_seed(cfg.run.seed * 1000 + STEPS.index(step))
 
@@ -121,7 +124,7 @@ def run_step(step: str, cfg: AutoencoderConfig, data: FewLabelData, run: RunDir,
 
     figures, result = [], {}
     if step == "pretrain":
-        ae, result = pretrain(cfg, data, log, generator, _progress(progress, step))
+        ae, result = pretrain(cfg, data, log, generator, _progress(progress, step), state)
         result["params"] = checkpoint.count_params(ae)
         save_step(ae, "autoencoder", cfg, run / CHECKPOINT_OF[step], **result)
         result.update(linear_probe(ae.encoder, data))
@@ -133,10 +136,10 @@ def run_step(step: str, cfg: AutoencoderConfig, data: FewLabelData, run: RunDir,
                                         run / "latent_pca.png"))
     elif step == "transfer":
         ae = _previous(run.path, "pretrain", cfg, device)
-        model, result = transfer(cfg, data, ae.encoder, log, generator, _progress(progress, step))
+        model, result = transfer(cfg, data, ae.encoder, log, generator, _progress(progress, step), state)
     else:
         student = _previous(run.path, "transfer", cfg, device)
-        model, result = mean_teacher(cfg, data, student, log, generator, _progress(progress, step))
+        model, result = mean_teacher(cfg, data, student, log, generator, _progress(progress, step), state)
     if step != "pretrain":
         result.update(_report_classifier(model, data, run, step, figures, tracker))
         save_step(model, "classifier", cfg, run / CHECKPOINT_OF[step], **result)
@@ -156,8 +159,8 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
     ``on_epoch(epoch, row)`` sees every epoch's row (tagged with its ``step``; a study's pruner watches
     ``val/acc``) and may raise to stop. ``tracker``: log every step into this one W&B run and leave finishing
     it to the caller (a study trial); by default each step opens and closes its own. ``resume``: this run dir
-    again, to finish an interrupted run: finished steps are kept, the others run (each step seeds itself, so
-    a step run again computes exactly what it would have).
+    again, to finish an interrupted run: finished steps are kept, the interrupted one goes on after its last
+    saved epoch (``<step>.state.pt``) and continues its W&B run, so the result is exactly the uninterrupted one.
     """
     cfg.validate()
     if resume is not None:
@@ -185,25 +188,33 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
         summary = json.loads(summary_path.read_text()) if summary_path.is_file() and keep else {}
         summary.setdefault("steps", {})
         steps = [cfg.only_step] if cfg.only_step else list(cfg.steps)
+        wandb_runs = dict(run.previous.get("wandb", {})) if resume is not None else {}  # step -> its W&B run
         if resume is not None:
             done = [s for s in steps if s in summary["steps"] and (run / CHECKPOINT_OF[s]).is_file()]
-            run.keep_metrics(lambda row: row["step"] in done)  # the interrupted step runs again from its start
             steps = [s for s in steps if s not in done]
+        states = {s: StepState(state_path(run.path, s), s, resume=resume is not None) for s in steps}
+        if resume is not None:  # epochs after the last saved state come again
+            run.keep_metrics(lambda row: row["step"] in done or row["epoch"] <= states.get(row["step"], StepState()).epoch)
+            going_on = [f"{s} from epoch {states[s].epoch + 1}" for s in steps]
             print(f"[ex08] resuming {run.path}: {', '.join(done) or 'no step'} done, running "
-                  f"{', '.join(steps) or 'nothing'}", file=sys.stderr)
+                  f"{', '.join(going_on) or 'nothing'}", file=sys.stderr)
         for step in steps:
             t_step = time.perf_counter()
             seed_everything(cfg.run.seed * 1000 + STEPS.index(step), cfg.run.deterministic)
             with open_tracker(cfg.track, to_dict(cfg), run.path, tracker, group=cfg.track.group or run.path.name,
-                              name=f"{cfg.track.name or run.path.name}-{step}", job_type=f"ex08-{step}") as step_tracker:
+                              name=f"{cfg.track.name or run.path.name}-{step}", job_type=f"ex08-{step}",
+                              run_id=wandb_runs.get(step, {}).get("id")) as step_tracker:
+                wandb_runs[step] = step_tracker.info()
+                run.record(wandb=wandb_runs)
                 step_tracker.define_metric(f"{step}/*", step_metric=f"{step}/epoch")
                 for key, how in (("val/acc", "max"), ("val/loss", "min")):
                     step_tracker.define_metric(f"{step}/{key}", summary=how, step_metric=f"{step}/epoch")
-                result = run_step(step, cfg, data, run, step_tracker, progress, on_epoch)
+                result = run_step(step, cfg, data, run, step_tracker, progress, on_epoch, states[step])
                 result["wall_s"] = time.perf_counter() - t_step
                 step_tracker.summary({f"{step}/{k}": v for k, v in result.items() if isinstance(v, (int, float))})
             summary["steps"][step] = result
             run.write_summary(summary)  # after every step: what a resumed run keeps
+            states[step].finish()
             print(f"[ex08] {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)),
                   file=sys.stderr)
         last = [s for s in cfg.steps if s in summary["steps"]][-1]

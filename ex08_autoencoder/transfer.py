@@ -19,6 +19,7 @@ from ex08_autoencoder.config import AutoencoderConfig
 from ex08_autoencoder.data import FewLabelData, cpu_generator, labeled_order, to_float
 from ex08_autoencoder.evaluate import accuracy, better
 from ex08_autoencoder.models import Classifier, Encoder
+from ex08_autoencoder.step_state import StepState
 
 
 def supervised_loss(model, images_uint8, labels, aug, criterion, mixup_alpha: float, generator, amp: bool):
@@ -39,7 +40,7 @@ def make_optimizer(c, classifier: Classifier):
 
 
 def transfer(cfg: AutoencoderConfig, data: FewLabelData, encoder: Encoder, log, generator,
-             progress=None) -> tuple[Classifier, dict]:
+             progress=None, state: StepState | None = None) -> tuple[Classifier, dict]:
     c = cfg.transfer
     device = data.train_x.device
     model = Classifier(cfg.model, encoder).to(device).train()
@@ -49,8 +50,10 @@ def transfer(cfg: AutoencoderConfig, data: FewLabelData, encoder: Encoder, log, 
     steps = max(1, per_epoch // c.batch_size + (per_epoch % c.batch_size > 1))  # a last batch of 1 breaks BN
     scheduler = cosine_scheduler(optimizer, steps * c.epochs) if c.cosine else None
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
-    best, best_state = None, None
-    for epoch in progress(range(c.epochs)) if progress else range(c.epochs):
+    state = state or StepState()
+    start, best, best_state = state.attach(model=model, optimizer=optimizer, scheduler=scheduler,
+                                           generator=generator, cpu_generator=cpu_gen)
+    for epoch in progress(range(start, c.epochs)) if progress else range(start, c.epochs):
         order = labeled_order(data.train_y, c.samples_per_epoch, c.balanced, cpu_gen).to(device)
         loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
         for s in range(steps):
@@ -70,5 +73,6 @@ def transfer(cfg: AutoencoderConfig, data: FewLabelData, encoder: Encoder, log, 
         log(row)
         if better(val, best):
             best, best_state = {**val, "epoch": epoch}, copy.deepcopy(model.state_dict())
+        state.save(epoch, best, best_state)
     model.load_state_dict(best_state)
     return model.eval(), {"best_epoch": best["epoch"], "val/acc": best["acc"], "val/loss": best["loss"]}

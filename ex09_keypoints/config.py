@@ -68,9 +68,13 @@ class TrainConfig:
     min_lr_ratio: float = 0.01
     """Final learning rate as a fraction of ``lr``."""
     loss: str = "mse"
-    """Training loss on normalized coordinates: ``mse``, ``l1`` or ``smooth_l1`` (beta below)."""
+    """Training loss on normalized coordinates: ``mse``, ``l1``, ``smooth_l1`` (beta below) or ``wing``."""
     smooth_l1_beta: float = 0.02
     """Where smooth-L1 turns from quadratic to linear (normalized units; 0.02 = ~1 px)."""
+    wing_w_px: float = 10.0
+    """Wing loss: errors below this many pixels get the log piece (the paper's w = 10)."""
+    wing_eps_px: float = 2.0
+    """Wing loss: curvature of the log piece in pixels (the paper's epsilon = 2)."""
     ema_decay: float = 0.99
     """Per-step EMA of the weights, evaluated and saved instead of the raw model (0 = off). Keep its horizon
     (~1/(1-decay) steps) around an epoch or two: 0.998 (10 epochs here) lagged the fast-moving weights and
@@ -104,7 +108,7 @@ class KeypointsConfig:
         choices = {"model.stem": (m.stem, ("unshuffle", "avgpool", "none")),
                    "model.downsample": (m.downsample, ("maxpool", "stride")),
                    "model.head": (m.head, ("flatten", "gap")),
-                   "train.loss": (self.train.loss, ("mse", "l1", "smooth_l1"))}
+                   "train.loss": (self.train.loss, ("mse", "l1", "smooth_l1", "wing"))}
         for key, (value, valid) in choices.items():
             if value not in valid:
                 raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(valid)}")
@@ -121,7 +125,7 @@ class KeypointsConfig:
             "model.dropout2d": "[0, 1)", "model.head_hidden": ">= 0", "model.head_dropout": "[0, 1)",
             "model.input_size": ">= 16", "train.epochs": ">= 1", "train.batch_size": ">= 1", "train.lr": "> 0",
             "train.weight_decay": ">= 0", "train.warmup_epochs": ">= 0", "train.min_lr_ratio": "[0, 1]",
-            "train.smooth_l1_beta": "> 0", "train.ema_decay": "[0, 1)", "train.grad_clip": ">= 0",
+            "train.smooth_l1_beta": "> 0", "train.wing_w_px": "> 0", "train.wing_eps_px": "> 0", "train.ema_decay": "[0, 1)", "train.grad_clip": ">= 0",
             "train.eval_every": ">= 1", "train.time_limit_s": ">= 0", **augment_ranges("augment")})
 
 

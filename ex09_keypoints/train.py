@@ -44,11 +44,22 @@ class NonFiniteLossError(FloatingPointError):
     """Training diverged (NaN/inf loss); a study prunes such a trial."""
 
 
+def wing_loss(pred, target, w: float, eps: float) -> torch.Tensor:
+    """Wing loss (Feng et al., CVPR 2018), mean over coordinates: ``w * ln(1 + |d| / eps)`` for ``|d| < w``,
+    ``|d| - C`` beyond, with ``C = w - w ln(1 + w / eps)`` joining the two pieces continuously. The log piece
+    keeps a large gradient on small and medium errors, where MSE's gradient vanishes."""
+    d = (pred - target).abs()
+    c = w - w * math.log1p(w / eps)
+    return torch.where(d < w, w * torch.log1p(d / eps), d - c).mean()
+
+
 def regression_loss(pred, target, cfg) -> torch.Tensor:
     if cfg.loss == "mse":
         return F.mse_loss(pred, target)
     if cfg.loss == "l1":
         return F.l1_loss(pred, target)
+    if cfg.loss == "wing":  # widths in pixels; coordinates are normalised by 48 px
+        return wing_loss(pred, target, cfg.wing_w_px / 48.0, cfg.wing_eps_px / 48.0)
     return F.smooth_l1_loss(pred, target, beta=cfg.smooth_l1_beta)
 
 

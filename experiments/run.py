@@ -166,7 +166,7 @@ def run(args) -> int:
         raise ConfigError("--step needs --out DIR: the run dir holding the previous step's checkpoint")
     from common.rundir import default_run_dir, remove_run_dir
 
-    resume = getattr(args, "resume", None)
+    resume = args.resume
     if args.out:
         out = args.out
     elif resume is not None:  # a run goes on in its own dir
@@ -178,7 +178,7 @@ def run(args) -> int:
     if args.seeds:
         from experiments.seeds import format_spread, run_seeds
 
-        if getattr(cfg, "only_step", None) or getattr(args, "resume", None):
+        if getattr(cfg, "only_step", None) or args.resume:
             raise ConfigError("--seeds runs whole presets: drop --step / --resume")
         result = run_seeds(exp, cfg, out, args.seeds, progress=not args.no_progress)
         print(f"runs: {out}/seed-N; {out / 'seeds.json'}")
@@ -255,7 +255,7 @@ def study(args) -> int:
                                       ("--overwrite", args.overwrite), ("--seeds", args.seeds),
                                       ("--config", args.config),
                                       ("--step", getattr(args, "step", None)),
-                                      ("--resume", getattr(args, "resume", None)),
+                                      ("--resume", args.resume),
                                       ("--evaluate", getattr(args, "evaluate", None))) if value]
     if given:
         raise ConfigError(f"{given[0]} does not apply to --study: the sweep file's 'preset' and 'fixed' "

@@ -6,6 +6,8 @@ import torch
 
 from common.config import ConfigError, apply_overrides
 from common.wandb_records import read_run
+from ex08_autoencoder import step_state
+from ex08_autoencoder.config import STEPS
 from ex08_autoencoder.train import train
 from experiments.run import main
 from helpers import tiny_ex08_config
@@ -63,6 +65,25 @@ def test_a_changed_split_seed_is_refused_in_the_same_run_dir(synthetic_mnist, tm
     train(only(tiny_ex08_config(synthetic_mnist), "pretrain"), tmp_path / "r", progress=False)
     with pytest.raises(ConfigError, match="different few-label split"):
         train(only(tiny_ex08_config(synthetic_mnist, **{"data.split_seed": 1}), "transfer"), tmp_path / "r", progress=False)
+
+
+def test_a_resumed_step_continues_its_wandb_run(synthetic_mnist, tmp_path):
+    """The step that was interrupted goes on in the same W&B run (offline: a second folder with its id, which
+    ``wandb sync`` joins); the record keeps each step's run."""
+    cfg = tiny_ex08_config(synthetic_mnist, **{"track.mode": "offline"})
+
+    def stop(epoch, row):
+        if row["step"] == "transfer" and epoch == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "r", on_epoch=stop, progress=False)
+    train(cfg, tmp_path / "r", resume=tmp_path / "r", progress=False)
+    record = json.loads((tmp_path / "r" / "run.json").read_text())
+    assert record["wandb"]["transfer"]["id"] == record["continues"]["wandb"]["transfer"]["id"]
+    runs = [read_run(p)["run"] for p in (tmp_path / "r" / "wandb").glob("offline-run-*")]
+    ids = {step: {r["id"] for r in runs if r["name"] == f"r-{step}"} for step in STEPS}
+    assert ids["transfer"] == {record["wandb"]["transfer"]["id"]} and all(len(v) == 1 for v in ids.values())
+    assert sum(r["name"] == "r-transfer" for r in runs) == 2, "two pieces of one run"
 
 
 def test_one_wandb_run_per_step_grouped(synthetic_mnist, tmp_path):
@@ -138,21 +159,34 @@ def test_each_step_learns_on_real_mnist(real_mnist, tmp_path, capsys):
     assert teach[-1]["train/supervised_loss"] < teach[0]["train/supervised_loss"]
 
 
-def test_an_interrupted_run_resumes_to_exactly_the_same_model(synthetic_mnist, tmp_path):
-    """Stopped in its transfer step, then --resume: pretraining is kept, transfer runs again from its start
-    (each step seeds itself), and the teacher ends bit for bit where the uninterrupted run's does."""
-    whole = train(tiny_ex08_config(synthetic_mnist), tmp_path / "whole", progress=False)
+@pytest.mark.parametrize("stop_in", ["pretrain", "transfer", "teacher"])
+def test_an_interrupted_run_resumes_inside_its_step_to_exactly_the_same_model(synthetic_mnist, tmp_path, stop_in,
+                                                                             monkeypatch):
+    """Stopped in the middle of a step, then --resume: finished steps are kept, the interrupted one goes on
+    after its last saved epoch (not from its start), and the teacher ends bit for bit where the uninterrupted
+    run's does. (A real SIGKILL: tests/test_hostile_input.py.)"""
+    monkeypatch.setattr(step_state, "SAVE_EVERY_S", 0.0)  # a state after every epoch of these tiny steps
+    epochs = {"pretrain.epochs": 4, "transfer.epochs": 4, "teacher.epochs": 4}
+    whole = train(tiny_ex08_config(synthetic_mnist, **epochs), tmp_path / "whole", progress=False)
+    seen = []
 
     def stop(epoch, row):
-        if row["step"] == "transfer" and epoch == 1:
-            raise KeyboardInterrupt
+        seen.append((row["step"], epoch))
+        if row["step"] == stop_in and epoch == 2:
+            raise KeyboardInterrupt  # after epoch 2 is logged, before its state is saved
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_ex08_config(synthetic_mnist), tmp_path / "r", on_epoch=stop, progress=False)
+        train(tiny_ex08_config(synthetic_mnist, **epochs), tmp_path / "r", on_epoch=stop, progress=False)
     assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "failed"
-    resumed = train(tiny_ex08_config(synthetic_mnist), tmp_path / "r", resume=tmp_path / "r", progress=False)
+    assert (tmp_path / "r" / f"{stop_in}.state.pt").is_file()
+    seen.clear()
+    resumed = train(tiny_ex08_config(synthetic_mnist, **epochs), tmp_path / "r", resume=tmp_path / "r",
+                    on_epoch=lambda epoch, row: seen.append((row["step"], epoch)), progress=False)
+    later = STEPS[STEPS.index(stop_in) + 1:]
+    assert seen == [(stop_in, 2), (stop_in, 3)] + [(s, e) for s in later for e in range(4)], "went on inside the step"
     assert resumed["test10k/acc"] == whole["test10k/acc"]
     a = torch.load(tmp_path / "whole" / "teacher.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "r" / "teacher.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    steps = [json.loads(line)["step"] for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
-    assert steps == ["pretrain"] * 2 + ["transfer"] * 3 + ["teacher"] * 2, "the interrupted step's rows are replaced"
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["epoch"]) for r in rows] == [(s, e) for s in STEPS for e in range(4)], "no row twice"
+    assert not list((tmp_path / "r").glob("*.state.pt")), "a finished step's training state is deleted"

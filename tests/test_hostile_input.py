@@ -319,3 +319,46 @@ def test_a_sigkilled_run_resumes_to_the_uninterrupted_figures(synthetic_data_dir
     assert summary["val/score"] == whole["val/score"] and summary["epochs"] == 8
     epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert epochs == list(range(8))
+
+
+@pytest.mark.slow
+def test_a_sigkilled_ex08_run_resumes_inside_its_step_to_the_uninterrupted_figures(real_mnist, tmp_path):
+    """ex08 killed with SIGKILL in the middle of its teacher step, then --resume RUN_DIR: pretrain and transfer
+    are kept, the teacher goes on after its last saved epoch, and the run ends with exactly the figures of a
+    run that was never interrupted (CPU, one thread both times). Real MNIST: the CLI checks its md5 sums."""
+    from common.config import apply_overrides
+    from ex08_autoencoder.config import make_config
+    from ex08_autoencoder.train import train as train_ex08
+
+    sets = ["data.max_unlabeled=6000", "model.hidden=[64]", "model.latent=16", "model.head_hidden=[32]",
+            "pretrain.epochs=2", "pretrain.batch_size=128", "transfer.epochs=3", "transfer.samples_per_epoch=64",
+            "teacher.epochs=12", "teacher.unlabeled_per_epoch=4000", "teacher.unlabeled_batch=64", "run.threads=1",
+            "track.mode=disabled"]
+    whole = train_ex08(apply_overrides(make_config("leaderboard"), [f"data.data_dir={real_mnist}", *sets]),
+                       tmp_path / "whole", progress=False)
+    out = tmp_path / "killed"
+    argv = [sys.executable, "-m", "experiments.run", "ex08", "--data-dir", str(real_mnist), "--out", str(out),
+            "--no-progress", "--set", *sets]
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def teacher_epochs():
+        lines = (out / "metrics.jsonl").read_text().splitlines() if (out / "metrics.jsonl").is_file() else []
+        return sum(json.loads(line)["step"] == "teacher" for line in lines)
+    try:
+        wait_for(lambda: teacher_epochs() >= 3, 240, "three finished teacher epochs")
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    killed_at = teacher_epochs()
+    assert 3 <= killed_at < 12 and not (out / "teacher.pt").exists(), "killed inside the teacher step"
+    resumed = subprocess.run([*argv[:3], "ex08", "--resume", str(out), *argv[4:]], cwd=REPO, capture_output=True,
+                             text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "teacher from epoch " in resumed.stderr and "teacher from epoch 0" not in resumed.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["test10k/acc"] == whole["test10k/acc"] and summary["val/acc"] == whole["val/acc"]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["epoch"]) for r in rows] == [(s, e) for s, n in (("pretrain", 2), ("transfer", 3),
+                                                                           ("teacher", 12)) for e in range(n)]
