@@ -12,7 +12,8 @@
 
 Both the default recipe's model and the quick preset's (3x fewer FLOPs, so the input pipeline weighs more).
 Also (unless --skip-runs): time from process start to val score >= 100 (``--preset quick`` run in a fresh
-process) and the default recipe's wall time and final val score. Last line: one JSON object.
+process), and the default recipe's and the old one's (``--preset v1``) wall time and final val score, one after
+the other in the same benchmark, with their ratio. Last line: one JSON object.
 
     python benchmarks/ex09_speed.py [--data-dir D] [--seconds 25] [--skip-runs]
 """
@@ -202,12 +203,16 @@ def main() -> None:
             print(f"quick: val {quick['val/score']:.1f}, >=100 after {quick['time_to_pass_s']:.1f} s", flush=True)
             default = run_cli(data_args, Path(tmp) / "default")
             print(f"default: val {default['val/score']:.1f} in {default['process_wall_s']:.0f} s", flush=True)
+            v1 = run_cli(["--preset", "v1", *data_args], Path(tmp) / "v1")
+            print(f"v1: val {v1['val/score']:.1f} in {v1['process_wall_s']:.0f} s", flush=True)
         result.update({
             "quick_time_to_score_100_s": quick["time_to_pass_s"], "quick_val_score": quick["val/score"],
             "quick_process_wall_s": round(quick["process_wall_s"], 1),
             "default_process_wall_s": round(default["process_wall_s"], 1),
             "default_val_score": default["val/score"], "default_val_rmse_px": default["val/rmse_px"],
-            "default_epochs": default["epochs"]})
+            "default_epochs": default["epochs"], "v1_process_wall_s": round(v1["process_wall_s"], 1),
+            "v1_val_score": v1["val/score"],
+            "default_vs_v1_wall_ratio": round(default["process_wall_s"] / v1["process_wall_s"], 3)})
     print(json.dumps(result))
 
 

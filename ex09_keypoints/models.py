@@ -35,13 +35,14 @@ class KeypointCNN(nn.Module):
         self.stem_kind, self.stem_factor = cfg.stem, cfg.stem_factor
         channels = cfg.stem_factor ** 2 if cfg.stem == "unshuffle" else 1
         layers: list[nn.Module] = []
-        for width in cfg.widths:
+        for b, width in enumerate(cfg.widths):
+            halve = b < len(cfg.widths) - 1 or getattr(cfg, "final_pool", True)
             for i in range(cfg.convs_per_block):
                 last = i == cfg.convs_per_block - 1
-                stride = 2 if (last and cfg.downsample == "stride") else 1
+                stride = 2 if (halve and last and cfg.downsample == "stride") else 1
                 layers += conv_bn_relu(channels, width, cfg.kernel, stride)
                 channels = width
-            if cfg.downsample == "maxpool":
+            if halve and cfg.downsample == "maxpool":
                 layers.append(nn.MaxPool2d(2))
             if cfg.dropout2d > 0:
                 layers.append(nn.Dropout2d(cfg.dropout2d))
@@ -89,26 +90,74 @@ class TimmRegressor(nn.Module):
         return self.net(x * 2.0 - 1.0)
 
 
+class Members(nn.Module):
+    """An ensemble inside one model: ``n`` backbones, each trained on its own loss and its own augmentation
+    draws (:meth:`each`); the prediction is their mean."""
+
+    def __init__(self, make, n: int):
+        super().__init__()
+        self.nets = nn.ModuleList(make() for _ in range(n))
+
+    def each(self, x: torch.Tensor) -> torch.Tensor:
+        """Member m predicts on the m-th of ``n`` equal chunks of the batch (training)."""
+        return torch.cat([net(chunk) for net, chunk in zip(self.nets, x.chunk(len(self.nets)))])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([net(x) for net in self.nets]).mean(0)
+
+
+def shift_image(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
+    """Move the content of (N,C,H,W) images ``dx`` pixels right and ``dy`` down; border pixels repeat. A whole-
+    pixel move needs no interpolation, and moves every point by exactly (dx, dy) / (IMAGE_SIZE / 2)."""
+    k = max(abs(dx), abs(dy))
+    if k == 0:
+        return x
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (k, k, k, k), mode="replicate")
+    return padded[..., k - dy:k - dy + h, k - dx:k - dx + w]
+
+
 class KeypointModel(nn.Module):
-    """The saved model: backbone + optional flip test-time augmentation (in eval mode only). ``hparams``: a
-    ``ModelConfig`` or the same fields as a plain dict (what the course's server passes)."""
+    """The saved model: backbone + optional test-time augmentation (in eval mode only): the mirrored face
+    (``flip_tta``) and the face moved by whole pixels (``tta_shift_px``), each prediction mapped back and
+    averaged. ``hparams``: a ``ModelConfig`` or the same fields as a plain dict (what the course's server
+    passes)."""
 
     def __init__(self, hparams):
         super().__init__()
         self.hparams = dataclasses.asdict(hparams) if dataclasses.is_dataclass(hparams) else dict(hparams)
-        cfg = SimpleNamespace(**self.hparams)
-        self.net = TimmRegressor(cfg) if cfg.arch.startswith("timm:") else KeypointCNN(cfg)
+        cfg = SimpleNamespace(**{"tta_shift_px": 0, "members": 1, **self.hparams})  # saved before these fields
+        backbone = TimmRegressor if cfg.arch.startswith("timm:") else KeypointCNN
+        self.net = backbone(cfg) if cfg.members == 1 else Members(lambda: backbone(cfg), cfg.members)
+        self.members = cfg.members
         self.flip_tta = cfg.flip_tta
+        s = cfg.tta_shift_px
+        self.shifts = [(0, 0)] + ([(s, 0), (-s, 0), (0, s), (0, -s)] if s else [])
+        self.shift_tta = True  # training switches it off for its per-epoch val scores (5x cheaper)
         self.register_buffer("flip_perm", torch.tensor(FLIP_PERMUTATION), persistent=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training or not self.flip_tta:
-            return self.net(x)
+    def member_predictions(self, x: torch.Tensor) -> torch.Tensor:
+        """Training: (N,30) predictions where a batch of ``members`` equal chunks goes one chunk per member."""
+        return self.net.each(x) if self.members > 1 else self.net(x)
+
+    def predict_flip_averaged(self, x: torch.Tensor) -> torch.Tensor:
+        """(N,15,2): the mean of the prediction on ``x`` and the mirrored prediction on the mirrored ``x``."""
         both = self.net(torch.cat([x, x.flip(-1)]))  # one batched pass over image and mirror
         direct, mirrored = both.view(2, -1, len(FLIP_PERMUTATION), 2).unbind(0)
         mirrored = mirrored[:, self.flip_perm].clone()
         mirrored[..., 0] = 2 * KEYPOINT_GRID_OFFSET - mirrored[..., 0]  # mirror about the grid's centre
-        return ((direct + mirrored) / 2).reshape(x.shape[0], N_OUTPUTS)
+        return (direct + mirrored) / 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shifts = self.shifts if self.shift_tta else self.shifts[:1]
+        if self.training or not (self.flip_tta or len(shifts) > 1):
+            return self.net(x)
+        views = torch.cat([shift_image(x, dx, dy) for dx, dy in shifts])  # one batched pass over all views
+        pred = (self.predict_flip_averaged(views) if self.flip_tta
+                else self.net(views).view(-1, len(FLIP_PERMUTATION), 2))
+        moved = torch.tensor(shifts, dtype=pred.dtype, device=pred.device) / (IMAGE_SIZE / 2)
+        pred = pred.view(len(shifts), x.shape[0], -1, 2) - moved[:, None, None, :]  # move the points back
+        return pred.mean(0).reshape(x.shape[0], N_OUTPUTS)
 
 
 def build_model(cfg) -> KeypointModel:

@@ -30,7 +30,7 @@ from common.rundir import RunDir
 from common.schedules import cosine_scheduler
 from common.timing import since_process_start
 from common.tracking import Tracker, open_tracker
-from ex09_keypoints.config import KeypointsConfig, ModelConfig, make_config
+from ex09_keypoints.config import KeypointsConfig, ModelConfig, is_eval_epoch, make_config
 from ex09_keypoints.data import FLIP_PERMUTATION, KEYPOINT_GRID_OFFSET, load_keypoints, report_dropped
 from ex09_keypoints.evaluate import evaluate_course_exact, evaluate_split
 from ex09_keypoints.models import KeypointModel, build_model
@@ -102,18 +102,21 @@ def train_one_epoch(model, optimizer, scheduler, ema, images, points, cfg: Keypo
     """
     model.train()
     device = images.device
+    members = cfg.model.members  # each member gets its own augmentation draws of the same images
     memory_format = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     bs = cfg.train.batch_size
     order = torch.randperm(images.shape[0], generator=generator, device=device)
     loss_sum = torch.zeros((), device=device)
     for step in range(steps):
         idx = order[step * bs:(step + 1) * bs]
-        x = images[idx].float().div_(255.0)
-        x, y = augment_batch(x, points[idx], cfg.augment, FLIP_PERMUTATION, generator=generator,
+        x, y = images[idx].float().div_(255.0), points[idx]
+        if members > 1:
+            x, y = x.repeat(members, 1, 1, 1), y.repeat(members, 1, 1)
+        x, y = augment_batch(x, y, cfg.augment, FLIP_PERMUTATION, generator=generator,
                              point_offset=KEYPOINT_GRID_OFFSET)
         x = x.contiguous(memory_format=memory_format)
         with autocast(device, cfg.run.amp):
-            pred = model(x).view(-1, 15, 2)
+            pred = model.member_predictions(x).view(-1, 15, 2)
         loss = regression_loss(pred.float(), y, cfg.train)
         optimizer_step(model, optimizer, loss, cfg.train.grad_clip, scheduler, ema)
         loss_sum += loss.detach()
@@ -176,6 +179,7 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
         tracker.define_metric("val/score", summary="max")
         tracker.define_metric("train/loss", summary="min")
         eval_model = ema.module if ema is not None else model
+        eval_model.shift_tta = False  # per-epoch scores without the shifted views; best.pt has them
         epochs_run = start_epoch
         bar = _progress(range(start_epoch, cfg.train.epochs), progress)
         for epoch in bar:
@@ -185,9 +189,8 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
                 raise NonFiniteLossError(f"epoch {epoch}: training loss is {train_loss}; lower train.lr")
             epochs_run = epoch + 1
 
-            last = epoch == cfg.train.epochs - 1
             out_of_time = cfg.train.time_limit_s > 0 and time.perf_counter() - t_train > cfg.train.time_limit_s
-            if not ((epoch + 1) % cfg.train.eval_every == 0 or last or out_of_time):
+            if not (is_eval_epoch(epoch, cfg.train) or out_of_time):
                 continue
             val_metrics = evaluate_split(eval_model, val, device, cfg.train.channels_last)
             row = {"epoch": epoch, "train/loss": train_loss, "val/score": val_metrics["score"],

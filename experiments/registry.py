@@ -39,8 +39,9 @@ def _lazy(module: str, name: str) -> Callable:
 
 
 def _ex09_evals(cfg) -> int:
-    every = max(1, cfg.train.eval_every)
-    return cfg.train.epochs // every + (1 if cfg.train.epochs % every else 0)
+    from ex09_keypoints.config import is_eval_epoch
+
+    return sum(is_eval_epoch(e, cfg.train) for e in range(cfg.train.epochs))
 
 
 def _ex08_evals(cfg) -> int:  # val accuracy is reported by the classifier steps only

@@ -39,6 +39,51 @@ def test_flip_tta_makes_the_model_mirror_equivariant():
     assert torch.allclose(back, direct, atol=1e-5)
 
 
+def test_shift_image_moves_content_by_whole_pixels():
+    from ex09_keypoints.models import shift_image
+
+    x = torch.zeros(1, 1, 96, 96)
+    x[0, 0, 40, 50] = 1.0  # row 40, column 50
+    moved = shift_image(x, 3, -2)
+    assert moved.shape == x.shape and moved[0, 0, 38, 53] == 1.0 and moved.sum() == 1.0
+    edge = torch.arange(96.0).expand(1, 1, 96, 96)  # value = column
+    assert torch.equal(shift_image(edge, 2, 0)[0, 0, 0, :3], torch.tensor([0.0, 0.0, 0.0])), "the border repeats"
+
+
+def test_shift_tta_averages_the_views_with_their_points_moved_back():
+    """tta_shift_px=2: the model's output is the mean over 5 views (moved 0, +-2 px in x and y) of the
+    flip-averaged prediction on each view, minus how far its points moved (2 px = 2/48 normalised)."""
+    from ex09_keypoints.models import shift_image
+
+    model = small_model(flip_tta=True, tta_shift_px=2).eval()
+    torch.manual_seed(0)
+    x = torch.rand(3, 1, 96, 96)
+    with torch.no_grad():
+        out = model(x).view(-1, 15, 2)
+        views = [model.predict_flip_averaged(shift_image(x, dx, dy)) - torch.tensor([dx, dy]) / 48.0
+                 for dx, dy in ((0, 0), (2, 0), (-2, 0), (0, 2), (0, -2))]
+        plain = small_model(flip_tta=True)
+        plain.load_state_dict(model.state_dict())
+        without = plain.eval()(x).view(-1, 15, 2)
+    assert torch.allclose(out, torch.stack(views).mean(0), atol=1e-6)
+    assert not torch.allclose(out, without, atol=1e-4), "the shifted views change the prediction"
+    assert torch.allclose(without, model.predict_flip_averaged(x), atol=1e-6)
+
+
+def test_members_each_train_on_their_chunk_and_predict_as_their_mean():
+    model = small_model(members=3, flip_tta=False, head_dropout=0.0, dropout2d=0.0)
+    torch.manual_seed(0)
+    x = torch.rand(6, 1, 96, 96)
+    nets = model.net.nets
+    with torch.no_grad():
+        model.train()
+        each = model.member_predictions(x)
+        assert torch.allclose(each[2:4], nets[1](x[2:4]), atol=1e-6), "member 1 sees the second chunk"
+        model.eval()
+        assert torch.allclose(model(x), torch.stack([n(x) for n in nets]).mean(0), atol=1e-6)
+    assert not torch.allclose(nets[0].head[-1].weight, nets[1].head[-1].weight), "members start apart"
+
+
 def test_timm_backbone_builds_and_resizes_inside():
     cfg = ModelConfig(arch="timm:resnet10t", input_size=64, flip_tta=False)
     model = build_model(cfg).eval()

@@ -50,6 +50,34 @@ def test_loss_falls_on_synthetic_data(synthetic_data_dir, tmp_path):
     assert rows[-1]["train/loss"] < 0.6 * rows[0]["train/loss"]
 
 
+def test_wing_loss_at_known_points():
+    """Feng et al. 2018: w ln(1 + |d|/eps) below w, |d| - C above, C = w - w ln(1 + w/eps): continuous at w."""
+    import math
+
+    from ex09_keypoints.train import wing_loss
+
+    w, eps = 10.0, 2.0
+    d = torch.tensor([0.0, 1.0, -2.0, 10.0, 15.0])
+    per_point = [float(wing_loss(x.view(1), torch.zeros(1), w, eps)) for x in d]
+    c = w - w * math.log(1 + w / eps)
+    assert per_point == pytest.approx([0.0, w * math.log(1.5), w * math.log(2.0), 10.0 - c, 15.0 - c])
+    assert w * math.log(1 + w / eps) == pytest.approx(10.0 - c), "the two pieces meet at |d| = w"
+    assert float(wing_loss(d, torch.zeros(5), w, eps)) == pytest.approx(sum(per_point) / 5), "the mean"
+
+
+def test_sparse_evaluations_then_every_epoch_on_the_plateau(synthetic_data_dir, tmp_path):
+    """eval_every=3, eval_all_from=0.75 over 8 epochs: epochs 2 and 5, then every epoch from 6 (6 >= 0.75 * 8)."""
+    from ex09_keypoints.config import is_eval_epoch
+    from experiments.registry import get_experiment
+
+    cfg = tiny_config(synthetic_data_dir, **{"train.epochs": 8, "train.eval_every": 3, "train.eval_all_from": 0.75})
+    assert [e for e in range(8) if is_eval_epoch(e, cfg.train)] == [2, 5, 6, 7]
+    assert get_experiment("ex09").planned_evals(cfg) == 4
+    train(cfg, tmp_path / "r", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [2, 5, 6, 7]
+
+
 def test_same_seed_twice_gives_same_val_score(synthetic_data_dir, tmp_path):
     a = train(tiny_config(synthetic_data_dir), tmp_path / "a", progress=False)
     b = train(tiny_config(synthetic_data_dir), tmp_path / "b", progress=False)
