@@ -131,8 +131,14 @@ class TeacherConfig:
     """Cosine-decay the learning rate per step (else constant)."""
     ema_decay: float = 0.995
     """Teacher = EMA of the student with this decay, updated after every optimizer step."""
+    consistency: str = "mse"
+    """The unlabeled term: ``mse`` (Mean Teacher: squared distance of the class probabilities) or
+    ``pseudo_label`` (FixMatch-style: cross entropy of the student's strong view against the teacher's argmax
+    on the weak view, counted only where the teacher's probability reaches ``confidence``)."""
+    confidence: float = 0.95
+    """``pseudo_label`` only: the teacher probability an image needs before its pseudo-label counts."""
     consistency_weight: float = 10.0
-    """w_max of the consistency term w(t) * MSE(softmax(student), softmax(teacher))."""
+    """w_max of the consistency term w(t) * consistency(student, teacher)."""
     ramp_epochs: float = 10.0
     """Epochs over which w(t) ramps up to w_max (sigmoid-shaped ramp)."""
     label_smoothing: float = 0.05
@@ -170,7 +176,8 @@ class AutoencoderConfig:
         choices = {"model.norm": (m.norm, ("layer", "batch")),
                    "model.activation": (m.activation, ("gelu", "leaky_relu")),
                    "pretrain.loss": (self.pretrain.loss, ("bce", "mse")),
-                   "transfer.optimizer": (self.transfer.optimizer, ("adamw", "adam"))}
+                   "transfer.optimizer": (self.transfer.optimizer, ("adamw", "adam")),
+                   "teacher.consistency": (self.teacher.consistency, ("mse", "pseudo_label"))}
         for key, (value, valid) in choices.items():
             if value not in valid:
                 raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(valid)}")
@@ -191,7 +198,7 @@ class AutoencoderConfig:
             f"{t}.label_smoothing": "[0, 1)", f"{t}.mixup_alpha": ">= 0", f"{t}.grad_clip": ">= 0",
             f"{mt}.epochs": ">= 1", f"{mt}.unlabeled_per_epoch": ">= 1", f"{mt}.unlabeled_batch": ">= 1",
             f"{mt}.labeled_batch": ">= 1", f"{mt}.lr": "> 0", f"{mt}.weight_decay": ">= 0", f"{mt}.ema_decay": "(0, 1)",
-            f"{mt}.consistency_weight": ">= 0", f"{mt}.ramp_epochs": ">= 0", f"{mt}.label_smoothing": "[0, 1)",
+            f"{mt}.consistency_weight": ">= 0", f"{mt}.confidence": "[0, 1]", f"{mt}.ramp_epochs": ">= 0", f"{mt}.label_smoothing": "[0, 1)",
             f"{mt}.grad_clip": ">= 0", **augment_ranges(f"{p}.augment"), **augment_ranges(f"{t}.augment"),
             **augment_ranges(f"{mt}.strong"), **augment_ranges(f"{mt}.weak")})
 

@@ -6,6 +6,9 @@ over x = labeled + unlabeled images of the step, and the teacher is an EMA of th
 optimizer step. w(t) ramps up (sigmoid-shaped) so the early, unreliable teacher does not dominate. Both start
 from the transfer step's classifier. The teacher (best val epoch) is the submitted model.
 
+``teacher.consistency=pseudo_label`` swaps the MSE for FixMatch's term (Sohn et al. 2020): the student's cross
+entropy on the strong view against the teacher's argmax on the weak view, where the teacher is confident.
+
 One epoch = ``unlabeled_per_epoch`` unlabeled images (a fresh random subset of the pool) in batches of
 ``unlabeled_batch``, each step paired with ``labeled_batch`` class-balanced labeled images.
 """
@@ -34,6 +37,16 @@ def consistency_loss(student_logits, teacher_logits):
     return F.mse_loss(student_logits.softmax(1), teacher_logits.softmax(1))
 
 
+def pseudo_label_loss(student_logits, teacher_logits, confidence: float):
+    """FixMatch's unlabeled loss (Sohn et al. 2020): cross entropy of the student against the teacher's
+    argmax, averaged over all images but counting only those whose teacher probability reaches
+    ``confidence``. Returns (loss, the fraction of images counted)."""
+    probs = teacher_logits.softmax(1)
+    top, label = probs.max(1)
+    mask = (top >= confidence).float()
+    return (F.cross_entropy(student_logits, label, reduction="none") * mask).mean(), mask.mean()
+
+
 def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier, log, generator,
                  progress=None, state: StepState | None = None) -> tuple[Classifier, dict]:
     c = cfg.teacher
@@ -53,7 +66,7 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
     for epoch in progress(range(start, c.epochs)) if progress else range(start, c.epochs):
         u_order = torch.randperm(n_unlabeled, generator=generator, device=device)
         l_order = labeled_order(data.train_y, steps * c.labeled_batch, True, cpu_gen).to(device)
-        sums = torch.zeros(2, device=device)
+        sums = torch.zeros(3, device=device)
         for s in range(steps):
             l_idx = l_order[s * c.labeled_batch:(s + 1) * c.labeled_batch]
             x = to_float(torch.cat([data.train_x[l_idx],
@@ -64,13 +77,17 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
                 with torch.no_grad():  # teacher in train mode: its dropout is part of the noise, as in the paper
                     teacher_logits = teacher.module(weak).float()
             supervised = criterion(student_logits[:len(l_idx)], data.train_y[l_idx])
-            consistency = consistency_loss(student_logits, teacher_logits)
+            if c.consistency == "pseudo_label":
+                consistency, counted = pseudo_label_loss(student_logits, teacher_logits, c.confidence)
+            else:
+                consistency, counted = consistency_loss(student_logits, teacher_logits), sums.new_ones(())
             w = consistency_ramp(epoch + s / steps, c.ramp_epochs, c.consistency_weight)
             optimizer_step(student, optimizer, supervised + w * consistency, c.grad_clip, scheduler, ema=teacher)
-            sums += torch.stack([supervised.detach(), consistency.detach()])
-        sup, cons = (sums / steps).tolist()
+            sums += torch.stack([supervised.detach(), consistency.detach(), counted])
+        sup, cons, counted_rate = (sums / steps).tolist()
         t_val, s_val = accuracy(teacher.module, data.val_x, data.val_y), accuracy(student, data.val_x, data.val_y)
         row = {"epoch": epoch, "train/supervised_loss": sup, "train/consistency_loss": cons, "consistency_weight": w,
+               **({"train/pseudo_label_rate": counted_rate} if c.consistency == "pseudo_label" else {}),
                "val/acc": t_val["acc"], "val/loss": t_val["loss"], "val/student_acc": s_val["acc"]}
         if not (math.isfinite(sup) and math.isfinite(cons)):
             raise FloatingPointError(f"teacher epoch {epoch}: loss is not finite; lower teacher.lr")

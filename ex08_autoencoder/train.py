@@ -194,7 +194,8 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
             steps = [s for s in steps if s not in done]
         states = {s: StepState(state_path(run.path, s), s, resume=resume is not None) for s in steps}
         if resume is not None:  # epochs after the last saved state come again
-            run.keep_metrics(lambda row: row["step"] in done or row["epoch"] <= states.get(row["step"], StepState()).epoch)
+            last_saved = {s: state.epoch for s, state in states.items()}
+            run.keep_metrics(lambda row: row["step"] in done or row["epoch"] <= last_saved.get(row["step"], -1))
             going_on = [f"{s} from epoch {states[s].epoch + 1}" for s in steps]
             print(f"[ex08] resuming {run.path}: {', '.join(done) or 'no step'} done, running "
                   f"{', '.join(going_on) or 'nothing'}", file=sys.stderr)

@@ -152,3 +152,21 @@ def test_labeled_epoch_order_balanced_or_shuffled_passes():
     assert len(three_passes) == 250 and torch.bincount(three_passes).max() <= 3
     balanced = labeled_order(labels, 4000, True, g)
     assert len(balanced) == 4000 and abs(float((labels[balanced] == 1).float().mean()) - 0.5) < 0.03
+
+
+def test_pseudo_labels_count_only_where_the_teacher_is_confident():
+    """FixMatch's term: the student's cross entropy against the teacher's argmax, averaged over all images but
+    zero for those whose teacher probability is below the threshold; its gradient pulls the counted ones only."""
+    import math
+
+    from ex08_autoencoder.mean_teacher import pseudo_label_loss
+
+    teacher = torch.tensor([[10.0, 0.0, 0.0], [0.3, 0.2, 0.1], [0.0, 0.0, 8.0]])  # sure, unsure, sure
+    student = torch.zeros(3, 3, requires_grad=True)  # uniform: cross entropy ln 3 against any label
+    loss, rate = pseudo_label_loss(student, teacher, confidence=0.95)
+    assert float(rate) == pytest.approx(2 / 3)
+    assert loss.item() == pytest.approx(2 * math.log(3) / 3)
+    loss.backward()
+    assert student.grad[0, 0] < 0 and student.grad[2, 2] < 0, "raise the teacher's class where counted"
+    assert torch.all(student.grad[1] == 0), "the unsure image adds nothing"
+    assert float(pseudo_label_loss(student.detach(), teacher, confidence=0.0)[1]) == 1.0, "threshold 0 counts all"
