@@ -68,10 +68,18 @@ def save_best(model: KeypointModel, cfg: KeypointsConfig, path: Path, **meta) ->
     return checkpoint.save_model(model, path, CHECKPOINT_FORMAT, to_dict(cfg.model), config=to_dict(cfg), meta=meta)
 
 
-def load_model(path: str | Path, device="cpu") -> KeypointModel:
-    """Rebuild a saved keypoint model (weights_only load; no pickled code)."""
+TEST_TIME_KEYS = ("model.flip_tta", "model.tta_shift_px")
+"""Model settings that change how a trained model predicts, not its weights (``--evaluate --set`` takes them)."""
+
+
+def load_model(path: str | Path, device="cpu", test_time: dict | None = None) -> KeypointModel:
+    """Rebuild a saved keypoint model (weights_only load; no pickled code); ``test_time``: other values for the
+    :data:`TEST_TIME_KEYS` settings (e.g. ``{"tta_shift_px": 0}``)."""
     blob = checkpoint.load_model_blob(path, CHECKPOINT_FORMAT, "an ex09 keypoint model (best.pt)")
-    model = build_model(from_dict(ModelConfig, blob["model_config"]))
+    model_cfg = from_dict(ModelConfig, blob["model_config"])
+    for key, value in (test_time or {}).items():
+        setattr(model_cfg, key, value)
+    model = build_model(model_cfg)
     model.load_state_dict(blob["state_dict"])
     return model.to(device).eval()
 

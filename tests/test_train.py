@@ -161,6 +161,11 @@ def test_cli_trains_and_evaluates_a_csv(synthetic_data_dir, tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["n_images"] == 7 and result["score"] > 0 and result["rmse_px"] > 0
     assert "nose_tip" in proc.stdout
+    # the same weights without the shifted views at test time score otherwise; settings of the weights are refused
+    plain = cli("ex09", "--evaluate", str(out / "best.pt"), "--csv", str(csv), "--set", "model.tta_shift_px=0")
+    assert json.loads(plain.stdout.strip().splitlines()[-1])["score"] != result["score"]
+    bad = cli("ex09", "--evaluate", str(out / "best.pt"), "--csv", str(csv), "--set", "model.widths=[4]", check=False)
+    assert bad.returncode == 2 and "--set model.widths does not apply" in bad.stderr
 
 
 @pytest.mark.slow
