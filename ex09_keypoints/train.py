@@ -68,6 +68,8 @@ def save_best(model: KeypointModel, cfg: KeypointsConfig, path: Path, **meta) ->
     return checkpoint.save_model(model, path, CHECKPOINT_FORMAT, to_dict(cfg.model), config=to_dict(cfg), meta=meta)
 
 
+SAVED_BEFORE = {"tta_shift_px": 0, "members": 1}
+"""Model fields added after models were saved, with the value those models were made with."""
 TEST_TIME_KEYS = ("model.flip_tta", "model.tta_shift_px")
 """Model settings that change how a trained model predicts, not its weights (``--evaluate --set`` takes them)."""
 
@@ -76,7 +78,8 @@ def load_model(path: str | Path, device="cpu", test_time: dict | None = None) ->
     """Rebuild a saved keypoint model (weights_only load; no pickled code); ``test_time``: other values for the
     :data:`TEST_TIME_KEYS` settings (e.g. ``{"tta_shift_px": 0}``)."""
     blob = checkpoint.load_model_blob(path, CHECKPOINT_FORMAT, "an ex09 keypoint model (best.pt)")
-    model_cfg = from_dict(ModelConfig, blob["model_config"])
+    # A model saved before a field existed predicts as it did then, not with today's default for it.
+    model_cfg = from_dict(ModelConfig, {**SAVED_BEFORE, **blob["model_config"]})
     for key, value in (test_time or {}).items():
         setattr(model_cfg, key, value)
     model = build_model(model_cfg)
