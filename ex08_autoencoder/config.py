@@ -198,8 +198,8 @@ class AutoencoderConfig:
             f"{t}.label_smoothing": "[0, 1)", f"{t}.mixup_alpha": ">= 0", f"{t}.grad_clip": ">= 0",
             f"{mt}.epochs": ">= 1", f"{mt}.unlabeled_per_epoch": ">= 1", f"{mt}.unlabeled_batch": ">= 1",
             f"{mt}.labeled_batch": ">= 1", f"{mt}.lr": "> 0", f"{mt}.weight_decay": ">= 0", f"{mt}.ema_decay": "(0, 1)",
-            f"{mt}.consistency_weight": ">= 0", f"{mt}.confidence": "[0, 1]", f"{mt}.ramp_epochs": ">= 0", f"{mt}.label_smoothing": "[0, 1)",
-            f"{mt}.grad_clip": ">= 0", **augment_ranges(f"{p}.augment"), **augment_ranges(f"{t}.augment"),
+            f"{mt}.consistency_weight": ">= 0", f"{mt}.confidence": "[0, 1]", f"{mt}.ramp_epochs": ">= 0",
+            f"{mt}.label_smoothing": "[0, 1)", f"{mt}.grad_clip": ">= 0", **augment_ranges(f"{p}.augment"), **augment_ranges(f"{t}.augment"),
             **augment_ranges(f"{mt}.strong"), **augment_ranges(f"{mt}.weak")})
 
 
