@@ -18,7 +18,7 @@ from helpers import (REPO, run_main, serve_dir, snapshot, synthetic_faces, tiny_
                      write_course_csv)
 
 TINY = ["--set", "model.widths=[8,16]", "model.head_hidden=16", "train.epochs=2", "train.batch_size=16",
-        "run.threads=1", "track.mode=disabled"]
+        "train.eval_every=1", "run.threads=1", "track.mode=disabled"]
 TINY_EX08 = ["--set", "model.hidden=[32]", "model.latent=8", "model.head_hidden=[16]", "pretrain.epochs=1",
              "pretrain.batch_size=64", "transfer.epochs=1", "transfer.samples_per_epoch=32", "teacher.epochs=1",
              "teacher.unlabeled_per_epoch=64", "teacher.unlabeled_batch=32", "data.max_unlabeled=128",

@@ -166,7 +166,8 @@ def test_shipped_kp_sweep_runs_on_the_real_data(real_data, tmp_path):
     baseline = study.trials[0]
     assert baseline.user_attrs["baseline"] and baseline.state == TrialState.COMPLETE
     first, second = baseline.intermediate_values.values()
-    assert second > first and baseline.value == pytest.approx(second, rel=1e-6), "it learns; best epoch reported"
+    # the value is the best epoch's model scored with its shifted test-time views, which per-epoch scores skip
+    assert second > first and baseline.value == pytest.approx(second, rel=0.05), "it learns; best epoch reported"
 
 
 @pytest.mark.slow
