@@ -199,10 +199,16 @@ def retries_of(study, number: int) -> list[dict]:
     return [t.params for t in study.trials if t.system_attrs.get("retry_history", [None])[-1] == number]
 
 
+def ctrl_c_works() -> None:
+    """``preexec_fn`` for a child that a test stops with SIGINT: a test suite started in the background by a
+    non-interactive shell inherits SIGINT *ignored*, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt_when(args: list, ready, what: str, timeout_s: float = 90) -> tuple[int, str]:
     """Start the CLI with ``args``, send it SIGINT once ``ready()`` holds; returns (exit code, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *map(str, args)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works)
     try:
         wait_for(ready, 180, what)
         proc.send_signal(signal.SIGINT)

@@ -14,7 +14,7 @@ import zipfile
 
 import pytest
 
-from helpers import (REPO, run_main, serve_dir, snapshot, synthetic_faces, tiny_ex08_config, wait_for,
+from helpers import (REPO, ctrl_c_works, run_main, serve_dir, snapshot, synthetic_faces, tiny_ex08_config, wait_for,
                      write_course_csv)
 
 TINY = ["--set", "model.widths=[8,16]", "model.head_hidden=16", "train.epochs=2", "train.batch_size=16",
@@ -242,7 +242,8 @@ def test_ctrl_c_prints_one_line_with_the_resume_command_that_works(synthetic_dat
     argv = [sys.executable, "-m", "experiments.run", "ex09", "--preset", "quick", "--data-dir",
             str(synthetic_data_dir), "--out", str(out), "--no-progress", *TINY[:-2], "train.epochs=200",
             "run.threads=1", "track.mode=disabled"]
-    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=ctrl_c_works)
     try:
         wait_for(lambda: (out / "last.pt").is_file(), 180, "a finished epoch")
         proc.send_signal(signal.SIGINT)
