@@ -159,7 +159,8 @@ def test_each_step_learns_on_real_mnist(real_mnist, tmp_path, capsys):
     assert teach[-1]["train/supervised_loss"] < teach[0]["train/supervised_loss"]
 
 
-@pytest.mark.parametrize("stop_in", ["pretrain", "transfer", "teacher"])
+@pytest.mark.parametrize("stop_in", [pytest.param("pretrain", marks=pytest.mark.slow), "transfer",
+                                     pytest.param("teacher", marks=pytest.mark.slow)])
 def test_an_interrupted_run_resumes_inside_its_step_to_exactly_the_same_model(synthetic_mnist, tmp_path, stop_in,
                                                                              monkeypatch):
     """Stopped in the middle of a step, then --resume: finished steps are kept, the interrupted one goes on
