@@ -1,4 +1,4 @@
-"""Resume inside an ex08 step: the running step's whole training state, saved after every epoch.
+"""Resume inside an ex08 step: the running step's whole training state, saved as its epochs finish.
 
 ``<run dir>/<step>.state.pt`` holds what the next epoch needs to compute exactly what an uninterrupted run
 computes: the model, optimizer, scheduler and teacher (EMA) states, the step's random generators, the global
