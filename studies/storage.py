@@ -158,6 +158,17 @@ def _serialize_sqlite(engine) -> None:
     def _begin_immediate(connection):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    @event.listens_for(engine, "handle_error")
+    def _finish_statement_on_interrupt(ctx):
+        # Ctrl-C landing in a query makes SQLAlchemy close the connection without closing its cursor: a SELECT
+        # left mid-rows keeps the closed connection alive as a zombie that holds the write lock taken above, and
+        # the worker's next write (marking its trial FAIL) waited on its own lock for the full 120 s timeout (a
+        # CI run of test_interrupting_the_parent_stops_its_workers_cleanly). Closing the cursor ends the
+        # statement, so the connection really closes. (``ctx.cursor`` is never set in SQLAlchemy 2.0.)
+        cursor = getattr(ctx.execution_context, "cursor", None)
+        if cursor is not None and not isinstance(ctx.original_exception, Exception):
+            cursor.close()
+
     engine.dispose()  # connections opened while creating the tables predate the hooks
 
 

@@ -188,3 +188,32 @@ def test_a_three_trial_study_completes_with_each_sampler(sampler, synthetic_data
     assert [t.state for t in study.trials] == [TrialState.COMPLETE] * 3
     points = {(t.params["train.lr"], t.params["train.weight_decay"]) for t in study.trials}
     assert len(points) == 3, "the sampler proposed three different points"
+
+
+def test_ctrl_c_inside_a_sqlite_query_leaves_the_study_writable(tmp_path):
+    """Ctrl-C that lands right after a SELECT ran (the worker then marks its trial FAIL on a fresh connection)
+    must not leave the interrupted connection holding the write lock: that write waited 120 s in CI."""
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from studies.storage import open_storage
+
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    storage = open_storage(url)
+    study = optuna.create_study(study_name="s", storage=storage)
+    study.enqueue_trial({"x": 1.0})
+    armed = [True]
+
+    @event.listens_for(storage.engine, "after_cursor_execute")
+    def _ctrl_c(_conn, _cursor, statement, *_):
+        if armed[0] and statement.lstrip().upper().startswith("SELECT"):
+            armed[0] = False
+            raise KeyboardInterrupt  # where a real SIGINT surfaces: Python code right after the C call
+
+    with pytest.raises(KeyboardInterrupt):
+        study.get_trials(deepcopy=False)
+    other = sqlite3.connect(tmp_path / "s.db", timeout=1, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # "database is locked" after 1 s if the interrupted query still holds it
+    other.execute("ROLLBACK")
+    assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.WAITING]
