@@ -18,6 +18,7 @@ def only(cfg, step: str):
     return apply_overrides(cfg, {"only_step": step})
 
 
+@pytest.mark.slow  # 7 s: the preset twice
 def test_steps_run_alone_equal_the_whole_preset(synthetic_mnist, tmp_path):
     """Resume between steps: pretrain, transfer, teacher in three invocations (each loading the previous
     step's checkpoint from the run dir) give exactly the whole preset's teacher."""
@@ -67,6 +68,7 @@ def test_a_changed_split_seed_is_refused_in_the_same_run_dir(synthetic_mnist, tm
         train(only(tiny_ex08_config(synthetic_mnist, **{"data.split_seed": 1}), "transfer"), tmp_path / "r", progress=False)
 
 
+@pytest.mark.slow  # 4.5 s; in-step resume stays in the fast loop
 def test_a_resumed_step_continues_its_wandb_run(synthetic_mnist, tmp_path):
     """The step that was interrupted goes on in the same W&B run (offline: a second folder with its id, which
     ``wandb sync`` joins); the record keeps each step's run."""

@@ -40,7 +40,7 @@ def test_an_ex09_model_exports_and_scores_as_evaluate_does(synthetic_data_dir, t
     assert result["score"] == pytest.approx(json.loads(out.strip().splitlines()[-1])["score"], abs=1e-3)
 
 
-@pytest.mark.parametrize("preset", ["leaderboard", "case-study"])
+@pytest.mark.parametrize("preset", ["leaderboard", pytest.param("case-study", marks=pytest.mark.slow)])
 def test_an_ex08_classifier_exports_with_the_runs_accuracies(preset, synthetic_mnist, tmp_path, capsys):
     from ex08_autoencoder.train import train
 
@@ -56,6 +56,7 @@ def test_an_ex08_classifier_exports_with_the_runs_accuracies(preset, synthetic_m
                                                         "encoder_latent_dim", "encoder_state_dict"}
 
 
+@pytest.mark.slow  # 7.5 s: a fresh interpreter imports the export
 def test_a_submission_that_needs_this_repo_fails_its_check(synthetic_data_dir, tmp_path, capsys):
     from common.submission import verify_submission
     from ex09_keypoints.train import train
@@ -72,6 +73,7 @@ def test_a_submission_that_needs_this_repo_fails_its_check(synthetic_data_dir, t
     assert code == 1 and result["checks"] == {"loads": False} and "course's server does not have" in result["error"]
 
 
+@pytest.mark.slow  # 4 s: imports timm
 def test_a_timm_backbone_is_refused_with_a_reason(synthetic_data_dir, tmp_path, capsys):
     from ex09_keypoints.train import train
 

@@ -94,6 +94,7 @@ def test_rerun_gives_identical_figures_on_a_tiny_real_run(real_data, tmp_path, c
     assert code == 2 and "never writes into the original run dir" in err
 
 
+@pytest.mark.slow  # 5 s; the rerun itself stays fast
 def test_rerun_warns_when_the_data_changed_and_config_files_start_runs(synthetic_data_dir, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(synthetic_data_dir, data)

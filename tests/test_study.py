@@ -109,6 +109,7 @@ def test_pruner_stops_bad_trials_and_saves_epochs(synthetic_data_dir, tmp_path):
     assert stats["fraction_saved"] == pytest.approx(4 / 18)
 
 
+@pytest.mark.slow  # 7 s; the ex09 studies stay in the fast loop
 def test_ex08_study_reports_val_accuracy_per_classifier_epoch(synthetic_mnist, tmp_path):
     from experiments.run import main
 

@@ -180,10 +180,21 @@ def test_cli_trains_and_evaluates_a_csv(synthetic_data_dir, tmp_path):
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["n_images"] == 7 and result["score"] > 0 and result["rmse_px"] > 0
     assert "nose_tip" in proc.stdout
-    # the same weights without the shifted views at test time score otherwise; settings of the weights are refused
-    plain = cli("ex09", "--evaluate", str(out / "best.pt"), "--csv", str(csv), "--set", "model.tta_shift_px=0")
-    assert json.loads(plain.stdout.strip().splitlines()[-1])["score"] != result["score"]
-    bad = cli("ex09", "--evaluate", str(out / "best.pt"), "--csv", str(csv), "--set", "model.widths=[4]", check=False)
+
+
+@pytest.mark.slow  # 6 s: two more interpreters
+def test_evaluate_takes_test_time_settings_only(synthetic_data_dir, tmp_path):
+    """The same weights without the shifted views at test time score otherwise; settings of the weights are
+    refused."""
+    train(tiny_config(synthetic_data_dir, **{"train.epochs": 2}), tmp_path / "run", progress=False)
+    images, points = synthetic_faces(7, seed=11)
+    csv = write_course_csv(tmp_path / "mine.csv", images, points)
+    best = str(tmp_path / "run" / "best.pt")
+    shifted = cli("ex09", "--evaluate", best, "--csv", str(csv))
+    plain = cli("ex09", "--evaluate", best, "--csv", str(csv), "--set", "model.tta_shift_px=0")
+    assert (json.loads(plain.stdout.strip().splitlines()[-1])["score"]
+            != json.loads(shifted.stdout.strip().splitlines()[-1])["score"])
+    bad = cli("ex09", "--evaluate", best, "--csv", str(csv), "--set", "model.widths=[4]", check=False)
     assert bad.returncode == 2 and "--set model.widths does not apply" in bad.stderr
 
 
