@@ -161,6 +161,24 @@ def test_each_step_learns_on_real_mnist(real_mnist, tmp_path, capsys):
     assert teach[-1]["train/supervised_loss"] < teach[0]["train/supervised_loss"]
 
 
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_the_pseudo_label_preset_learns_on_real_mnist(real_mnist, tmp_path, capsys):
+    """The pseudo-label preset on a short real budget: as the teacher gets better, more of its pseudo-labels
+    pass the confidence bar, and the submitted teacher is at least as good as the transfer step it started from."""
+    out = tmp_path / "pl"
+    assert main(["ex08", "--preset", "pseudo-label", "--data-dir", str(real_mnist), "--out", str(out),
+                 "--no-progress", "--set", "data.max_unlabeled=12000", "pretrain.epochs=3", "transfer.epochs=15",
+                 "teacher.epochs=4", "teacher.unlabeled_per_epoch=6000", "teacher.ramp_epochs=1",
+                 "track.mode=disabled"]) == 0
+    capsys.readouterr()
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    teach = [r for r in rows if r["step"] == "teacher"]
+    assert teach[-1]["train/pseudo_label_rate"] > teach[0]["train/pseudo_label_rate"] + 0.05
+    steps = json.loads((out / "summary.json").read_text())["steps"]
+    assert steps["teacher"]["test10k/acc"] >= max(0.85, steps["transfer"]["test10k/acc"] - 0.005)
+
+
 @pytest.mark.parametrize("stop_in", [pytest.param("pretrain", marks=pytest.mark.slow), "transfer",
                                      pytest.param("teacher", marks=pytest.mark.slow)])
 def test_an_interrupted_run_resumes_inside_its_step_to_exactly_the_same_model(synthetic_mnist, tmp_path, stop_in,
