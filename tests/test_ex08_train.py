@@ -88,6 +88,7 @@ def test_a_resumed_step_continues_its_wandb_run(synthetic_mnist, tmp_path):
     assert sum(r["name"] == "r-transfer" for r in runs) == 2, "two pieces of one run"
 
 
+@pytest.mark.slow  # 3 s
 def test_one_wandb_run_per_step_grouped(synthetic_mnist, tmp_path):
     cfg = tiny_ex08_config(synthetic_mnist, **{"track.mode": "offline"})
     train(cfg, tmp_path / "grp", progress=False)

@@ -110,6 +110,7 @@ def test_rerun_warns_when_the_data_changed_and_config_files_start_runs(synthetic
     assert code == 0 and "warning: data: val.csv differ from the record" in err
 
 
+@pytest.mark.slow  # 5 s
 def test_seeds_report_mean_and_spread_and_ex08_draws_a_split_per_seed(synthetic_data_dir, synthetic_mnist, tmp_path,
                                                                       capsys):
     out = tmp_path / "seeds"

@@ -81,6 +81,7 @@ def test_nan_trials_are_pruned_with_a_reason_and_the_study_goes_on(synthetic_dat
         assert rec["summary"]["trial/state"] == "pruned" and "non-finite" in rec["summary"]["trial/reason"]
 
 
+@pytest.mark.slow  # 7 s; the NaN-pruning study stays in the fast loop
 def test_pruner_stops_bad_trials_and_saves_epochs(synthetic_data_dir, tmp_path):
     """A learning rate too small to learn anything in the budget trails the median and is pruned early."""
     from studies.report import compute_stats

@@ -97,6 +97,7 @@ def test_sparse_evaluations_then_every_epoch_on_the_plateau(synthetic_data_dir, 
     assert [r["epoch"] for r in rows] == [2, 5, 6, 7]
 
 
+@pytest.mark.slow  # 5 s; the rerun test checks identical figures in the fast loop
 def test_same_seed_twice_gives_same_val_score(synthetic_data_dir, tmp_path):
     a = train(tiny_config(synthetic_data_dir), tmp_path / "a", progress=False)
     b = train(tiny_config(synthetic_data_dir), tmp_path / "b", progress=False)
