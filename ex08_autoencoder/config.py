@@ -224,8 +224,8 @@ def _case_study(cfg: AutoencoderConfig) -> None:
 def _pseudo_label(cfg: AutoencoderConfig) -> None:
     """The leaderboard recipe, but its Mean Teacher step learns from the teacher's confident pseudo-labels
     (FixMatch's term instead of the MSE of the probabilities) for twice the epochs: the leaderboard teacher's
-    val accuracy was still rising at epoch 30. 10k test 98.0 % on split 0 (leaderboard 97.3 %) in 1.6x the
-    time; RESULTS.md has the three splits."""
+    val accuracy was still rising at epoch 30. 10k test 98.0 % on split 0 (leaderboard 97.3 %) in 1.42x the
+    leaderboard's time (benchmarks/ex08_recipe.py); RESULTS.md has the three splits."""
     cfg.teacher.epochs = 60
     cfg.teacher.consistency = "pseudo_label"
     cfg.teacher.consistency_weight = 1.0  # FixMatch's lambda_u: a cross entropy, not an MSE of probabilities
