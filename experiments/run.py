@@ -233,15 +233,13 @@ def evaluate_ex09(args, cfg) -> int:
     from ex09_keypoints.evaluate import course_score, evaluate_split
     from ex09_keypoints.train import TEST_TIME_KEYS, load_model
 
-    model = load_model(args.evaluate)  # a wrong file is the first thing to say
     keys = [o.split("=", 1)[0] for o in args.overrides if o.startswith("model.")]
+    test_time = {k.split(".", 1)[1]: getattr(cfg.model, k.split(".", 1)[1]) for k in keys if k in TEST_TIME_KEYS}
+    model = load_model(args.evaluate, test_time=test_time)  # loaded once; a wrong file is the first thing to say
     weights = [k for k in keys if k not in TEST_TIME_KEYS]
     if weights:
         raise ConfigError(f"--evaluate scores the saved model as it is: --set {weights[0]} does not apply (only the "
                           f"test-time settings {', '.join(TEST_TIME_KEYS)} do)")
-    if keys:
-        model = load_model(args.evaluate, test_time={k.split(".", 1)[1]: getattr(cfg.model, k.split(".", 1)[1])
-                                                     for k in keys})
     split = load_split(args.csv, cfg.data.drop_bad_rows)
     report_dropped({"csv": split})
     score = course_score(model, CourseDataset(split))

@@ -14,8 +14,8 @@ import zipfile
 
 import pytest
 
-from helpers import (REPO, ctrl_c_works, run_main, serve_dir, snapshot, synthetic_faces, tiny_ex08_config, wait_for,
-                     write_course_csv)
+from helpers import (REPO, ctrl_c_works, run_main, serve_dir, snapshot, synthetic_faces, tiny_ex08_config,
+                     wait_for, write_course_csv)
 
 TINY = ["--set", "model.widths=[8,16]", "model.head_hidden=16", "train.epochs=2", "train.batch_size=16",
         "train.eval_every=1", "run.threads=1", "track.mode=disabled"]

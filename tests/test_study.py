@@ -218,4 +218,5 @@ def test_ctrl_c_inside_a_sqlite_query_leaves_the_study_writable(tmp_path):
     other = sqlite3.connect(tmp_path / "s.db", timeout=1, isolation_level=None)
     other.execute("BEGIN IMMEDIATE")  # "database is locked" after 1 s if the interrupted query still holds it
     other.execute("ROLLBACK")
+    other.close()
     assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.WAITING]
