@@ -137,6 +137,9 @@ class TeacherConfig:
     on the weak view, counted only where the teacher's probability reaches ``confidence``)."""
     confidence: float = 0.95
     """``pseudo_label`` only: the teacher probability an image needs before its pseudo-label counts."""
+    align: bool = False
+    """Distribution alignment (ReMixMatch): rescale the teacher's probabilities so that their running mean
+    matches the labeled set's class frequencies, before either consistency term uses them."""
     consistency_weight: float = 10.0
     """w_max of the consistency term w(t) * consistency(student, teacher)."""
     ramp_epochs: float = 10.0
@@ -199,8 +202,8 @@ class AutoencoderConfig:
             f"{mt}.epochs": ">= 1", f"{mt}.unlabeled_per_epoch": ">= 1", f"{mt}.unlabeled_batch": ">= 1",
             f"{mt}.labeled_batch": ">= 1", f"{mt}.lr": "> 0", f"{mt}.weight_decay": ">= 0", f"{mt}.ema_decay": "(0, 1)",
             f"{mt}.consistency_weight": ">= 0", f"{mt}.confidence": "[0, 1]", f"{mt}.ramp_epochs": ">= 0",
-            f"{mt}.label_smoothing": "[0, 1)", f"{mt}.grad_clip": ">= 0", **augment_ranges(f"{p}.augment"), **augment_ranges(f"{t}.augment"),
-            **augment_ranges(f"{mt}.strong"), **augment_ranges(f"{mt}.weak")})
+            f"{mt}.label_smoothing": "[0, 1)", f"{mt}.grad_clip": ">= 0", **augment_ranges(f"{p}.augment"),
+            **augment_ranges(f"{t}.augment"), **augment_ranges(f"{mt}.strong"), **augment_ranges(f"{mt}.weak")})
 
 
 def _leaderboard(cfg: AutoencoderConfig) -> None:

@@ -8,6 +8,8 @@ from the transfer step's classifier. The teacher (best val epoch) is the submitt
 
 ``teacher.consistency=pseudo_label`` swaps the MSE for FixMatch's term (Sohn et al. 2020): the student's cross
 entropy on the strong view against the teacher's argmax on the weak view, where the teacher is confident.
+``teacher.align`` first rebalances the teacher's probabilities toward the labeled set's class frequencies
+(ReMixMatch's distribution alignment, Berthelot et al. 2020).
 
 One epoch = ``unlabeled_per_epoch`` unlabeled images (a fresh random subset of the pool) in batches of
 ``unlabeled_batch``, each step paired with ``labeled_batch`` class-balanced labeled images.
@@ -32,19 +34,39 @@ from ex08_autoencoder.models import Classifier
 from ex08_autoencoder.step_state import StepState
 
 
-def consistency_loss(student_logits, teacher_logits):
+def consistency_loss(student_logits, teacher_probs):
     """MSE between the class probabilities, averaged over samples and classes."""
-    return F.mse_loss(student_logits.softmax(1), teacher_logits.softmax(1))
+    return F.mse_loss(student_logits.softmax(1), teacher_probs)
 
 
-def pseudo_label_loss(student_logits, teacher_logits, confidence: float):
+def pseudo_label_loss(student_logits, teacher_probs, confidence: float):
     """FixMatch's unlabeled loss (Sohn et al. 2020): cross entropy of the student against the teacher's
     argmax, averaged over all images but counting only those whose teacher probability reaches
     ``confidence``. Returns (loss, the fraction of images counted)."""
-    probs = teacher_logits.softmax(1)
-    top, label = probs.max(1)
+    top, label = teacher_probs.max(1)
     mask = (top >= confidence).float()
     return (F.cross_entropy(student_logits, label, reduction="none") * mask).mean(), mask.mean()
+
+
+class DistributionAlignment(torch.nn.Module):
+    """ReMixMatch's distribution alignment (Berthelot et al. 2020): multiply the teacher's class probabilities
+    by ``target / running mean of the teacher's probabilities`` and renormalise. A class the teacher
+    over-predicts (split 1's transfer model calls many 4s 9s) loses confidence on its doubtful images and the
+    under-predicted one gains it, so the pseudo-labels keep the labeled set's class balance instead of
+    reinforcing the teacher's bias. The running mean is an EMA over the steps (``momentum`` 0.99: the last ~100
+    batches; ReMixMatch averages the last 128) and a buffer, so a resumed step goes on with it."""
+
+    def __init__(self, target: torch.Tensor, momentum: float = 0.99):
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("target", target.float() / target.sum())
+        self.register_buffer("running", self.target.clone())
+
+    @torch.no_grad()
+    def forward(self, probs: torch.Tensor) -> torch.Tensor:
+        self.running.mul_(self.momentum).add_(probs.mean(0), alpha=1 - self.momentum)
+        aligned = probs * (self.target / self.running)
+        return aligned / aligned.sum(1, keepdim=True)
 
 
 def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier, log, generator,
@@ -60,9 +82,12 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
     cpu_gen = cpu_generator(generator)
     n_unlabeled = data.unlabeled_x.shape[0]
+    # the labeled split's class frequencies are the target (balanced by construction: data.per_class each)
+    align = DistributionAlignment(torch.bincount(data.train_y, minlength=10)).to(device) if c.align else None
     state = state or StepState()
     start, best, best_state = state.attach(student=student, teacher=teacher, optimizer=optimizer,
-                                           scheduler=scheduler, generator=generator, cpu_generator=cpu_gen)
+                                           scheduler=scheduler, generator=generator, cpu_generator=cpu_gen,
+                                           align=align)
     for epoch in progress(range(start, c.epochs)) if progress else range(start, c.epochs):
         u_order = torch.randperm(n_unlabeled, generator=generator, device=device)
         l_order = labeled_order(data.train_y, steps * c.labeled_batch, True, cpu_gen).to(device)
@@ -75,12 +100,14 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
             with autocast(device, cfg.run.amp):
                 student_logits = student(strong).float()
                 with torch.no_grad():  # teacher in train mode: its dropout is part of the noise, as in the paper
-                    teacher_logits = teacher.module(weak).float()
+                    teacher_probs = teacher.module(weak).float().softmax(1)
+            if align is not None:
+                teacher_probs = align(teacher_probs)
             supervised = criterion(student_logits[:len(l_idx)], data.train_y[l_idx])
             if c.consistency == "pseudo_label":
-                consistency, counted = pseudo_label_loss(student_logits, teacher_logits, c.confidence)
+                consistency, counted = pseudo_label_loss(student_logits, teacher_probs, c.confidence)
             else:
-                consistency, counted = consistency_loss(student_logits, teacher_logits), sums.new_ones(())
+                consistency, counted = consistency_loss(student_logits, teacher_probs), sums.new_ones(())
             w = consistency_ramp(epoch + s / steps, c.ramp_epochs, c.consistency_weight)
             optimizer_step(student, optimizer, supervised + w * consistency, c.grad_clip, scheduler, ema=teacher)
             sums += torch.stack([supervised.detach(), consistency.detach(), counted])
@@ -89,6 +116,8 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
         row = {"epoch": epoch, "train/supervised_loss": sup, "train/consistency_loss": cons, "consistency_weight": w,
                **({"train/pseudo_label_rate": counted_rate} if c.consistency == "pseudo_label" else {}),
                "val/acc": t_val["acc"], "val/loss": t_val["loss"], "val/student_acc": s_val["acc"]}
+        if align is not None:  # how unbalanced the teacher's own predictions are (1 = balanced): what it corrects
+            row["train/teacher_class_ratio"] = (align.running.max() / align.running.min()).item()
         if not (math.isfinite(sup) and math.isfinite(cons)):
             raise FloatingPointError(f"teacher epoch {epoch}: loss is not finite; lower teacher.lr")
         log(row)

@@ -161,7 +161,7 @@ def test_pseudo_labels_count_only_where_the_teacher_is_confident():
 
     from ex08_autoencoder.mean_teacher import pseudo_label_loss
 
-    teacher = torch.tensor([[10.0, 0.0, 0.0], [0.3, 0.2, 0.1], [0.0, 0.0, 8.0]])  # sure, unsure, sure
+    teacher = torch.tensor([[10.0, 0.0, 0.0], [0.3, 0.2, 0.1], [0.0, 0.0, 8.0]]).softmax(1)  # sure, unsure, sure
     student = torch.zeros(3, 3, requires_grad=True)  # uniform: cross entropy ln 3 against any label
     loss, rate = pseudo_label_loss(student, teacher, confidence=0.95)
     assert float(rate) == pytest.approx(2 / 3)
@@ -170,3 +170,24 @@ def test_pseudo_labels_count_only_where_the_teacher_is_confident():
     assert student.grad[0, 0] < 0 and student.grad[2, 2] < 0, "raise the teacher's class where counted"
     assert torch.all(student.grad[1] == 0), "the unsure image adds nothing"
     assert float(pseudo_label_loss(student.detach(), teacher, confidence=0.0)[1]) == 1.0, "threshold 0 counts all"
+
+
+def test_distribution_alignment_moves_confidence_from_an_over_predicted_class():
+    """ReMixMatch's alignment: while the teacher's running mean matches the labeled frequencies it changes
+    nothing; once the teacher keeps over-predicting class 0, a doubtful image's pseudo-label moves to class 1
+    and a sure one stays, every row still a distribution."""
+    from ex08_autoencoder.mean_teacher import DistributionAlignment, pseudo_label_loss
+
+    align = DistributionAlignment(torch.tensor([5, 5]))
+    balanced = torch.tensor([[0.9, 0.1], [0.1, 0.9]])
+    assert torch.allclose(align(balanced), balanced), "a balanced teacher is left as it is"
+    biased = torch.tensor([[0.99, 0.01], [0.6, 0.4], [0.7, 0.3], [0.2, 0.8]])  # mean 0.62 / 0.38
+    for _ in range(500):
+        out = align(biased)
+    assert torch.allclose(align.running, biased.mean(0), atol=1e-3), "the running mean follows the teacher"
+    assert torch.allclose(out.sum(1), torch.ones(4))
+    assert out[1].argmax() == 1 and out[0].argmax() == 0, "the doubtful 0 becomes a 1; the sure 0 stays"
+    # the aligned probabilities flip the pseudo-label the student is trained toward
+    student = torch.zeros(4, 2, requires_grad=True)
+    pseudo_label_loss(student, out, confidence=0.0)[0].backward()
+    assert student.grad[1, 1] < 0 < student.grad[1, 0]
