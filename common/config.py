@@ -116,7 +116,8 @@ def set_value(cfg, key: str, value: Any) -> None:
             raise ConfigError(f"unknown config key {key!r}. Valid keys: {valid}")
         if i == len(parts) - 1:
             if dataclasses.is_dataclass(getattr(node, part)):
-                raise ConfigError(f"{key!r} is a section; set one of its keys, e.g. {key}.{dataclasses.fields(getattr(node, part))[0].name}=...")
+                first = dataclasses.fields(getattr(node, part))[0].name
+                raise ConfigError(f"{key!r} is a section; set one of its keys, e.g. {key}.{first}=...")
             hints = typing.get_type_hints(type(node))
             setattr(node, part, parse_value(value, hints[part], key))
         else:
@@ -172,7 +173,8 @@ def save_config(cfg, path: str | Path) -> None:
     atomic_write_text(Path(path), json.dumps(to_dict(cfg), indent=2) + "\n")
 
 
-_RANGE = re.compile(r"^\s*(?:(?P<op>>=|>)\s*(?P<min>[-\d.e]+)|(?P<lb>[\[(])\s*(?P<lo>[-\d.e]+)\s*,\s*(?P<hi>[-\d.e]+)\s*(?P<rb>[\])]))\s*$")
+_RANGE = re.compile(r"^\s*(?:(?P<op>>=|>)\s*(?P<min>[-\d.e]+)"  # ">= 0", "> 0"
+                    r"|(?P<lb>[\[(])\s*(?P<lo>[-\d.e]+)\s*,\s*(?P<hi>[-\d.e]+)\s*(?P<rb>[\])]))\s*$")  # "[0, 1)"
 
 
 def _in_range(value: float, spec: str) -> bool:

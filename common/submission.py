@@ -62,8 +62,8 @@ def verify_submission(out_dir: Path, inputs: dict) -> tuple[int, dict]:
     with tempfile.TemporaryDirectory(prefix="submission-check-") as tmp:
         path = Path(tmp) / "inputs.pt"
         torch.save(inputs, path)
-        proc = subprocess.run([sys.executable, "-I", inspect.getsourcefile(submission_check), str(Path(out_dir).resolve()),
-                               str(path)], capture_output=True, text=True, timeout=1800)
+        proc = subprocess.run([sys.executable, "-I", inspect.getsourcefile(submission_check),
+                               str(Path(out_dir).resolve()), str(path)], capture_output=True, text=True, timeout=1800)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
         raise RuntimeError(f"the submission check printed no result (exit {proc.returncode}):\n{proc.stderr[-2000:]}")

@@ -36,5 +36,6 @@ def export(cfg, run_dir: Path, out_dir: Path) -> tuple[int, dict]:
     with torch.no_grad():
         expected = predict(model, val.images)
     code, result = verify_submission(out_dir, {"exercise": "ex09", "val_images": val.images,
-                                               "val_targets": val.keypoints, "expected": expected.reshape(len(val), -1)})
+                                               "val_targets": val.keypoints,
+                                               "expected": expected.reshape(len(val), -1)})
     return code, {**result, "zip": str(zip_path)}

@@ -83,8 +83,14 @@ def compare(a: Path, b: Path) -> int:
         if isinstance(va, (int, float)) or isinstance(vb, (int, float)):
             print(f"  {k:34s} {_fmt(va):>22s}  {_fmt(vb):>22s}" + ("" if va == vb else "   differs"))
     print(json.dumps({"config": {k: [flat_a.get(k), flat_b.get(k)] for k in keys},
-                      "figures": {k: [sa.get(k), sb.get(k)] for k in figures if not isinstance(sa.get(k), (dict, list))}}))
+                      "figures": {k: [sa.get(k), sb.get(k)] for k in figures
+                                  if not isinstance(sa.get(k), (dict, list))}}))
     return 0
+
+
+def _code_name(state: dict) -> str:
+    """``abc1234567`` or ``abc1234567 (dirty)``: a commit as a rerun's warning names it."""
+    return f"{state.get('commit', '?')[:10]}{' (dirty)' if state.get('dirty') else ''}"
 
 
 def rerun(run_dir: Path, out: Path | None, overrides: list[str], progress: bool = True) -> int:
@@ -104,8 +110,7 @@ def rerun(run_dir: Path, out: Path | None, overrides: list[str], progress: bool 
     warnings = []
     then, now = record["code"], code_state()
     if then.get("commit") != now.get("commit") or then.get("dirty") or now.get("dirty"):
-        warnings.append(f"code: the run was made by {then.get('commit', '?')[:10]}{' (dirty)' if then.get('dirty') else ''}, "
-                        f"this is {now.get('commit', '?')[:10]}{' (dirty)' if now.get('dirty') else ''}")
+        warnings.append(f"code: the run was made by {_code_name(then)}, this is {_code_name(now)}")
     summary = exp.train(cfg, out, progress=progress)
     new_data = json.loads((out / "run.json").read_text()).get("data", {}).get("sha256", {})
     old_data = record.get("data", {}).get("sha256", {})

@@ -55,8 +55,9 @@ def create_or_load_study(sweep: Sweep, storage, seed_offset: int = 0, baseline_c
         if sweep.baseline and baseline_cfg is not None:
             study.enqueue_trial(baseline_params(sweep.space, baseline_cfg), user_attrs={"baseline": True})
     elif attrs["experiment"] != sweep.experiment or attrs.get("metric") != sweep.metric:
-        raise ConfigError(f"study {sweep.study!r} in this storage searches {attrs['experiment']}/{attrs.get('metric')}, "
-                          f"but {sweep.path} says {sweep.experiment}/{sweep.metric}; use another storage or study name")
+        raise ConfigError(f"study {sweep.study!r} in this storage searches {attrs['experiment']}/"
+                          f"{attrs.get('metric')}, but {sweep.path} says {sweep.experiment}/{sweep.metric}; "
+                          "use another storage or study name")
     if study.direction.name.lower() != sweep.direction:
         raise ConfigError(f"study {sweep.study!r} was created to {study.direction.name.lower()}, "
                           f"but {sweep.path} says {sweep.direction}")

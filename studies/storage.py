@@ -140,7 +140,8 @@ def open_storage(url: str, settings: dict | None = None):
             hint = "; a password holding '@' must be written %40 in the URL"
         elif isinstance(e, OSError):
             hint = "; choose a writable place (--storage or --out)"
-        raise ConfigError(f"cannot open study storage {redact(url)}: {type(e).__name__}: {detail[:300]}{hint}") from None
+        raise ConfigError(f"cannot open study storage {redact(url)}: {type(e).__name__}: {detail[:300]}{hint}"
+                          ) from None
 
 
 def _serialize_sqlite(engine) -> None:

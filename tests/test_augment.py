@@ -113,7 +113,8 @@ def test_flip_with_one_based_pixel_centres_maps_x_to_97_minus_x():
     moved = warp_points(pts, A, t, point_offset=KEYPOINT_GRID_OFFSET)
     assert torch.allclose(normalized_to_pixels(moved), torch.tensor([[[97.0 - (i + 1), row + 1.0]]]))
     flipped = warp_images(image, A, t)
-    assert flipped[0, 0, row, 95 - i].item() == pytest.approx(1.0, abs=1e-4)  # and that pixel is the one annotated at 96 - i
+    # and that pixel is the one annotated at 96 - i
+    assert flipped[0, 0, row, 95 - i].item() == pytest.approx(1.0, abs=1e-4)
 
 
 def test_shear_matches_torchvision_definition():

@@ -65,7 +65,8 @@ def test_a_pretrain_batch_larger_than_the_unlabeled_pool_is_refused(synthetic_mn
 def test_a_changed_split_seed_is_refused_in_the_same_run_dir(synthetic_mnist, tmp_path):
     train(only(tiny_ex08_config(synthetic_mnist), "pretrain"), tmp_path / "r", progress=False)
     with pytest.raises(ConfigError, match="different few-label split"):
-        train(only(tiny_ex08_config(synthetic_mnist, **{"data.split_seed": 1}), "transfer"), tmp_path / "r", progress=False)
+        train(only(tiny_ex08_config(synthetic_mnist, **{"data.split_seed": 1}), "transfer"), tmp_path / "r",
+              progress=False)
 
 
 @pytest.mark.slow  # 4.5 s; in-step resume stays in the fast loop
@@ -102,7 +103,8 @@ def test_one_wandb_run_per_step_grouped(synthetic_mnist, tmp_path):
     assert accs == pytest.approx(logged) and "teacher/test10k/acc" in teacher["summary"]
     # the step's model as an artifact, the 10k-test confusion matrix and a table of misclassified digits
     model = next(a for a in teacher["artifacts"] if a["type"] == "model")
-    assert model["files"] == ["teacher.pt"] and model["metadata"]["test10k/acc"] == teacher["summary"]["teacher/test10k/acc"]
+    assert model["files"] == ["teacher.pt"]
+    assert model["metadata"]["test10k/acc"] == teacher["summary"]["teacher/test10k/acc"]
     keys = {k for h in teacher["history"] for k in h}
     assert {"teacher/test10k/confusion_table/_type", "teacher/test10k/misclassified/_type"} <= keys
     assert teacher["config"]["teacher"]["ema_decay"] == 0.995

@@ -67,8 +67,8 @@ def test_a_submission_that_needs_this_repo_fails_its_check(synthetic_data_dir, t
     assert export(run, capsys)[0] == 0
     source = run / "submission" / "exercise_code" / "networks" / "keypoint_nn.py"
     source.write_text(source.read_text() + "\nimport ex09_keypoints.data  # a leftover import of this repo\n")
-    code, result = verify_submission(run / "submission", {"exercise": "ex09", "val_images": torch.zeros(1, 1, 96, 96,
-                                                                                                        dtype=torch.uint8),
+    code, result = verify_submission(run / "submission", {"exercise": "ex09",
+                                                          "val_images": torch.zeros(1, 1, 96, 96, dtype=torch.uint8),
                                                           "val_targets": torch.zeros(1, 15, 2),
                                                           "expected": torch.zeros(1, 30)})
     assert code == 1 and result["checks"] == {"loads": False} and "course's server does not have" in result["error"]
