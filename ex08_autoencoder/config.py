@@ -140,6 +140,13 @@ class TeacherConfig:
     align: bool = False
     """Distribution alignment (ReMixMatch): rescale the teacher's probabilities so that their running mean
     matches the labeled set's class frequencies, before either consistency term uses them."""
+    vat_weight: float = 0.0
+    """Weight of virtual adversarial training's smoothness term on the student (0 = off). It costs two more
+    forward passes and one more backward pass per step over ``vat_batch`` images."""
+    vat_eps: float = 0.3
+    """VAT: L2 norm of the adversarial perturbation per image, pixels in [0, 1] (the VAT paper's MNIST value)."""
+    vat_batch: int = 64
+    """VAT: images of each step it runs on (the step's labeled ones first, then unlabeled; 0 = all of them)."""
     consistency_weight: float = 10.0
     """w_max of the consistency term w(t) * consistency(student, teacher)."""
     ramp_epochs: float = 10.0
@@ -201,7 +208,8 @@ class AutoencoderConfig:
             f"{t}.label_smoothing": "[0, 1)", f"{t}.mixup_alpha": ">= 0", f"{t}.grad_clip": ">= 0",
             f"{mt}.epochs": ">= 1", f"{mt}.unlabeled_per_epoch": ">= 1", f"{mt}.unlabeled_batch": ">= 1",
             f"{mt}.labeled_batch": ">= 1", f"{mt}.lr": "> 0", f"{mt}.weight_decay": ">= 0", f"{mt}.ema_decay": "(0, 1)",
-            f"{mt}.consistency_weight": ">= 0", f"{mt}.confidence": "[0, 1]", f"{mt}.ramp_epochs": ">= 0",
+            f"{mt}.consistency_weight": ">= 0", f"{mt}.confidence": "[0, 1]", f"{mt}.vat_weight": ">= 0",
+            f"{mt}.vat_eps": ">= 0", f"{mt}.vat_batch": ">= 0", f"{mt}.ramp_epochs": ">= 0",
             f"{mt}.label_smoothing": "[0, 1)", f"{mt}.grad_clip": ">= 0", **augment_ranges(f"{p}.augment"),
             **augment_ranges(f"{t}.augment"), **augment_ranges(f"{mt}.strong"), **augment_ranges(f"{mt}.weak")})
 

@@ -191,3 +191,28 @@ def test_distribution_alignment_moves_confidence_from_an_over_predicted_class():
     student = torch.zeros(4, 2, requires_grad=True)
     pseudo_label_loss(student, out, confidence=0.0)[0].backward()
     assert student.grad[1, 1] < 0 < student.grad[1, 0]
+
+
+def test_vat_finds_the_direction_that_moves_the_prediction_most():
+    """VAT's power iteration: the perturbation it finds changes the prediction several times more than random
+    ones of the same length, its loss trains the weights, and the model's train mode is back afterwards."""
+    import torch.nn.functional as F
+
+    from ex08_autoencoder.mean_teacher import _unit, vat_loss
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(40, 64), torch.nn.Tanh(), torch.nn.Dropout(0.5),
+                                torch.nn.Linear(64, 4)).train()
+    x, eps = torch.rand(32, 1, 5, 8), 0.5
+    g = torch.Generator().manual_seed(0)
+    adversarial = vat_loss(model, x, eps, g)
+    assert model.training, "train mode restored"
+    adversarial.backward()
+    assert model[1].weight.grad.abs().sum() > 0, "the smoothness term trains the weights"
+    model.eval()
+    with torch.no_grad():
+        p = model(x).softmax(1)
+        randoms = [F.kl_div(model(x + eps * _unit(torch.randn(x.shape))).log_softmax(1), p, reduction="batchmean")
+                   for _ in range(20)]
+    assert adversarial.item() > 3 * max(r.item() for r in randoms) > 0
+    assert vat_loss(model, x, 0.0, g).item() == pytest.approx(0.0, abs=1e-7), "no perturbation, no change"

@@ -193,8 +193,9 @@ def test_an_interrupted_run_resumes_inside_its_step_to_exactly_the_same_model(sy
     after its last saved epoch (not from its start), and the teacher ends bit for bit where the uninterrupted
     run's does. (A real SIGKILL: tests/test_hostile_input.py.)"""
     monkeypatch.setattr(step_state, "SAVE_EVERY_S", 0.0)  # a state after every epoch of these tiny steps
-    # teacher.align: its running class mean is part of the teacher step's state, and must resume too
-    epochs = {"pretrain.epochs": 4, "transfer.epochs": 4, "teacher.epochs": 4, "teacher.align": True}
+    # teacher.align's running class mean is part of the teacher step's state, and VAT draws from its generator
+    epochs = {"pretrain.epochs": 4, "transfer.epochs": 4, "teacher.epochs": 4, "teacher.align": True,
+              "teacher.vat_weight": 0.5}
     whole = train(tiny_ex08_config(synthetic_mnist, **epochs), tmp_path / "whole", progress=False)
     seen = []
 

@@ -80,8 +80,8 @@ def test_conditional_and_list_parameters_and_the_baseline_round_trip():
     assert overrides["model.widths"] == cfg.model.widths and overrides["train.lr"] == cfg.train.lr
     assert overrides["model.members"] == cfg.model.members == 1
     assert "depth" not in overrides  # a helper, not a config key
-    timm = {k: v for k, v in cnn.items()
-            if k in ("model.head_hidden", "model.head_dropout", "model.members") or k.startswith(("train.", "augment."))}
+    shared = ("model.head_hidden", "model.head_dropout", "model.members")
+    timm = {k: v for k, v in cnn.items() if k in shared or k.startswith(("train.", "augment."))}
     timm["model.arch"] = "timm:lcnet_050"
     overrides = suggest(optuna.trial.FixedTrial(timm), sweep.space)
     assert overrides["model.arch"] == "timm:lcnet_050"
