@@ -140,8 +140,8 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
             w = consistency_ramp(epoch + s / steps, c.ramp_epochs, c.consistency_weight)
             loss = supervised + w * consistency
             if c.vat_weight > 0:  # on the clean images: the labeled ones and the first unlabeled, vat_batch in all
-                with autocast(device, cfg.run.amp):
-                    vat = vat_loss(student, x[:c.vat_batch or len(x)], c.vat_eps, generator)
+                # in float32 even under amp: bf16 would round the 1e-6 step of the power iteration away
+                vat = vat_loss(student, x[:c.vat_batch or len(x)], c.vat_eps, generator)
                 loss = loss + c.vat_weight * vat
             else:
                 vat = sums.new_zeros(())
