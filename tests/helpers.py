@@ -130,8 +130,7 @@ def write_sweep(path: Path, data_dir: Path, *, fixed=None, space=None, **top) ->
             "storage": {"heartbeat_s": 1, "grace_s": 4},  # short, yet past a loaded CI's stalls
             "fixed": {"data.data_dir": str(data_dir), "model.widths": [16, 32], "model.head_hidden": 32,
                       "train.epochs": 2, "train.batch_size": 16, "train.ema_decay": 0.9, "run.threads": 1,
-                      "track.mode": "offline",
-                      **(fixed or {})},
+                      "track.mode": "offline", **(fixed or {})},
             "space": space or {"depth": {"type": "int", "low": 1, "high": 2},
                                "model.widths": {"type": "list", "length": "depth",
                                                 "item": {"type": "int", "low": 8, "high": 24, "step": 8}},
