@@ -100,6 +100,11 @@ class TrainConfig:
     """From this fraction of ``epochs`` on, evaluate after every epoch whatever ``eval_every`` says (1 = never):
     the best checkpoint is picked on the plateau at the end, and most early evaluations (~0.6 s each, ~20 % of
     an epoch of the default model on 2 cores) are skipped."""
+    swa_from: float = 0.0
+    """From this fraction of ``epochs`` on, also keep a uniform average of the evaluated weights, one snapshot
+    per epoch end (SWA, Izmailov et al. 2018, with ``swa_utils.AveragedModel``), score it at every evaluation as
+    ``val/score_swa`` and checkpoint it when it beats every earlier candidate (0 = off). Meant for the plateau
+    after the val peak, where the per-epoch weights drift apart and lose 1-3 % (the long preset)."""
     time_limit_s: float = 0.0
     """Stop after this many seconds of training (0 = no limit); the schedule still assumes ``epochs``."""
 
@@ -143,7 +148,7 @@ class KeypointsConfig:
             "train.warmup_epochs": ">= 0", "train.min_lr_ratio": "[0, 1]", "train.smooth_l1_beta": "> 0",
             "train.wing_w_px": "> 0", "train.wing_eps_px": "> 0", "train.ema_decay": "[0, 1)",
             "train.grad_clip": ">= 0", "train.eval_every": ">= 1", "train.eval_all_from": "[0, 1]",
-            "train.time_limit_s": ">= 0", **augment_ranges("augment")})
+            "train.swa_from": "[0, 1)", "train.time_limit_s": ">= 0", **augment_ranges("augment")})
 
 
 def is_eval_epoch(epoch: int, train: TrainConfig) -> bool:

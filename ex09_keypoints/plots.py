@@ -1,6 +1,7 @@
 """PNGs people look at: predicted vs true keypoints on faces, and learning curves."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from common.plots import learning_curves as curves
@@ -41,7 +42,9 @@ def learning_curves(metrics_jsonl: Path, path: Path) -> Path:
     return curves([{"title": "train loss", "x": epochs, "left": {"train/loss": [r["train/loss"] for r in rows]},
                     "log": True},
                    {"title": "val score (course, higher is better)", "x": epochs,
-                    "left": {"val/score": [r["val/score"] for r in rows]}, "hline": 100}], path)
+                    "left": {key: [r.get(key, math.nan) for r in rows]  # SWA rows start late: gaps
+                             for key in ("val/score", "val/score_swa") if any(key in r for r in rows)},
+                    "hline": 100}], path)
 
 
 def faces_table(model, split) -> tuple[list[str], list[list]]:

@@ -105,6 +105,21 @@ def continue_flags(cfg: KeypointsConfig, out_dir: Path) -> list[str] | None:
     return ["--resume", str(out_dir)] if (Path(out_dir) / "last.pt").is_file() else None
 
 
+def make_swa(eval_model, cfg) -> tuple:
+    """The uniform weight average ``train.swa_from`` asks for and the first epoch it takes, or (None, None).
+
+    It averages the evaluated weights (the EMA's when there is one) once per epoch, and averages BatchNorm's
+    running statistics with them (``use_buffers``) instead of re-estimating them in an extra pass over the data
+    (``swa_utils.update_bn``): the snapshots come from the end of a decayed schedule, close enough that the
+    mean of their statistics is the statistics of their mean, as the EMA already assumes.
+    """
+    if cfg.swa_from <= 0:
+        return None, None
+    from torch.optim.swa_utils import AveragedModel
+
+    return AveragedModel(eval_model, use_buffers=True), math.ceil(cfg.swa_from * cfg.epochs)
+
+
 def train_one_epoch(model, optimizer, scheduler, ema, images, points, cfg: KeypointsConfig, generator,
                     steps: int) -> float:
     """``steps`` optimizer steps over a fresh permutation of (uint8 images, points); returns the mean loss.
@@ -172,6 +187,8 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
         scheduler = cosine_scheduler(optimizer, total_steps, round(cfg.train.warmup_epochs * steps_per_epoch),
                                      cfg.train.min_lr_ratio)
         ema = make_ema(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+        eval_model = ema.module if ema is not None else model
+        swa, swa_start = make_swa(eval_model, cfg.train)
         generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
 
         start_epoch, best, time_to_pass = 0, {"val/score": -math.inf, "epoch": -1}, None
@@ -181,6 +198,8 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
             scheduler.load_state_dict(state["scheduler"])
             if ema is not None and state.get("ema") is not None:
                 ema.load_state_dict(state["ema"])
+            if swa is not None and state.get("swa") is not None:
+                swa.load_state_dict(state["swa"])
             generator.set_state(state["generator"])
             set_rng_state(state["rng"])
             start_epoch, best, time_to_pass = state["epoch"] + 1, state["best"], state["time_to_pass"]
@@ -189,8 +208,9 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
 
         tracker.define_metric("val/score", summary="max")
         tracker.define_metric("train/loss", summary="min")
-        eval_model = ema.module if ema is not None else model
-        eval_model.shift_tta = False  # per-epoch scores without the shifted views; best.pt has them
+        tracker.define_metric("val/score_swa", summary="max")
+        for m in (eval_model, swa.module if swa is not None else eval_model):
+            m.shift_tta = False  # per-epoch scores without the shifted views; best.pt has them
         epochs_run = start_epoch
         bar = _progress(range(start_epoch, cfg.train.epochs), progress)
         for epoch in bar:
@@ -199,6 +219,8 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
             if not math.isfinite(train_loss):
                 raise NonFiniteLossError(f"epoch {epoch}: training loss is {train_loss}; lower train.lr")
             epochs_run = epoch + 1
+            if swa is not None and epoch >= swa_start:
+                swa.update_parameters(eval_model)
 
             out_of_time = cfg.train.time_limit_s > 0 and time.perf_counter() - t_train > cfg.train.time_limit_s
             if not (is_eval_epoch(epoch, cfg.train) or out_of_time):
@@ -206,18 +228,25 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
             val_metrics = evaluate_split(eval_model, val, device, cfg.train.channels_last)
             row = {"epoch": epoch, "train/loss": train_loss, "val/score": val_metrics["score"],
                    "val/rmse_px": val_metrics["rmse_px"], "lr": optimizer.param_groups[0]["lr"]}
+            candidates = {"val/score": eval_model}  # the weights this evaluation could checkpoint
+            if swa is not None and epoch >= swa_start:
+                row["val/score_swa"] = evaluate_split(swa.module, val, device, cfg.train.channels_last)["score"]
+                candidates["val/score_swa"] = swa.module
             elapsed = since_process_start()
             run.log_metrics({**row, "elapsed_s": elapsed})
             tracker.log(row, step=epoch)
             if time_to_pass is None and row["val/score"] >= PASS_SCORE:
                 time_to_pass = elapsed
-            if row["val/score"] > best["val/score"]:
-                best = {"val/score": row["val/score"], "epoch": epoch}
-                save_best(eval_model, cfg, run / "best.pt", epoch=epoch, val_score=row["val/score"])
+            key = max(candidates, key=row.get)
+            if row[key] > best["val/score"]:
+                weights = "swa" if key == "val/score_swa" else "ema" if ema is not None else "model"
+                best = {"val/score": row[key], "epoch": epoch, "weights": weights}
+                save_best(candidates[key], cfg, run / "best.pt", epoch=epoch, val_score=row[key], weights=weights)
             checkpoint.atomic_torch_save(
                 {"format": STATE_FORMAT, "config": to_dict(cfg), "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                 "ema": ema.state_dict() if ema is not None else None, "generator": generator.get_state(),
+                 "ema": ema.state_dict() if ema is not None else None,
+                 "swa": swa.state_dict() if swa is not None else None, "generator": generator.get_state(),
                  "rng": rng_state(), "epoch": epoch, "best": best, "time_to_pass": time_to_pass}, run / "last.pt")
             if hasattr(bar, "set_postfix"):
                 bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{row['val/score']:.0f}",
@@ -235,6 +264,7 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
         summary = {
             "val/score": course, "val/score_batched": final["score"], "val/rmse_px": final["rmse_px"],
             "val/rmse_px_per_keypoint": final["rmse_px_per_keypoint"], "best_epoch": best["epoch"],
+            "best_weights": best.get("weights"),
             "epochs": epochs_run, "params": n_params, "model_bytes": (run / "best.pt").stat().st_size,
             "wall_s": time.perf_counter() - t_train, "since_process_start_s": since_process_start(),
             "time_to_pass_s": time_to_pass, "threads": threads, "device": str(device),

@@ -97,6 +97,39 @@ def test_sparse_evaluations_then_every_epoch_on_the_plateau(synthetic_data_dir, 
     assert [r["epoch"] for r in rows] == [2, 5, 6, 7]
 
 
+def test_swa_averages_the_evaluated_weights_of_each_epoch_from_swa_from(synthetic_data_dir, tmp_path):
+    """train.swa_from=0.5 of 4 epochs: the average starts at epoch 2, where it holds one snapshot and so scores
+    what the EMA scores; at epoch 3 it is the mean of two (BatchNorm statistics too), and best.pt keeps whichever
+    candidate of any epoch scored highest."""
+    from ex09_keypoints.config import make_config
+    from ex09_keypoints.models import build_model
+    from ex09_keypoints.train import make_swa
+
+    cfg = make_config("quick")
+    cfg.model.widths, cfg.model.head_hidden, cfg.train.swa_from, cfg.train.epochs = (8,), 4, 0.5, 4
+    a, b = build_model(cfg.model), build_model(cfg.model)
+    for m, v in ((a, 1.0), (b, 3.0)):
+        for t in list(m.parameters()) + [m.state_dict()[k] for k in m.state_dict() if "running_mean" in k]:
+            t.data.fill_(v)
+    swa, start = make_swa(a, cfg.train)
+    assert start == 2 and make_swa(a, make_config("quick").train) == (None, None)
+    swa.update_parameters(a)
+    swa.update_parameters(b)
+    averaged = swa.module.state_dict()
+    assert all(float(averaged[k].float().mean()) == 2.0 for k in averaged if "running_mean" in k or "weight" in k)
+
+    summary = train(tiny_config(synthetic_data_dir, **{"train.epochs": 4, "train.swa_from": 0.5}), tmp_path / "r",
+                    progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert ["val/score_swa" in r for r in rows] == [False, False, True, True]
+    assert rows[2]["val/score_swa"] == rows[2]["val/score"], "one snapshot: the EMA's weights themselves"
+    assert rows[3]["val/score_swa"] != rows[3]["val/score"]
+    best = max((r[k], r["epoch"], k) for r in rows for k in ("val/score", "val/score_swa") if k in r)
+    blob = torch.load(tmp_path / "r" / "best.pt", weights_only=True)
+    assert (blob["meta"]["val_score"], blob["meta"]["epoch"]) == best[:2]
+    assert summary["best_weights"] == ("swa" if best[2] == "val/score_swa" else "ema")
+
+
 @pytest.mark.slow  # 5 s; the rerun test checks identical figures in the fast loop
 def test_same_seed_twice_gives_same_val_score(synthetic_data_dir, tmp_path):
     a = train(tiny_config(synthetic_data_dir), tmp_path / "a", progress=False)
@@ -109,8 +142,10 @@ def test_same_seed_twice_gives_same_val_score(synthetic_data_dir, tmp_path):
 def test_resume_continues_the_same_computation_in_the_same_dir(synthetic_data_dir, tmp_path):
     """Stopped after its first epoch and resumed, a run ends exactly where the uninterrupted run ends (every
     random stream restored: the data order, augmentation and dropout), one metrics.jsonl, one W&B run id."""
-    whole = train(tiny_config(synthetic_data_dir, **{"train.epochs": 4}), tmp_path / "whole", progress=False)
-    cfg = tiny_config(synthetic_data_dir, **{"train.epochs": 4, "train.time_limit_s": 1e-9, "track.mode": "offline"})
+    whole = train(tiny_config(synthetic_data_dir, **{"train.epochs": 4, "train.swa_from": 0.25}), tmp_path / "whole",
+                  progress=False)
+    cfg = tiny_config(synthetic_data_dir, **{"train.epochs": 4, "train.swa_from": 0.25, "train.time_limit_s": 1e-9,
+                                             "track.mode": "offline"})
     first = train(cfg, tmp_path / "r", progress=False)  # stops after its first epoch
     assert first["epochs"] == 1
     cfg.train.time_limit_s = 0.0
@@ -120,6 +155,7 @@ def test_resume_continues_the_same_computation_in_the_same_dir(synthetic_data_di
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
     same = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
     assert [r["val/score"] for r in rows] == [r["val/score"] for r in same]
+    assert [r.get("val/score_swa") for r in rows] == [r.get("val/score_swa") for r in same] != [None] * 4
     ids = {read_run(p)["run"].get("id") for p in (tmp_path / "r" / "wandb").glob("offline-run-*")}
     record = json.loads((tmp_path / "r" / "run.json").read_text())
     assert record["wandb"]["id"] == record["continues"]["wandb"]["id"] and len(ids) == 1
