@@ -105,6 +105,10 @@ class TrainConfig:
     per epoch end (SWA, Izmailov et al. 2018, with ``swa_utils.AveragedModel``), score it at every evaluation as
     ``val/score_swa`` and checkpoint it when it beats every earlier candidate (0 = off). Meant for the plateau
     after the val peak, where the per-epoch weights drift apart and lose 1-3 % (the long preset)."""
+    swa_lr: float = 0.0
+    """With ``swa_from``: the cosine decays to this fraction of ``lr`` by ``swa_from`` and holds it to the end
+    (SWA's constant-rate phase: snapshots far enough apart to be worth averaging); 0 = the cosine spans every
+    epoch down to ``min_lr_ratio``, whatever ``swa_from`` says."""
     time_limit_s: float = 0.0
     """Stop after this many seconds of training (0 = no limit); the schedule still assumes ``epochs``."""
 
@@ -148,7 +152,8 @@ class KeypointsConfig:
             "train.warmup_epochs": ">= 0", "train.min_lr_ratio": "[0, 1]", "train.smooth_l1_beta": "> 0",
             "train.wing_w_px": "> 0", "train.wing_eps_px": "> 0", "train.ema_decay": "[0, 1)",
             "train.grad_clip": ">= 0", "train.eval_every": ">= 1", "train.eval_all_from": "[0, 1]",
-            "train.swa_from": "[0, 1)", "train.time_limit_s": ">= 0", **augment_ranges("augment")})
+            "train.swa_from": "[0, 1)", "train.swa_lr": "[0, 1]",
+            "train.time_limit_s": ">= 0", **augment_ranges("augment")})
 
 
 def is_eval_epoch(epoch: int, train: TrainConfig) -> bool:

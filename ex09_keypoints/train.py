@@ -183,12 +183,15 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
         n_params = checkpoint.check_param_limit(model)
         optimizer = torch.optim.AdamW(param_groups(model, cfg.train.lr, cfg.train.weight_decay), lr=cfg.train.lr)
         steps_per_epoch = max(1, n_train // cfg.train.batch_size)  # drop the ragged last batch (BN statistics)
-        total_steps = steps_per_epoch * cfg.train.epochs
-        scheduler = cosine_scheduler(optimizer, total_steps, round(cfg.train.warmup_epochs * steps_per_epoch),
-                                     cfg.train.min_lr_ratio)
         ema = make_ema(model, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
         eval_model = ema.module if ema is not None else model
         swa, swa_start = make_swa(eval_model, cfg.train)
+        # The cosine spans all epochs, or with swa_lr ends at swa_from and holds there (the cosine stays at its
+        # last value past its own length).
+        hold = swa is not None and cfg.train.swa_lr > 0
+        scheduler = cosine_scheduler(optimizer, steps_per_epoch * (swa_start if hold else cfg.train.epochs),
+                                     round(cfg.train.warmup_epochs * steps_per_epoch),
+                                     cfg.train.swa_lr if hold else cfg.train.min_lr_ratio)
         generator = torch.Generator(device=device).manual_seed(cfg.run.seed)
 
         start_epoch, best, time_to_pass = 0, {"val/score": -math.inf, "epoch": -1}, None

@@ -79,6 +79,7 @@ def test_conditional_and_list_parameters_and_the_baseline_round_trip():
     cfg = make_config("default")
     assert overrides["model.widths"] == cfg.model.widths and overrides["train.lr"] == cfg.train.lr
     assert overrides["model.members"] == cfg.model.members == 1
+    assert overrides["train.swa_from"] == cfg.train.swa_from == 0.0
     assert "depth" not in overrides  # a helper, not a config key
     shared = ("model.head_hidden", "model.head_dropout", "model.members")
     timm = {k: v for k, v in cnn.items() if k in shared or k.startswith(("train.", "augment."))}

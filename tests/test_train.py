@@ -128,6 +128,14 @@ def test_swa_averages_the_evaluated_weights_of_each_epoch_from_swa_from(syntheti
     blob = torch.load(tmp_path / "r" / "best.pt", weights_only=True)
     assert (blob["meta"]["val_score"], blob["meta"]["epoch"]) == best[:2]
     assert summary["best_weights"] == ("swa" if best[2] == "val/score_swa" else "ema")
+    assert [r["lr"] for r in rows] == sorted(r["lr"] for r in rows)[::-1] and rows[-1]["lr"] < 0.1 * rows[0]["lr"]
+
+    # swa_lr: the cosine reaches swa_lr * lr at swa_from (epoch 2) and holds it there
+    train(tiny_config(synthetic_data_dir, **{"train.epochs": 4, "train.swa_from": 0.5, "train.swa_lr": 0.25,
+                                             "train.warmup_epochs": 0.0}), tmp_path / "hold", progress=False)
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "hold" / "metrics.jsonl").read_text().splitlines()]
+    lr = tiny_config(synthetic_data_dir).train.lr
+    assert lrs[0] > lrs[1] and lrs[1:] == pytest.approx([0.25 * lr] * 3)
 
 
 @pytest.mark.slow  # 5 s; the rerun test checks identical figures in the fast loop
