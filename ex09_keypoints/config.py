@@ -180,7 +180,8 @@ def _long(cfg: KeypointsConfig) -> None:
     """~25 minutes on the fast 2-core CPU (val 549.1 +- 8.6 over seeds 0-2; v2 default 494.8): three members (an
     ensemble inside the model, 4.66M parameters, 18.7 MB) on twice the epochs. Stronger augmentation (rotation 15
     deg, scale 12 %, shift 8 %) scored 553.3 on seed 0 but 548.1 +- 5.3 over the three seeds: no gain, so not
-    kept. Four members of head 256 for 110 epochs scored less (537.5, seed 0)."""
+    kept. Four members of head 256 for 110 epochs scored less (537.5, seed 0); a weight average over the last 30 %
+    of the epochs (``train.swa_from=0.7``) never beat the best epoch's EMA weights (seeds 0, 1)."""
     cfg.model.members = 3
     cfg.train.epochs = 140
 
