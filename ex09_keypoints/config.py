@@ -103,8 +103,8 @@ class TrainConfig:
     swa_from: float = 0.0
     """From this fraction of ``epochs`` on, also keep a uniform average of the evaluated weights, one snapshot
     per epoch end (SWA, Izmailov et al. 2018, with ``swa_utils.AveragedModel``), score it at every evaluation as
-    ``val/score_swa`` and checkpoint it when it beats every earlier candidate (0 = off). Meant for the plateau
-    after the val peak, where the per-epoch weights drift apart and lose 1-3 % (the long preset)."""
+    ``val/score_swa`` and checkpoint it when it beats every earlier candidate (0 = off). On the long preset's
+    plateau (0.7) it removed most of the late decline but never beat the best epoch's weights (RESULTS.md)."""
     swa_lr: float = 0.0
     """With ``swa_from``: the cosine decays to this fraction of ``lr`` by ``swa_from`` and holds it to the end
     (SWA's constant-rate phase: snapshots far enough apart to be worth averaging); 0 = the cosine spans every

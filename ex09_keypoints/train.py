@@ -110,8 +110,8 @@ def make_swa(eval_model, cfg) -> tuple:
 
     It averages the evaluated weights (the EMA's when there is one) once per epoch, and averages BatchNorm's
     running statistics with them (``use_buffers``) instead of re-estimating them in an extra pass over the data
-    (``swa_utils.update_bn``): the snapshots come from the end of a decayed schedule, close enough that the
-    mean of their statistics is the statistics of their mean, as the EMA already assumes.
+    (``swa_utils.update_bn``), as the EMA already does: snapshots of one run's last epochs are close enough
+    that the mean of their statistics is near the statistics of their mean.
     """
     if cfg.swa_from <= 0:
         return None, None
