@@ -138,6 +138,29 @@ def test_swa_averages_the_evaluated_weights_of_each_epoch_from_swa_from(syntheti
     assert lrs[0] > lrs[1] and lrs[1:] == pytest.approx([0.25 * lr] * 3)
 
 
+def test_a_run_stopped_mid_average_resumes_with_its_average(synthetic_data_dir, tmp_path):
+    """Stopped after epoch 2 with the weight average holding epochs 1-2, a resumed run adds epoch 3 to that average
+    (not to a fresh one): the same val/score_swa and best.pt as the uninterrupted run."""
+    class Stop(Exception):
+        pass
+
+    def stop_after_epoch_2(epoch, row):
+        if epoch == 2:
+            raise Stop
+
+    overrides = {"train.epochs": 4, "train.swa_from": 0.25}
+    whole = train(tiny_config(synthetic_data_dir, **overrides), tmp_path / "whole", progress=False)
+    with pytest.raises(Stop):
+        train(tiny_config(synthetic_data_dir, **overrides), tmp_path / "r", on_epoch=stop_after_epoch_2,
+              progress=False)
+    resumed = train(tiny_config(synthetic_data_dir, **overrides), tmp_path / "r", resume=tmp_path / "r",
+                    progress=False)
+    swa = [[json.loads(line).get("val/score_swa") for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+           for d in ("whole", "r")]
+    assert swa[0] == swa[1] and swa[0][3] is not None
+    assert resumed["val/score"] == whole["val/score"]
+
+
 @pytest.mark.slow  # 5 s; the rerun test checks identical figures in the fast loop
 def test_same_seed_twice_gives_same_val_score(synthetic_data_dir, tmp_path):
     a = train(tiny_config(synthetic_data_dir), tmp_path / "a", progress=False)
