@@ -212,7 +212,7 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
         tracker.define_metric("val/score", summary="max")
         tracker.define_metric("train/loss", summary="min")
         tracker.define_metric("val/score_swa", summary="max")
-        for m in (eval_model, swa.module if swa is not None else eval_model):
+        for m in [eval_model] + ([swa.module] if swa is not None else []):
             m.shift_tta = False  # per-epoch scores without the shifted views; best.pt has them
         epochs_run = start_epoch
         bar = _progress(range(start_epoch, cfg.train.epochs), progress)
