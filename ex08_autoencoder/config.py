@@ -241,12 +241,15 @@ def _pseudo_label(cfg: AutoencoderConfig) -> None:
     taught its own confusions (4 read as 9): 95.6 % -> 97.5 % on the 10k test with it; VAT then lowered the val
     loss on all three splits. It keeps the leaderboard's 30 epochs, so the whole recipe fits in 2x the
     leaderboard's time (60 epochs took 2.03x); over those 30, VAT on all images beat VAT on 64 on val on every
-    split. 10k test: 98.40 % mean (98.25 % for 64 images over 60 epochs); RESULTS.md has the splits and timings."""
+    split. A VAT radius of 1.0 instead of the paper's 0.3 then raised the 10k test mean from 98.40 to 98.69 %
+    (98.25 % for VAT on 64 images over 60 epochs); RESULTS.md has the splits, the val figures and the timings."""
     cfg.teacher.consistency = "pseudo_label"
     cfg.teacher.consistency_weight = 1.0  # FixMatch's lambda_u: a cross entropy, not an MSE of probabilities
     cfg.teacher.ramp_epochs = 5.0
     cfg.teacher.align = True
-    cfg.teacher.vat_weight = 1.0  # VAT's own alpha; vat_eps keeps the VAT paper's MNIST radius (0.3)
+    cfg.teacher.vat_weight = 1.0  # VAT's own alpha
+    # 1.0, not the VAT paper's 0.3 for MNIST: val as good or better on all 3 splits, 10k test 98.40 -> 98.69 %
+    cfg.teacher.vat_eps = 1.0
 
 
 PRESETS = {"leaderboard": _leaderboard, "case-study": _case_study, "pseudo-label": _pseudo_label}

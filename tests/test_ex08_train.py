@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from common.config import ConfigError, apply_overrides
+from common.plots import read_metrics
 from common.wandb_records import read_run
 from ex08_autoencoder import step_state
 from ex08_autoencoder.config import STEPS
@@ -153,7 +154,7 @@ def test_each_step_learns_on_real_mnist(real_mnist, tmp_path, capsys):
     for step in ("pretrain", "transfer", "teacher"):
         assert main([*common[:1], "--step", step, *common[1:]]) == 0
     capsys.readouterr()
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(out / "metrics.jsonl")
     pre = [r for r in rows if r["step"] == "pretrain"]
     teach = [r for r in rows if r["step"] == "teacher"]
     assert pre[-1]["train/loss"] < pre[0]["train/loss"] and pre[-1]["val/loss"] < pre[0]["val/loss"]
@@ -168,22 +169,22 @@ def test_each_step_learns_on_real_mnist(real_mnist, tmp_path, capsys):
 @pytest.mark.realdata
 def test_the_pseudo_label_preset_learns_on_real_mnist(real_mnist, tmp_path, capsys):
     """The pseudo-label preset on a short real budget: as the teacher gets better, more of its pseudo-labels
-    pass the confidence bar, and the submitted teacher is at least as good as the transfer step it started from."""
+    pass the confidence bar, and the submitted teacher beats the transfer step it started from by over a point."""
     out = tmp_path / "pl"
     assert main(["ex08", "--preset", "pseudo-label", "--data-dir", str(real_mnist), "--out", str(out),
                  "--no-progress", "--set", "data.max_unlabeled=12000", "pretrain.epochs=3", "transfer.epochs=15",
-                 "teacher.epochs=6", "teacher.unlabeled_per_epoch=6000", "teacher.ramp_epochs=1",
+                 "teacher.epochs=8", "teacher.unlabeled_per_epoch=6000", "teacher.ramp_epochs=1",
                  "track.mode=disabled"]) == 0
     capsys.readouterr()
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(out / "metrics.jsonl")
     teach = [r for r in rows if r["step"] == "teacher"]
-    # measured: 6.6 % -> 10.1 % of the unlabeled images past the bar over these 6 short epochs (91-92 % after the
-    # preset's 30 full ones; 4 epochs only reached 7.4 %), the supervised loss 0.49 -> 0.43, the 10k test 85.9 %
-    # (transfer) -> 86.9 %
+    # measured: 6.7 % -> 9.5 % of the unlabeled images past the bar over these 8 short epochs (~90 % after the
+    # preset's 30 full ones; 4 epochs only reached 7.5 %), the supervised loss 0.50 -> 0.46, the 10k test 85.9 %
+    # (transfer) -> 88.8 %
     assert teach[-1]["train/pseudo_label_rate"] > teach[0]["train/pseudo_label_rate"] + 0.01
     assert teach[-1]["train/supervised_loss"] < teach[0]["train/supervised_loss"]
     steps = json.loads((out / "summary.json").read_text())["steps"]
-    assert steps["teacher"]["test10k/acc"] >= max(0.8, steps["transfer"]["test10k/acc"] - 0.005)
+    assert steps["teacher"]["test10k/acc"] > steps["transfer"]["test10k/acc"] + 0.01
 
 
 @pytest.mark.parametrize("stop_in", [pytest.param("pretrain", marks=pytest.mark.slow), "transfer",
@@ -217,6 +218,6 @@ def test_an_interrupted_run_resumes_inside_its_step_to_exactly_the_same_model(sy
     a = torch.load(tmp_path / "whole" / "teacher.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "r" / "teacher.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(tmp_path / "r" / "metrics.jsonl")
     assert [(r["step"], r["epoch"]) for r in rows] == [(s, e) for s in STEPS for e in range(4)], "no row twice"
     assert not list((tmp_path / "r").glob("*.state.pt")), "a finished step's training state is deleted"

@@ -14,6 +14,7 @@ import zipfile
 
 import pytest
 
+from common.plots import read_metrics
 from helpers import (REPO, ctrl_c_works, run_main, serve_dir, snapshot, synthetic_faces, tiny_ex08_config,
                      wait_for, write_course_csv)
 
@@ -360,6 +361,6 @@ def test_a_sigkilled_ex08_run_resumes_inside_its_step_to_the_uninterrupted_figur
     assert "teacher from epoch " in resumed.stderr and "teacher from epoch 0" not in resumed.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["test10k/acc"] == whole["test10k/acc"] and summary["val/acc"] == whole["val/acc"]
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(out / "metrics.jsonl")
     assert [(r["step"], r["epoch"]) for r in rows] == [(s, e) for s, n in (("pretrain", 2), ("transfer", 3),
                                                                            ("teacher", 12)) for e in range(n)]

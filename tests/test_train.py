@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from common.config import ConfigError
+from common.plots import read_metrics
 from common.wandb_records import read_run
 from helpers import REPO, synthetic_faces, tiny_config, write_course_csv
 from ex09_keypoints.data import CourseDataset, load_keypoints
@@ -93,7 +94,7 @@ def test_sparse_evaluations_then_every_epoch_on_the_plateau(synthetic_data_dir, 
     assert [e for e in range(8) if is_eval_epoch(e, cfg.train)] == [2, 5, 6, 7]
     assert get_experiment("ex09").planned_evals(cfg) == 4
     train(cfg, tmp_path / "r", progress=False)
-    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(tmp_path / "r" / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [2, 5, 6, 7]
 
 
@@ -120,7 +121,7 @@ def test_swa_averages_the_evaluated_weights_of_each_epoch_from_swa_from(syntheti
 
     summary = train(tiny_config(synthetic_data_dir, **{"train.epochs": 4, "train.swa_from": 0.5}), tmp_path / "r",
                     progress=False)
-    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(tmp_path / "r" / "metrics.jsonl")
     assert ["val/score_swa" in r for r in rows] == [False, False, True, True]
     assert rows[2]["val/score_swa"] == rows[2]["val/score"], "one snapshot: the EMA's weights themselves"
     assert rows[3]["val/score_swa"] != rows[3]["val/score"]
@@ -182,9 +183,9 @@ def test_resume_continues_the_same_computation_in_the_same_dir(synthetic_data_di
     cfg.train.time_limit_s = 0.0
     second = train(cfg, tmp_path / "r", resume=tmp_path / "r", progress=False)
     assert second["epochs"] == 4 and second["val/score"] == whole["val/score"]
-    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(tmp_path / "r" / "metrics.jsonl")
     assert [r["epoch"] for r in rows] == [0, 1, 2, 3]
-    same = [json.loads(line) for line in (tmp_path / "whole" / "metrics.jsonl").read_text().splitlines()]
+    same = read_metrics(tmp_path / "whole" / "metrics.jsonl")
     assert [r["val/score"] for r in rows] == [r["val/score"] for r in same]
     assert [r.get("val/score_swa") for r in rows] == [r.get("val/score_swa") for r in same] != [None] * 4
     ids = {read_run(p)["run"].get("id") for p in (tmp_path / "r" / "wandb").glob("offline-run-*")}
