@@ -46,7 +46,7 @@ def test_run_dir_outputs_and_summary(synthetic_mnist, tmp_path):
     assert summary["model_bytes"] < 20 * 2**20 and summary["params"] < 5_000_000
     split = json.loads((run / "split.json").read_text())
     assert len(split["train"]) == len(split["val"]) == len(split["test"]) == 100
-    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl")]
     assert steps == ["pretrain"] * 2 + ["transfer"] * 3 + ["teacher"] * 2
 
 
@@ -99,8 +99,7 @@ def test_one_wandb_run_per_step_grouped(synthetic_mnist, tmp_path):
     assert {r["run"]["group"] for r in records} == {"grp"} and all(r["exit_code"] == 0 for r in records)
     teacher = next(r for r in records if r["run"]["name"] == "grp-teacher")
     accs = [h["teacher/val/acc"] for h in teacher["history"] if "teacher/val/acc" in h]
-    logged = [json.loads(line)["val/acc"] for line in (tmp_path / "grp" / "metrics.jsonl").read_text().splitlines()
-              if json.loads(line)["step"] == "teacher"]
+    logged = [r["val/acc"] for r in read_metrics(tmp_path / "grp" / "metrics.jsonl") if r["step"] == "teacher"]
     assert accs == pytest.approx(logged) and "teacher/test10k/acc" in teacher["summary"]
     # the step's model as an artifact, the 10k-test confusion matrix and a table of misclassified digits
     model = next(a for a in teacher["artifacts"] if a["type"] == "model")

@@ -261,7 +261,7 @@ def test_ctrl_c_prints_one_line_with_the_resume_command_that_works(synthetic_dat
     resumed = subprocess.run([sys.executable, *command[1:], "--set", "train.time_limit_s=1e-9"], cwd=REPO,
                              capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r["epoch"] for r in read_metrics(out / "metrics.jsonl")]
     assert epochs == list(range(done + 1)), "the same run dir goes on where it stopped"
 
 
@@ -319,7 +319,7 @@ def test_a_sigkilled_run_resumes_to_the_uninterrupted_figures(synthetic_data_dir
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     summary = json.loads((out / "summary.json").read_text())
     assert summary["val/score"] == whole["val/score"] and summary["epochs"] == 8
-    epochs = [json.loads(line)["epoch"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    epochs = [r["epoch"] for r in read_metrics(out / "metrics.jsonl")]
     assert epochs == list(range(8))
 
 

@@ -134,7 +134,7 @@ def test_swa_averages_the_evaluated_weights_of_each_epoch_from_swa_from(syntheti
     # swa_lr: the cosine reaches swa_lr * lr at swa_from (epoch 2) and holds it there
     train(tiny_config(synthetic_data_dir, **{"train.epochs": 4, "train.swa_from": 0.5, "train.swa_lr": 0.25,
                                              "train.warmup_epochs": 0.0}), tmp_path / "hold", progress=False)
-    lrs = [json.loads(line)["lr"] for line in (tmp_path / "hold" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in read_metrics(tmp_path / "hold" / "metrics.jsonl")]
     lr = tiny_config(synthetic_data_dir).train.lr
     assert lrs[0] > lrs[1] and lrs[1:] == pytest.approx([0.25 * lr] * 3)
 
@@ -156,8 +156,7 @@ def test_a_run_stopped_mid_average_resumes_with_its_average(synthetic_data_dir, 
               progress=False)
     resumed = train(tiny_config(synthetic_data_dir, **overrides), tmp_path / "r", resume=tmp_path / "r",
                     progress=False)
-    swa = [[json.loads(line).get("val/score_swa") for line in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
-           for d in ("whole", "r")]
+    swa = [[r.get("val/score_swa") for r in read_metrics(tmp_path / d / "metrics.jsonl")] for d in ("whole", "r")]
     assert swa[0] == swa[1] and swa[0][3] is not None
     assert resumed["val/score"] == whole["val/score"]
 
