@@ -2,8 +2,11 @@
 with ``weights_only=True`` (no arbitrary pickle code), and checked against the course's size limits."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 
 MAX_PARAMS = 5_000_000
@@ -22,20 +25,41 @@ def _file_mode() -> int:
     return 0o666 & ~umask
 
 
-def atomic_write(path: Path, write) -> None:
-    """``write(f)`` into a temp file beside ``path``, then rename it over ``path``: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+@contextlib.contextmanager
+def _ctrl_c_deferred():
+    """Hold a Ctrl-C (SIGINT) that arrives inside the block and deliver it right after. A KeyboardInterrupt
+    raised inside ``torch.save`` makes its zip writer's ``__exit__`` fail ("unexpected pos") and that error
+    replaces the interrupt: the run then died with a traceback instead of its one-line "continue it with"
+    message (seen in CI). Python only runs signal handlers in the main thread, so elsewhere this does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
     try:
-        os.fchmod(fd, _file_mode())
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        if held:  # re-deliver to whatever handled SIGINT before: KeyboardInterrupt, ignored, or the default
+            signal.raise_signal(signal.SIGINT)
+
+
+def atomic_write(path: Path, write) -> None:
+    """``write(f)`` into a temp file beside ``path``, then rename it over ``path``: never a half-written file,
+    and a Ctrl-C during the write lands after it (:func:`_ctrl_c_deferred`)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _ctrl_c_deferred():
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            os.fchmod(fd, _file_mode())
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:

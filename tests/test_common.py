@@ -1,10 +1,13 @@
 """common/ utilities checked against their definitions."""
 import math
+import os
+import signal
 
 import pytest
 import torch
 
-from common.checkpoint import ModelTooLargeError, atomic_torch_save, check_param_limit, load, save_model_checked
+from common.checkpoint import (ModelTooLargeError, atomic_torch_save, atomic_write, check_param_limit, load,
+                               save_model_checked)
 from common.ema import make_ema
 from common.optim import discriminative_groups, param_groups
 from common.schedules import consistency_ramp, cosine_scheduler, cosine_with_warmup
@@ -85,6 +88,29 @@ def test_atomic_save_and_weights_only_load(tmp_path):
     blob = load(path)
     assert torch.equal(blob["w"], torch.arange(3)) and blob["meta"] == {"a": 1}
     assert not list(tmp_path.glob(".*tmp"))  # no temp file left behind
+
+
+def test_ctrl_c_during_an_atomic_write_lands_after_the_file_is_complete(tmp_path):
+    """A real SIGINT sent to this process half-way through a write: the write finishes, the file is whole, and
+    the KeyboardInterrupt comes right after (inside torch.save it used to turn into the zip writer's
+    "unexpected pos" RuntimeError, a traceback instead of the run's one-line resume message)."""
+    path = tmp_path / "x.bin"
+
+    def write(f):
+        f.write(b"first half ")
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C between the two halves
+        f.write(b"second half")
+
+    # The handler Python installs in an interactive shell: a suite started in the background inherits SIGINT
+    # ignored, and a Ctrl-C would then do nothing at all.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            atomic_write(path, write)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert path.read_bytes() == b"first half second half"
+    assert not list(tmp_path.glob(".*tmp"))
 
 
 def test_size_limits(tmp_path):
