@@ -119,20 +119,23 @@ def shift_image(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
 
 class KeypointModel(nn.Module):
     """The saved model: backbone + optional test-time augmentation (in eval mode only): the mirrored face
-    (``flip_tta``) and the face moved by whole pixels (``tta_shift_px``), each prediction mapped back and
-    averaged. ``hparams``: a ``ModelConfig`` or the same fields as a plain dict (what the course's server
+    (``flip_tta``) and the face moved by whole pixels (``tta_shift_px``; ``tta_diagonals`` adds the four diagonal
+    moves), each prediction mapped back and averaged. ``hparams``: a ``ModelConfig`` or the same fields as a plain dict (what the course's server
     passes)."""
 
     def __init__(self, hparams):
         super().__init__()
         self.hparams = dataclasses.asdict(hparams) if dataclasses.is_dataclass(hparams) else dict(hparams)
-        cfg = SimpleNamespace(**{"tta_shift_px": 0, "members": 1, **self.hparams})  # saved before these fields
+        cfg = SimpleNamespace(**{"tta_shift_px": 0, "tta_diagonals": False, "members": 1,  # saved before these
+                                 **self.hparams})
         backbone = TimmRegressor if cfg.arch.startswith("timm:") else KeypointCNN
         self.net = backbone(cfg) if cfg.members == 1 else Members(lambda: backbone(cfg), cfg.members)
         self.members = cfg.members
         self.flip_tta = cfg.flip_tta
         s = cfg.tta_shift_px
         self.shifts = [(0, 0)] + ([(s, 0), (-s, 0), (0, s), (0, -s)] if s else [])
+        if s and cfg.tta_diagonals:
+            self.shifts += [(s, s), (-s, s), (s, -s), (-s, -s)]
         self.shift_tta = True  # training switches it off for its per-epoch val scores (5x cheaper)
         self.register_buffer("flip_perm", torch.tensor(FLIP_PERMUTATION), persistent=False)
 

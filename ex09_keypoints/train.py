@@ -68,9 +68,9 @@ def save_best(model: KeypointModel, cfg: KeypointsConfig, path: Path, **meta) ->
     return checkpoint.save_model(model, path, CHECKPOINT_FORMAT, to_dict(cfg.model), config=to_dict(cfg), meta=meta)
 
 
-SAVED_BEFORE = {"tta_shift_px": 0, "members": 1}
+SAVED_BEFORE = {"tta_shift_px": 0, "tta_diagonals": False, "members": 1}
 """Model fields added after models were saved, with the value those models were made with."""
-TEST_TIME_KEYS = ("model.flip_tta", "model.tta_shift_px")
+TEST_TIME_KEYS = ("model.flip_tta", "model.tta_shift_px", "model.tta_diagonals")
 """Model settings that change how a trained model predicts, not its weights (``--evaluate --set`` takes them)."""
 
 

@@ -50,19 +50,22 @@ def test_shift_image_moves_content_by_whole_pixels():
     assert torch.equal(shift_image(edge, 2, 0)[0, 0, 0, :3], torch.tensor([0.0, 0.0, 0.0])), "the border repeats"
 
 
-def test_shift_tta_averages_the_views_with_their_points_moved_back():
-    """tta_shift_px=2: the model's output is the mean over 5 views (moved 0, +-2 px in x and y) of the
-    flip-averaged prediction on each view, minus how far its points moved (2 px = 2/48 normalised)."""
+@pytest.mark.parametrize("diagonals", [False, True])
+def test_shift_tta_averages_the_views_with_their_points_moved_back(diagonals):
+    """tta_shift_px=2: the model's output is the mean over 5 views (moved 0, +-2 px in x and y), or 9 with
+    ``tta_diagonals`` (also (+-2, +-2)), of the flip-averaged prediction on each view, minus how far its points
+    moved (2 px = 2/48 normalised)."""
     from ex09_keypoints.models import shift_image
 
-    model = small_model(flip_tta=True, tta_shift_px=2).eval()
+    model = small_model(flip_tta=True, tta_shift_px=2, tta_diagonals=diagonals).eval()
+    moves = [(0, 0), (2, 0), (-2, 0), (0, 2), (0, -2)] + ([(2, 2), (-2, 2), (2, -2), (-2, -2)] if diagonals else [])
     torch.manual_seed(0)
     x = torch.rand(3, 1, 96, 96)
     with torch.no_grad():
         out = model(x).view(-1, 15, 2)
         views = [model.predict_flip_averaged(shift_image(x, dx, dy)) - torch.tensor([dx, dy]) / 48.0
-                 for dx, dy in ((0, 0), (2, 0), (-2, 0), (0, 2), (0, -2))]
-        plain = small_model(flip_tta=True, tta_shift_px=0)
+                 for dx, dy in moves]
+        plain = small_model(flip_tta=True, tta_shift_px=0, tta_diagonals=diagonals)
         plain.load_state_dict(model.state_dict())
         without = plain.eval()(x).view(-1, 15, 2)
     assert torch.allclose(out, torch.stack(views).mean(0), atol=1e-6)

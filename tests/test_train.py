@@ -45,8 +45,8 @@ def test_run_dir_contents_and_checkpoint_round_trip(synthetic_data_dir, tmp_path
 
 
 def test_a_model_saved_before_the_shifted_views_still_predicts_without_them(tmp_path):
-    """Models saved before ``model.tta_shift_px`` existed load with the value they were made with (0), not with
-    today's default, so an old run's best.pt scores what its run recorded."""
+    """Models saved before ``model.tta_shift_px`` / ``tta_diagonals`` existed load with the values they were made
+    with (0, False), not with today's defaults, so an old run's best.pt scores what its run recorded."""
     from ex09_keypoints.config import make_config
     from ex09_keypoints.models import build_model
     from ex09_keypoints.train import save_best
@@ -54,9 +54,10 @@ def test_a_model_saved_before_the_shifted_views_still_predicts_without_them(tmp_
     cfg = make_config("quick")
     cfg.model.widths, cfg.model.head_hidden = (8, 16), 16
     save_best(build_model(cfg.model), cfg, tmp_path / "new.pt")
-    assert load_model(tmp_path / "new.pt").shifts == [(0, 0), (2, 0), (-2, 0), (0, 2), (0, -2)]
+    assert load_model(tmp_path / "new.pt").shifts == [(0, 0), (4, 0), (-4, 0), (0, 4), (0, -4),
+                                                      (4, 4), (-4, 4), (4, -4), (-4, -4)]
     blob = torch.load(tmp_path / "new.pt", weights_only=True)
-    for key in ("tta_shift_px", "members"):
+    for key in ("tta_shift_px", "tta_diagonals", "members"):
         del blob["model_config"][key]
     torch.save(blob, tmp_path / "old.pt")
     old = load_model(tmp_path / "old.pt")
