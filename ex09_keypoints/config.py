@@ -61,11 +61,12 @@ class ModelConfig:
     tta_shift_px: int = 4
     """At eval, also predict on the face moved by this many whole pixels left, right, up and down (4 more
     views, each mirrored too with ``flip_tta``), move the points back and average (0 = off). Keep it inside
-    ``augment.shift`` (5.8 px): the model has only seen faces moved that far. On the same weights, val against
-    no shifted views: 2 / 4 px +2.7 / +4.1 % (v2, seed 0), +1.3 / +2.4 % (long, 3 seeds); 8 px gave it back."""
-    tta_diagonals: bool = True
-    """With ``tta_shift_px``, also the four diagonal moves (+-s, +-s): 9 views, 1.8x the cost of 5 (the per-epoch
-    scores skip all shifted views). +0.5 to +1.4 % val over the 4-px cross on each of 7 models (RESULTS.md)."""
+    ``augment.shift`` (5.8 px): the model has only seen faces moved that far. On the same weights, 4 px beat 2 px
+    on each of 10 models and on both halves of val (+1.2 %, RESULTS.md); 8 px gave the gain back. 5x the cost
+    of a prediction, so the per-epoch scores skip it."""
+    tta_diagonals: bool = False
+    """With ``tta_shift_px``, also the four diagonal moves (+-s, +-s): 9 views. Not on by default: +0.5 % val on
+    6 three-member models, but worse on 2 of 4 one-member models, and mixed on half of val (RESULTS.md)."""
 
 
 @dataclass
