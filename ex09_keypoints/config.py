@@ -65,7 +65,7 @@ class ModelConfig:
     on each of 10 models and on both halves of val (+1.2 %, RESULTS.md); 8 px gave the gain back. 5x the cost
     of a prediction, so the per-epoch scores skip it."""
     tta_diagonals: bool = False
-    """With ``tta_shift_px``, also the four diagonal moves (+-s, +-s): 9 views. Not on by default: +0.5 % val on
+    """With ``tta_shift_px``, also the four diagonal moves (+-s, +-s): 9 views. Not on by default: +0.7 % val on
     6 three-member models, but worse on 2 of 4 one-member models, and mixed on half of val (RESULTS.md)."""
 
 
@@ -182,11 +182,11 @@ def _quick(cfg: KeypointsConfig) -> None:
 
 
 def _long(cfg: KeypointsConfig) -> None:
-    """~25 minutes on the fast 2-core CPU (val 549.1 +- 8.6 over seeds 0-2; v2 default 494.8): three members (an
-    ensemble inside the model, 4.66M parameters, 18.7 MB) on twice the epochs. Stronger augmentation (rotation 15
-    deg, scale 12 %, shift 8 %) scored 553.3 on seed 0 but 548.1 +- 5.3 over the three seeds: no gain, so not
-    kept. Four members of head 256 for 110 epochs scored less (537.5, seed 0); a weight average over the last 30 %
-    of the epochs (``train.swa_from=0.7``) never beat the best epoch's EMA weights (seeds 0, 1)."""
+    """~25 minutes on the fast 2-core CPU (val 555.2 +- 10.1 over seeds 0-2 with the 4-px views, 549.1 with the
+    2-px ones): three members (an ensemble inside the model, 4.66M parameters, 18.7 MB) on twice the epochs.
+    Stronger augmentation (rotation 15 deg, scale 12 %, shift 8 %) scored the same (555.2 with the 4-px views),
+    so it is not kept. Four members of head 256 for 110 epochs scored less (537.5, seed 0, 2-px views); a weight
+    average over the last 30 % of the epochs (``train.swa_from=0.7``) never beat the best epoch's EMA weights."""
     cfg.model.members = 3
     cfg.train.epochs = 140
 
