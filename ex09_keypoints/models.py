@@ -120,8 +120,8 @@ def shift_image(x: torch.Tensor, dx: int, dy: int) -> torch.Tensor:
 class KeypointModel(nn.Module):
     """The saved model: backbone + optional test-time augmentation (in eval mode only): the mirrored face
     (``flip_tta``) and the face moved by whole pixels (``tta_shift_px``; ``tta_diagonals`` adds the four diagonal
-    moves), each prediction mapped back and averaged. ``hparams``: a ``ModelConfig`` or the same fields as a plain dict (what the course's server
-    passes)."""
+    moves), each prediction mapped back and averaged. ``hparams``: a ``ModelConfig`` or the same fields as a
+    plain dict (what the course's server passes)."""
 
     def __init__(self, hparams):
         super().__init__()
