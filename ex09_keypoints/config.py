@@ -62,8 +62,8 @@ class ModelConfig:
     """At eval, also predict on the face moved by this many whole pixels left, right, up and down (4 more
     views, each mirrored too with ``flip_tta``), move the points back and average (0 = off). Keep it inside
     ``augment.shift`` (5.8 px): the model has only seen faces moved that far. On the same weights, 4 px beat 2 px
-    on each of 10 models and on both halves of val (+1.2 %, RESULTS.md); 8 px gave the gain back. 5x the cost
-    of a prediction, so the per-epoch scores skip it."""
+    on 10 of 11 long / v2 models (+1.1 %; RESULTS.md), not on the 12-epoch quick model; 8 px gave the gain back.
+    5x the cost of a prediction, so the per-epoch scores skip it."""
     tta_diagonals: bool = False
     """With ``tta_shift_px``, also the four diagonal moves (+-s, +-s): 9 views. Not on by default: +0.7 % val on
     6 three-member models, but worse on 2 of 4 one-member models, and mixed on half of val (RESULTS.md)."""
