@@ -30,8 +30,9 @@ def _ctrl_c_deferred():
     """Hold a Ctrl-C (SIGINT) that arrives inside the block and deliver it right after. A KeyboardInterrupt
     raised inside ``torch.save`` makes its zip writer's ``__exit__`` fail ("unexpected pos") and that error
     replaces the interrupt: the run then died with a traceback instead of its one-line "continue it with"
-    message (seen in CI). Python only runs signal handlers in the main thread, so elsewhere this does nothing."""
-    if threading.current_thread() is not threading.main_thread():
+    message (seen in CI). Python only runs signal handlers in the main thread, so elsewhere this does nothing; nor
+    where SIGINT's handler was not set from Python (``getsignal`` is None: it could not be put back)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
         yield
         return
     held = []

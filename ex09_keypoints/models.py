@@ -126,8 +126,8 @@ class KeypointModel(nn.Module):
     def __init__(self, hparams):
         super().__init__()
         self.hparams = dataclasses.asdict(hparams) if dataclasses.is_dataclass(hparams) else dict(hparams)
-        cfg = SimpleNamespace(**{"tta_shift_px": 0, "tta_diagonals": False, "members": 1,  # saved before these
-                                 **self.hparams})
+        # A model saved before these fields existed was made without them.
+        cfg = SimpleNamespace(**{"tta_shift_px": 0, "tta_diagonals": False, "members": 1, **self.hparams})
         backbone = TimmRegressor if cfg.arch.startswith("timm:") else KeypointCNN
         self.net = backbone(cfg) if cfg.members == 1 else Members(lambda: backbone(cfg), cfg.members)
         self.members = cfg.members

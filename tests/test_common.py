@@ -113,6 +113,26 @@ def test_ctrl_c_during_an_atomic_write_lands_after_the_file_is_complete(tmp_path
     assert not list(tmp_path.glob(".*tmp"))
 
 
+def test_an_atomic_write_from_another_thread_works(tmp_path):
+    """Only the main thread may set signal handlers: a write from another thread skips holding Ctrl-C."""
+    import threading
+
+    from common.checkpoint import atomic_write_text
+
+    errors = []
+
+    def write():
+        try:
+            atomic_write_text(tmp_path / "t.txt", "from a thread")
+        except Exception as e:  # noqa: BLE001 - re-raised in the main thread below
+            errors.append(e)
+
+    thread = threading.Thread(target=write)
+    thread.start()
+    thread.join()
+    assert not errors and (tmp_path / "t.txt").read_text() == "from a thread"
+
+
 def test_size_limits(tmp_path):
     big = torch.nn.Linear(2500, 2001)  # 5,004,501 parameters
     with pytest.raises(ModelTooLargeError, match="5,000,000"):
