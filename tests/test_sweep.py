@@ -81,7 +81,7 @@ def test_conditional_and_list_parameters_and_the_baseline_round_trip():
     assert overrides["model.members"] == cfg.model.members == 1
     assert overrides["train.swa_from"] == cfg.train.swa_from == 0.0
     assert "depth" not in overrides  # a helper, not a config key
-    shared = ("model.head_hidden", "model.head_dropout", "model.members")
+    shared = ("model.head_hidden", "model.head_dropout", "model.members", "model.tta_shift_px", "model.tta_diagonals")
     timm = {k: v for k, v in cnn.items() if k in shared or k.startswith(("train.", "augment."))}
     timm["model.arch"] = "timm:lcnet_050"
     overrides = suggest(optuna.trial.FixedTrial(timm), sweep.space)
