@@ -27,22 +27,25 @@ def _file_mode() -> int:
 
 @contextlib.contextmanager
 def _ctrl_c_deferred():
-    """Hold a Ctrl-C (SIGINT) that arrives inside the block and deliver it right after. A KeyboardInterrupt
-    raised inside ``torch.save`` makes its zip writer's ``__exit__`` fail ("unexpected pos") and that error
-    replaces the interrupt: the run then died with a traceback instead of its one-line "continue it with"
-    message (seen in CI). Python only runs signal handlers in the main thread, so elsewhere this does nothing; nor
-    where SIGINT's handler was not set from Python (``getsignal`` is None: it could not be put back)."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGINT) is None:
+    """Hold a Ctrl-C (SIGINT) or SIGTERM that arrives inside the block and deliver it right after. A
+    KeyboardInterrupt raised inside ``torch.save`` makes its zip writer's ``__exit__`` fail ("unexpected pos") and
+    that error replaces the interrupt: the run then died with a traceback instead of its one-line "continue it
+    with" message (seen in CI). Python only runs signal handlers in the main thread, so elsewhere this does
+    nothing; nor for a signal whose handler was not set from Python (``getsignal`` is None: it could not be put
+    back)."""
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
+    signums = [s for s in (signal.SIGINT, signal.SIGTERM) if signal.getsignal(s) is not None]
     held = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in signums}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
-        if held:  # re-deliver to whatever handled SIGINT before: KeyboardInterrupt, ignored, or the default
-            signal.raise_signal(signal.SIGINT)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for s in dict.fromkeys(held):  # re-deliver to what handled it before: an exception, ignored, the default
+            signal.raise_signal(s)
 
 
 def atomic_write(path: Path, write) -> None:
@@ -54,13 +57,42 @@ def atomic_write(path: Path, write) -> None:
         try:
             os.fchmod(fd, _file_mode())
             with os.fdopen(fd, "wb") as f:
-                write(f)
+                out = _WriteErrors(f)
+                try:
+                    write(out)
+                except Exception as e:
+                    if out.error is not None:  # the disk's own words ("No space left"), not the writer's
+                        raise OSError(out.error.errno, out.error.strerror, str(path)) from e
+                    raise
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)
+        except OSError as e:
+            Path(tmp).unlink(missing_ok=True)
+            if e.filename is None or e.filename == tmp:  # name the file the user knows, not the temp file
+                raise OSError(e.errno, e.strerror, str(path)) from e
+            raise
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+class _WriteErrors:
+    """A file that remembers the OSError of a failed write: torch's zip writer reports a full disk as
+    "unexpected pos", losing the ENOSPC that a user can act on."""
+
+    def __init__(self, f):
+        self._f, self.error = f, None
+
+    def write(self, data):
+        try:
+            return self._f.write(data)
+        except OSError as e:
+            self.error = e
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -87,9 +119,11 @@ def load(path: str | Path, map_location="cpu") -> dict:
         raise ConfigError(f"{path} is a directory, not a checkpoint file (best.pt, last.pt, model.pt, ...)")
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated zip, a text file, a pickle with code in it, ...
-        raise ConfigError(f"{path} is not a readable checkpoint (truncated, or not saved by this project): "
-                          f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}") from None
+    except Exception as e:  # truncated, a text file, a pickle with code in it. torch's own words are not quoted:
+        # they suggest turning weights_only off, which this repo never does.
+        raise ConfigError(f"{path} is not a checkpoint this repo wrote ({type(e).__name__}: truncated, another kind "
+                          "of file, or pickled objects beyond plain tensors, which are never loaded here); give a "
+                          "best.pt, last.pt or model.pt saved by a run") from None
     if not isinstance(blob, dict):
         raise ConfigError(f"{path} holds a {type(blob).__name__}, not one of this project's checkpoints")
     return blob
@@ -115,6 +149,31 @@ def load_model_blob(path: str | Path, fmt: str, what: str, **expect) -> dict:
         raise ConfigError(f"{path} is not {what}: it holds "
                           f"{', '.join(f'{k} {v!r}' for k, v in found.items())}{hint}")
     return blob
+
+
+def build_checked(build, state_dict: dict, path):
+    """``build()`` a model for ``state_dict`` (as saved in ``path``) only after checking, on PyTorch's ``meta``
+    device (no memory allocated), that the config gives the same parameter names and shapes: a hand-edited
+    config with huge widths must not allocate terabytes, nor end in a size-mismatch traceback."""
+    import torch
+
+    from common.errors import ConfigError
+
+    try:
+        with torch.device("meta"):
+            expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
+    except (ValueError, TypeError, RuntimeError, KeyError) as e:
+        raise ConfigError(f"{path}: its model config cannot be built ({type(e).__name__}: {str(e)[:200]}); the file "
+                          "was edited or written by another version") from None
+    got = {k: tuple(v.shape) for k, v in state_dict.items() if hasattr(v, "shape")}
+    if expected != got:
+        key = next((k for k in sorted(set(expected) | set(got)) if expected.get(k) != got.get(k)), "?")
+        raise ConfigError(f"{path}: its model config does not match its weights ({key}: config gives "
+                          f"{expected.get(key, 'nothing')}, weights hold {got.get(key, 'nothing')}); the file was "
+                          "edited or put together by hand")
+    model = build()
+    model.load_state_dict(state_dict)
+    return model
 
 
 def changed_keys(saved: dict, now: dict, prefix: str = "model.", ignore: tuple[str, ...] = ()) -> list[str]:

@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any, Iterable
 
-from common.errors import ConfigError  # noqa: F401  (re-exported: most callers import it from here)
+from common.errors import ConfigError, short  # noqa: F401  (ConfigError re-exported: most callers import it from here)
 
 
 def to_dict(cfg) -> dict:
@@ -41,20 +41,20 @@ def _parse_scalar(text: str, typ, key: str):
             return True
         if low in ("0", "false", "no", "off"):
             return False
-        raise ConfigError(f"{key}: expected a boolean (true/false), got {text!r}")
+        raise ConfigError(f"{key}: expected a boolean (true/false), got {short(text)}")
     if typ is int:
         try:
             return int(text)
         except ValueError:
-            raise ConfigError(f"{key}: expected an integer, got {text!r}") from None
+            raise ConfigError(f"{key}: expected an integer, got {short(text)}") from None
     if typ is float:
         try:
             return float(text)
         except ValueError:
-            raise ConfigError(f"{key}: expected a number, got {text!r}") from None
+            raise ConfigError(f"{key}: expected a number, got {short(text)}") from None
     if typ is str:
         return text
-    raise ConfigError(f"{key}: unsupported field type {typ!r}")
+    raise ConfigError(f"{key}: unsupported field type {short(typ)}")
 
 
 def parse_value(value: Any, typ, key: str):
@@ -72,7 +72,7 @@ def parse_value(value: Any, typ, key: str):
             try:
                 value = json.loads(text) if text.startswith("[") else [v for v in text.split(",") if v.strip()]
             except json.JSONDecodeError:
-                raise ConfigError(f"{key}: expected a list like [32,64,128], got {value!r}") from None
+                raise ConfigError(f"{key}: expected a list like [32,64,128], got {short(value)}") from None
         if not isinstance(value, (list, tuple)):
             value = [value]
         elem = args[0] if args else str
@@ -87,7 +87,7 @@ def parse_value(value: Any, typ, key: str):
         return int(value)
     if isinstance(value, typ):
         return value
-    raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {value!r}")
+    raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {short(value)}")
 
 
 def get_value(cfg, key: str) -> Any:
@@ -113,11 +113,11 @@ def set_value(cfg, key: str, value: Any) -> None:
         fields = {f.name: f for f in dataclasses.fields(node)} if dataclasses.is_dataclass(node) else {}
         if part not in fields:
             valid = ", ".join(flat_keys(cfg))
-            raise ConfigError(f"unknown config key {key!r}. Valid keys: {valid}")
+            raise ConfigError(f"unknown config key {short(key)}. Valid keys: {valid}")
         if i == len(parts) - 1:
             if dataclasses.is_dataclass(getattr(node, part)):
                 first = dataclasses.fields(getattr(node, part))[0].name
-                raise ConfigError(f"{key!r} is a section; set one of its keys, e.g. {key}.{first}=...")
+                raise ConfigError(f"{short(key)} is a section; set one of its keys, e.g. {key}.{first}=...")
             hints = typing.get_type_hints(type(node))
             setattr(node, part, parse_value(value, hints[part], key))
         else:
@@ -136,7 +136,7 @@ def apply_overrides(cfg, overrides: Iterable[str] | dict) -> Any:
 
 def split_override(override: str) -> tuple[str, str]:
     if "=" not in override:
-        raise ConfigError(f"override {override!r} must look like key=value, e.g. train.epochs=30")
+        raise ConfigError(f"override {short(override)} must look like key=value, e.g. train.epochs=30")
     key, value = override.split("=", 1)
     return key.strip(), value
 
@@ -180,7 +180,7 @@ _RANGE = re.compile(r"^\s*(?:(?P<op>>=|>)\s*(?P<min>[-\d.e]+)"  # ">= 0", "> 0"
 def _in_range(value: float, spec: str) -> bool:
     m = _RANGE.match(spec)
     if m is None:
-        raise ValueError(f"bad range spec {spec!r}")
+        raise ValueError(f"bad range spec {short(spec)}")
     if m["op"]:
         return value >= float(m["min"]) if m["op"] == ">=" else value > float(m["min"])
     lo, hi = float(m["lo"]), float(m["hi"])

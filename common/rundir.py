@@ -3,17 +3,21 @@ the run record ``run.json``: whether the run is running, completed or failed (an
 
 Both exercises write the same files so runs, studies and reports read alike. A directory that already holds
 something is never written into unless the caller says it continues that run (``reuse``: ``--resume``, ex08's
-``--step``); the CLI's ``--overwrite`` removes an old run first (:func:`remove_run_dir`).
+``--step``) or replaces it (``replace``: ``--overwrite``, which removes only what runs write:
+:mod:`common.run_files`). A run that stopped before it saved anything is replaced by the same command. The
+process writing a run dir holds its lock (:class:`common.run_files.RunLock`) until the run ends.
 """
 from __future__ import annotations
 
 import json
-import shutil
+import sys
 import time
 from pathlib import Path
 
 from common.checkpoint import atomic_write_text
 from common.config import ConfigError, save_config
+from common.errors import describe_error
+from common.run_files import RunLock, check_replaceable, is_failed_start, remove_run_entries
 
 
 def default_run_dir(experiment: str, root: str | Path = "runs") -> Path:
@@ -21,39 +25,60 @@ def default_run_dir(experiment: str, root: str | Path = "runs") -> Path:
 
 
 def check_out_dir(path: Path, reuse: bool = False) -> None:
-    """Refuse, naming it, an ``--out`` that is a file, or a non-empty directory when not ``reuse``. (A ``wandb``
-    folder alone does not count: a study trial opens its W&B run in the trial dir before training starts.)"""
+    """Refuse, naming it, an ``--out`` that is a file or a symlink, or a non-empty directory when not ``reuse``
+    (a ``wandb`` folder alone does not count: a study trial opens its W&B run in the trial dir before training
+    starts; nor does a failed start, which the run replaces)."""
     path = Path(path)
+    if path.is_symlink():
+        raise ConfigError(f"--out {path} is a symbolic link; give the folder itself")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--out {path} is a file, not a run directory; choose another --out (the file is untouched)")
-    if not reuse and path.is_dir() and any(p.name != "wandb" for p in path.iterdir()):
-        raise ConfigError(f"--out {path} already holds a run; choose a new --out, continue it (ex09 --resume, "
-                          "ex08 --step), or replace it with --overwrite")
+    if not reuse and path.is_dir() and any(p.name != "wandb" for p in path.iterdir()) and not is_failed_start(path):
+        raise ConfigError(f"--out {path} already holds a run; choose a new --out, continue it (--resume {path}), "
+                          "or replace it with --overwrite")
 
 
-def remove_run_dir(path: Path) -> None:
-    """``--overwrite``: delete an old run dir, and only a run dir (one holding ``config.json``, or the
-    ``seeds.json`` of several seeds' runs)."""
-    path = Path(path)
-    if not path.is_dir() or not any(path.iterdir()):
+def run_status(path: Path) -> str | None:
+    """The status in a run dir's ``run.json`` (running, complete, failed, interrupted), or None."""
+    try:
+        record = json.loads((Path(path) / "run.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return record.get("status") if isinstance(record, dict) else None
+
+
+def check_not_complete(path: Path, finished) -> None:
+    """``--resume`` of a run that finished all it planned would re-score it and rewrite its record: refuse.
+    ``finished(summary) -> bool`` says whether its ``summary.json`` holds everything (a run stopped by its time
+    limit completed, but may go on with a longer one)."""
+    try:
+        summary = json.loads((Path(path) / "summary.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
         return
-    if not any((path / name).is_file() for name in ("config.json", "seeds.json")):
-        raise ConfigError(f"--overwrite: {path} is not a run dir (no config.json), so it is not deleted; "
-                          "choose another --out")
-    shutil.rmtree(path)
+    if run_status(path) == "complete" and isinstance(summary, dict) and finished(summary):
+        raise ConfigError(f"--resume {path}: that run is already complete (see its summary.json); start a new one "
+                          "with another --out")
 
 
 class RunDir:
     """Use as ``with RunDir(path, cfg) as run:``; the metrics file is closed however the block ends, and
     ``run.json`` records whether the block completed or failed (with the error)."""
 
-    def __init__(self, path: str | Path, cfg=None, *, reuse: bool = False):
+    def __init__(self, path: str | Path, cfg=None, *, reuse: bool = False, replace: bool = False):
         self.path = Path(path)
-        check_out_dir(self.path, reuse)
+        replace = replace or (not reuse and is_failed_start(self.path))
+        if replace:
+            check_replaceable(self.path)
+        else:
+            check_out_dir(self.path, reuse)
         try:
             self.path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ConfigError(f"--out {self.path}: cannot create it ({e.strerror}); choose a writable place") from None
+        self._lock = RunLock(self.path)  # a second process on this dir is refused here, naming this one
+        if replace and any(p.name != ".lock" for p in self.path.iterdir()):
+            print(f"[run] replacing the run in {self.path}", file=sys.stderr)
+            remove_run_entries(self.path, keep=(".lock",))
         # the record of the run this one continues (--resume, ex08 --step), if any
         self.previous = self._read_previous() if reuse else {}
         self._record = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -85,8 +110,14 @@ class RunDir:
         """Drop the ``metrics.jsonl`` rows for which ``keep(row)`` is false (a resumed run's epochs after its
         last checkpoint: it computes them again)."""
         self._metrics.close()
-        rows = [line for line in (self.path / "metrics.jsonl").read_text().splitlines() if line.strip()]
-        atomic_write_text(self.path / "metrics.jsonl", "".join(f"{r}\n" for r in rows if keep(json.loads(r))))
+        rows = []
+        for line in (self.path / "metrics.jsonl").read_text(errors="replace").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:  # a line cut by a kill mid-write (or blank): dropped, its epoch comes again
+                continue
+        atomic_write_text(self.path / "metrics.jsonl",
+                          "".join(json.dumps(r) + "\n" for r in rows if isinstance(r, dict) and keep(r)))
         self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)
 
     def record(self, **fields) -> None:
@@ -101,14 +132,21 @@ class RunDir:
         if self._metrics.closed:
             return
         self._metrics.close()
-        self._record.update(status="failed" if error is not None else "complete",
-                            ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        status = ("complete" if error is None else "interrupted" if isinstance(error, KeyboardInterrupt)
+                  else "failed")
+        self._record.update(status=status, ended=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
         if error is not None:
-            self._record["error"] = f"{type(error).__name__}: {error}"[:1000]
-        self._write_record()
+            self._record["error"] = describe_error(error)
+        try:
+            self._write_record()
+        except OSError as e:  # a full disk: the error that caused it is the one to raise, not this one
+            print(f"[run] could not update {self.path / 'run.json'}: {e.strerror}", file=sys.stderr)
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> "RunDir":
         return self
 
     def __exit__(self, exc_type, exc, _tb) -> None:
         self.close(exc)
+

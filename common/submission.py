@@ -10,10 +10,12 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
-from common.checkpoint import MAX_PARAMS, atomic_write, atomic_write_text, count_params
+from common.checkpoint import MAX_PARAMS, atomic_write, count_params
 from common.config import ConfigError
+from common.owned_files import OwnedFolder
 
 COURSE_MAX_BYTES = 20_000_000  # the course's "20 MB" is 20 * 1e6 bytes
 
@@ -29,41 +31,73 @@ def module_source(module, replace: dict[str, str] | None = None) -> str:
     return text
 
 
-def write_submission(out_dir: Path, sources: dict[str, str], pickle_name: str, obj, model) -> Path:
-    """Write ``sources`` (path -> text, under ``out_dir``, with ``__init__.py`` in each package folder) and
-    ``models/<pickle_name>``; refuse a model over the course's limits. Returns the zip beside ``out_dir``."""
+def check_against_record(run_dir: Path, checkpoint: Path, model, key: str = "params") -> None:
+    """The model file must be the one the run made: its parameter count is the one ``summary.json`` recorded (a
+    ``best.pt`` copied in from another run would be exported under this run's name). A run that did not finish
+    recorded nothing to check against."""
+    try:
+        recorded = json.loads((Path(run_dir) / "summary.json").read_text()).get(key)
+    except (OSError, ValueError, AttributeError):  # an interrupted run: its best.pt is all there is to go by
+        return
+    if isinstance(recorded, int) and recorded != count_params(model):
+        raise ConfigError(f"{checkpoint} holds a model of {count_params(model):,} parameters, but the run recorded "
+                          f"{recorded:,}: it was replaced by another model; export the run that made it")
+
+
+def write_submission(out_dir: Path, sources: dict[str, str], pickle_name: str, obj, model) -> tuple[Path, list[str]]:
+    """Write ``sources`` (path -> text, under ``out_dir``, with ``__init__.py`` in each package folder),
+    ``models/<pickle_name>`` and the zip beside ``out_dir`` holding exactly those files; refuse a model over the
+    course's limits. ``out_dir`` must be new or one export wrote (its manifest, :mod:`common.owned_files`, says
+    so), and only files export wrote are replaced. Returns (the zip, the course's files in it)."""
     if count_params(model) >= MAX_PARAMS:
         raise ConfigError(f"the model has {count_params(model):,} parameters; the course takes fewer than "
                           f"{MAX_PARAMS:,}: train a smaller one")
     out_dir = Path(out_dir)
-    for rel, text in sources.items():
-        path = out_dir / rel
-        for package in [p for p in path.relative_to(out_dir).parents if p != Path(".")]:
-            (out_dir / package / "__init__.py").parent.mkdir(parents=True, exist_ok=True)
-            (out_dir / package / "__init__.py").touch()
-        atomic_write_text(path, text)
-    weights = out_dir / "models" / pickle_name
-    atomic_write(weights, lambda f: pickle.dump(obj, f, protocol=4))  # protocol 4, as the course's save_model
-    size = weights.stat().st_size
-    if size >= COURSE_MAX_BYTES:
-        weights.unlink()
-        raise ConfigError(f"the pickled model would be {size / 1e6:.1f} MB; the course takes less than 20 MB: "
+    blob = pickle.dumps(obj, protocol=4)  # protocol 4, as the course's save_model
+    if len(blob) >= COURSE_MAX_BYTES:
+        raise ConfigError(f"the pickled model would be {len(blob) / 1e6:.1f} MB; the course takes less than 20 MB: "
                           "train a smaller one")
-    return Path(shutil.make_archive(str(out_dir), "zip", root_dir=out_dir))
+    files = {rel: text.encode() for rel, text in sources.items()}
+    for rel in sources:
+        for package in [p for p in Path(rel).parents if p != Path(".")]:
+            files.setdefault(str(package / "__init__.py"), b"")
+    files[f"models/{pickle_name}"] = blob
+    zip_name = f"../{out_dir.name}.zip"
+    folder = OwnedFolder(out_dir, "export", must_be_ours=True)
+    folder.check([*files, zip_name])  # before anything is written
+    for rel, data in sorted(files.items()):
+        atomic_write(out_dir / rel, lambda f, data=data: f.write(data))
+        folder.record(rel)
+    names = sorted(files)
+
+    def write_zip(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
+            for rel in names:
+                zf.write(out_dir / rel, rel)
+    atomic_write(out_dir / zip_name, write_zip)
+    folder.record(zip_name)
+    return (out_dir / zip_name).resolve(), names
 
 
-def verify_submission(out_dir: Path, inputs: dict) -> tuple[int, dict]:
-    """Run the course-style check on ``out_dir`` in a fresh, isolated interpreter; ``inputs`` holds the data to
-    score and this repo's predictions. Returns (exit code, the check's figures)."""
+def verify_submission(out_dir: Path, files: list[str], inputs: dict) -> tuple[int, dict]:
+    """Run the course-style check on ``files`` of ``out_dir`` in a fresh, isolated interpreter; ``inputs`` holds
+    the data to score and this repo's predictions. Returns (exit code, the check's figures).
+
+    Only the course's files are copied, into a new temp dir: nothing else in the folder (a planted ``torch.py``)
+    can run, ``-I`` keeps the environment, the user's site-packages and the script's dir off ``sys.path``, and
+    ``-B`` writes no ``__pycache__``."""
     import torch
 
     from common import submission_check
 
     with tempfile.TemporaryDirectory(prefix="submission-check-") as tmp:
-        path = Path(tmp) / "inputs.pt"
+        path, copy = Path(tmp) / "inputs.pt", Path(tmp) / "submission"
         torch.save(inputs, path)
-        proc = subprocess.run([sys.executable, "-I", inspect.getsourcefile(submission_check),
-                               str(Path(out_dir).resolve()), str(path)], capture_output=True, text=True, timeout=1800)
+        for rel in files:
+            (copy / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(out_dir) / rel, copy / rel)
+        proc = subprocess.run([sys.executable, "-I", "-B", inspect.getsourcefile(submission_check), str(copy),
+                               str(path)], capture_output=True, text=True, timeout=1800, cwd=tmp)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if not lines:
         raise RuntimeError(f"the submission check printed no result (exit {proc.returncode}):\n{proc.stderr[-2000:]}")

@@ -24,7 +24,7 @@ from common.config import ConfigError, from_dict, to_dict
 from common.paths import resolve_data_dir
 from common.record import data_record, start_record
 from common.run_config import start_run
-from common.rundir import RunDir
+from common.rundir import RunDir, check_not_complete
 from common.seed import seed_everything
 from common.timing import since_process_start
 from common.tracking import Tracker, open_tracker
@@ -57,8 +57,8 @@ def load_step(path: Path, kind: str, device="cpu", expect_model: ModelConfig | N
         raise ConfigError(f"{path} was trained with other model settings ({', '.join(differ)}); use the --preset "
                           "and --set it was trained with")
     model_cfg = from_dict(ModelConfig, blob["model_config"])
-    model = Autoencoder(model_cfg) if kind == "autoencoder" else Classifier(model_cfg)
-    model.load_state_dict(blob["state_dict"])
+    model = checkpoint.build_checked(lambda: Autoencoder(model_cfg) if kind == "autoencoder" else Classifier(model_cfg),
+                                     blob["state_dict"], path)
     return model.to(device)
 
 
@@ -152,8 +152,8 @@ def run_step(step: str, cfg: AutoencoderConfig, data: FewLabelData, run: RunDir,
 
 
 def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | None = None,
-          on_epoch: Callable[[int, dict], None] | None = None, tracker: Tracker | None = None,
-          progress: bool = True) -> dict:
+          overwrite: bool = False, on_epoch: Callable[[int, dict], None] | None = None,
+          tracker: Tracker | None = None, progress: bool = True) -> dict:
     """Run all of ``cfg.steps`` (or just ``cfg.only_step``) into ``out_dir``; returns the (merged) summary.
 
     ``on_epoch(epoch, row)`` sees every epoch's row (tagged with its ``step``; a study's pruner watches
@@ -161,6 +161,7 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
     it to the caller (a study trial); by default each step opens and closes its own. ``resume``: this run dir
     again, to finish an interrupted run: finished steps are kept, the interrupted one goes on after its last
     saved epoch (``<step>.state.pt``) and continues its W&B run, so the result is exactly the uninterrupted one.
+    ``overwrite``: replace the run in ``out_dir``, once the config, the checkpoints and the data have been checked.
     """
     cfg.validate()
     if resume is not None:
@@ -169,16 +170,18 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
         saved = Path(resume) / "config.json"
         if not saved.is_file():
             raise ConfigError(f"--resume {resume} is not a run dir (no config.json)")
-        checkpoint.check_resumable(json.loads(saved.read_text()), cfg, resume)
+        checkpoint.check_resumable(read_saved_config(saved), cfg, resume)
+        check_not_complete(resume, lambda summary: set(cfg.steps) <= set(summary.get("steps", {})))
     t0 = time.perf_counter()
     if cfg.only_step not in (None, "pretrain"):  # a missing or mismatched checkpoint stops us before the data loads
         _previous(out_dir, STEPS[STEPS.index(cfg.only_step) - 1], cfg)
     device, threads = start_run(cfg.run)
-    with RunDir(out_dir, cfg, reuse=cfg.only_step is not None or resume is not None) as run:
+    # The data is read and checked before the run dir is touched (--overwrite replaces it only after this).
+    data = few_label_data(load_mnist(cfg.data.data_dir), cfg.data.split_seed, cfg.data.per_class, device,
+                          cfg.data.max_unlabeled)
+    with RunDir(out_dir, cfg, reuse=cfg.only_step is not None or resume is not None, replace=overwrite) as run:
         print(f"[ex08] preset {cfg.preset}: {param_report(cfg)}", file=sys.stderr, flush=True)
         run.record(**start_record(cfg, make_config, threads, device, run / "code.patch"))
-        data = few_label_data(load_mnist(cfg.data.data_dir), cfg.data.split_seed, cfg.data.per_class, device,
-                              cfg.data.max_unlabeled)
         split = json.dumps(data.split, sort_keys=True).encode()
         run.record(data=data_record(resolve_data_dir(cfg.data.data_dir), mnist_files(cfg.data.data_dir),
                                     split_sha256=hashlib.sha256(split).hexdigest()))
@@ -239,6 +242,18 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
         if tracker is not None:  # a study's one run: the final figures at the top level too
             tracker.summary({k: summary[k] for k in ("val/acc", "test100/acc", "test10k/acc") if k in summary})
     return summary
+
+
+def read_saved_config(path: Path) -> dict:
+    """A run dir's ``config.json`` as a dict; a truncated or hand-broken one names the file."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not a readable config ({type(e).__name__}); it was truncated or edited by "
+                          "hand") from None
+    if not isinstance(saved, dict):
+        raise ConfigError(f"{path} holds a {type(saved).__name__}, not a config")
+    return saved
 
 
 def continue_flags(cfg: AutoencoderConfig, out_dir: Path) -> list[str] | None:

@@ -11,14 +11,16 @@ Every row is validated; a bad row raises :class:`KeypointsDataError` naming file
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.errors import DataError
+from common.errors import DataError, describe_error
 from common.paths import cache_dir, resolve_data_dir
+from common.streams import is_stream, read_stream
 
 KEYPOINT_NAMES = (
     "left_eye_center", "right_eye_center", "left_eye_inner_corner", "left_eye_outer_corner",
@@ -87,48 +89,51 @@ class KeypointsSplit:
         return self.images.float().div_(255.0)
 
 
-def parse_csv(path: Path, drop_bad_rows: bool = False):
-    """Parse and validate one CSV. Returns ``(images uint8 (N,96,96) numpy, keypoints float32 (N,30) px,
-    dropped rows)``, each dropped row as one line saying where and why."""
+def parse_csv(path: Path, drop_bad_rows: bool = False, text: str | None = None):
+    """Parse and validate one CSV (``text``: its content, already read from a stream). Returns ``(images uint8
+    (N,96,96) numpy, keypoints float32 (N,30) px, dropped rows)``, each dropped row as one line saying where and
+    why."""
     path = Path(path)
     try:
-        return _parse_lines(path, drop_bad_rows)
+        if text is not None:
+            return _parse_lines(path, io.StringIO(text.removeprefix("\ufeff"), newline=""), drop_bad_rows)
+        # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
+        with open(path, "r", encoding="utf-8-sig", newline="") as f:
+            return _parse_lines(path, f, drop_bad_rows)
     except UnicodeDecodeError as e:
         raise KeypointsDataError(f"{path}: not UTF-8 text (it holds the byte 0x{e.object[e.start]:02x}); save it as "
                                  "UTF-8") from None
 
 
-def _parse_lines(path: Path, drop_bad_rows: bool):
+def _parse_lines(path: Path, f, drop_bad_rows: bool):
     import numpy as np
 
-    # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
-    with open(path, "r", encoding="utf-8-sig", newline="") as f:
-        header = f.readline().rstrip("\r\n").split(",")
+    header = f.readline().rstrip("\r\n").split(",")
+    try:
+        kp_idx = [header.index(c) for c in KEYPOINT_COLUMNS]
+        img_idx = header.index("Image")
+    except ValueError:
+        missing = [c for c in (*KEYPOINT_COLUMNS, "Image") if c not in header]
+        raise KeypointsDataError(
+            f"{path}: header lacks column(s) {missing}; expected the course's 30 keypoint columns and "
+            f"'Image'") from None
+    images, keypoints, dropped = [], [], []
+    for row, line in enumerate(f, start=1):
+        line = line.rstrip("\r\n")
+        if not line:
+            continue
         try:
-            kp_idx = [header.index(c) for c in KEYPOINT_COLUMNS]
-            img_idx = header.index("Image")
-        except ValueError:
-            missing = [c for c in (*KEYPOINT_COLUMNS, "Image") if c not in header]
-            raise KeypointsDataError(
-                f"{path}: header lacks column(s) {missing}; expected the course's 30 keypoint columns and "
-                f"'Image'") from None
-        images, keypoints, dropped = [], [], []
-        for row, line in enumerate(f, start=1):
-            line = line.rstrip("\r\n")
-            if not line:
-                continue
-            try:
-                image, kps = _parse_row(line, len(header), kp_idx, img_idx)
-            except KeypointsDataError as e:
-                msg = f"{path.name} row {row} (line {row + 1}), {e}"
-                if not drop_bad_rows:
-                    raise KeypointsDataError(
-                        f"{path}: row {row} (line {row + 1}), {e}. Fix the row, or pass --drop-bad-rows to "
-                        f"skip bad rows") from None
-                dropped.append(msg)
-                continue
-            images.append(image)
-            keypoints.append(kps)
+            image, kps = _parse_row(line, len(header), kp_idx, img_idx)
+        except KeypointsDataError as e:
+            msg = f"{path.name} row {row} (line {row + 1}), {e}"
+            if not drop_bad_rows:
+                raise KeypointsDataError(
+                    f"{path}: row {row} (line {row + 1}), {e}. Fix the row, or pass --drop-bad-rows to "
+                    f"skip bad rows") from None
+            dropped.append(msg)
+            continue
+        images.append(image)
+        keypoints.append(kps)
     if not images:
         raise KeypointsDataError(f"{path}: no valid rows")
     return (np.stack(images).reshape(-1, IMAGE_SIZE, IMAGE_SIZE), np.stack(keypoints).astype(np.float32),
@@ -180,44 +185,65 @@ def _cache_file(csv_path: Path, drop_bad_rows: bool) -> Path:
     return cache_dir() / "facial_keypoints" / f"{csv_path.stem}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.pt"
 
 
-def check_csv_file(path: Path) -> None:
-    """A readable plain CSV file, or a :class:`KeypointsDataError` saying what it is instead."""
-    if not path.exists():
-        raise KeypointsDataError(f"{path} does not exist: give a CSV in the course's format")
-    if path.is_dir():
-        raise KeypointsDataError(f"{path} is a directory, not a CSV file: give the CSV file inside it")
-    try:
-        with open(path, "rb") as f:
-            magic = f.read(2)
-    except OSError as e:
-        raise KeypointsDataError(f"{path}: cannot be read ({e.strerror})") from None
-    if magic == b"\x1f\x8b":
-        raise KeypointsDataError(f"{path} is gzip-compressed: unpack it first (gunzip -k {path.name})")
+def check_csv_file(path: Path, head: bytes | None = None) -> None:
+    """A readable plain CSV file, or a :class:`KeypointsDataError` saying what it is instead (``head``: the first
+    bytes of a stream, already read)."""
+    if head is None:
+        if not path.exists():
+            raise KeypointsDataError(f"{path} does not exist: give a CSV in the course's format")
+        if path.is_dir():
+            raise KeypointsDataError(f"{path} is a directory, not a CSV file: give the CSV file inside it")
+        try:
+            with open(path, "rb") as f:
+                head = f.read(2)
+        except OSError as e:
+            raise KeypointsDataError(f"{path}: cannot be read ({e.strerror})") from None
+    if head[:2] == b"\x1f\x8b":
+        raise KeypointsDataError(f"{path} is gzip-compressed: unpack it first (gunzip -k {path.name}, or "
+                                 f"<(zcat {path.name}))")
+
+
+_cache_warned: list[Path] = []  # the cache dir's trouble is said once per process
 
 
 def load_split(csv_path: Path, drop_bad_rows: bool = False, use_cache: bool = True) -> KeypointsSplit:
-    """Decoded tensors of one CSV, from the cache when the CSV is unchanged."""
+    """Decoded tensors of one CSV, from the cache when the CSV is unchanged. A pipe or FIFO (``--csv
+    <(zcat faces.csv.gz)``) is read once, whole, and not cached: it has no stable identity."""
     import torch
 
     from common.checkpoint import atomic_torch_save
 
     csv_path = Path(csv_path)
-    check_csv_file(csv_path)
-    cache = _cache_file(csv_path, drop_bad_rows)
-    if use_cache and cache.is_file():
+    text, cache = None, None
+    if is_stream(csv_path):
+        raw = read_stream(csv_path)
+        check_csv_file(csv_path, head=raw[:2])
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise KeypointsDataError(f"{csv_path}: not UTF-8 text (it holds the byte 0x{raw[e.start]:02x}); "
+                                     "save it as UTF-8") from None
+    else:
+        check_csv_file(csv_path)
+        cache = _cache_file(csv_path, drop_bad_rows) if use_cache else None
+    if cache is not None and cache.is_file():
         try:
             blob = torch.load(cache, weights_only=True)
             return KeypointsSplit(blob["images"], blob["keypoints"], csv_path, tuple(blob["dropped_rows"]))
         except Exception:  # a corrupt cache is just rebuilt
             pass
-    images, kps_px, dropped = parse_csv(csv_path, drop_bad_rows)
+    images, kps_px, dropped = parse_csv(csv_path, drop_bad_rows, text=text)
     images = torch.from_numpy(images).unsqueeze(1).contiguous()
     keypoints = pixels_to_normalized(torch.from_numpy(kps_px)).view(-1, len(KEYPOINT_NAMES), 2).contiguous()
-    if use_cache:
+    if cache is not None:
         try:
             atomic_torch_save({"images": images, "keypoints": keypoints, "dropped_rows": list(dropped)}, cache)
-        except OSError as e:  # read-only cache: still usable, just slower next time
-            print(f"[data] could not write cache {cache}: {e}", file=sys.stderr)
+        except (OSError, RuntimeError) as e:  # a read-only or full cache dir (torch's zip writer says "unexpected
+            # pos" for ENOSPC): the cache is optional, so say it once and go on, just slower next time
+            if not _cache_warned:
+                print(f"[data] cannot write the cache {cache.parent} ({describe_error(e)}); going on without it",
+                      file=sys.stderr)
+            _cache_warned.append(cache)
     return KeypointsSplit(images, keypoints, csv_path, tuple(dropped))
 
 

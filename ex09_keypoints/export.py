@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from common.config import ConfigError
-from common.submission import module_source, verify_submission, write_submission
+from common.submission import check_against_record, module_source, verify_submission, write_submission
 from ex09_keypoints import models
 from ex09_keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, KEYPOINT_GRID_OFFSET, load_keypoints
 from ex09_keypoints.evaluate import predict
@@ -23,19 +23,20 @@ def export(cfg, run_dir: Path, out_dir: Path) -> tuple[int, dict]:
     if not best.is_file():
         raise ConfigError(f"{run_dir} has no best.pt: no epoch of that run finished; train (or --resume) it first")
     model = load_model(best)
+    check_against_record(run_dir, best, model)
     if model.hparams["arch"] != "cnn":
         raise ConfigError(f"{best} is a {model.hparams['arch']} backbone: the course's server has no timm, so it "
                           "cannot rebuild it; export a model trained with model.arch=cnn")
+    val = load_keypoints(cfg.data.data_dir, cfg.data.drop_bad_rows)["val"]  # checked before anything is written
     constants = (f"FLIP_PERMUTATION = {tuple(FLIP_PERMUTATION)!r}\nIMAGE_SIZE = {IMAGE_SIZE}\n"
                  f"KEYPOINT_GRID_OFFSET = {KEYPOINT_GRID_OFFSET!r}  # the data's 1-based pixel centres")
     source = module_source(models, {CONSTANTS_IMPORT: constants})
     state = {"state_dict": model.state_dict(), "hparams": model.hparams}
-    zip_path = write_submission(out_dir, {"exercise_code/networks/keypoint_nn.py": source}, "facial_keypoints.p",
-                                state, model)
-    val = load_keypoints(cfg.data.data_dir, cfg.data.drop_bad_rows)["val"]
+    zip_path, files = write_submission(out_dir, {"exercise_code/networks/keypoint_nn.py": source},
+                                       "facial_keypoints.p", state, model)
     with torch.no_grad():
         expected = predict(model, val.images)
-    code, result = verify_submission(out_dir, {"exercise": "ex09", "val_images": val.images,
-                                               "val_targets": val.keypoints,
-                                               "expected": expected.reshape(len(val), -1)})
-    return code, {**result, "zip": str(zip_path)}
+    code, result = verify_submission(out_dir, files, {"exercise": "ex09", "val_images": val.images,
+                                                      "val_targets": val.keypoints,
+                                                      "expected": expected.reshape(len(val), -1)})
+    return code, {**result, "zip": str(zip_path), "files": files}

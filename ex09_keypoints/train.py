@@ -26,7 +26,7 @@ from common.paths import resolve_data_dir
 from common.record import data_record, start_record
 from common.run_config import start_run
 from common.seed import rng_state, set_rng_state
-from common.rundir import RunDir
+from common.rundir import RunDir, check_not_complete
 from common.schedules import cosine_scheduler
 from common.timing import since_process_start
 from common.tracking import Tracker, open_tracker
@@ -82,8 +82,7 @@ def load_model(path: str | Path, device="cpu", test_time: dict | None = None) ->
     model_cfg = from_dict(ModelConfig, {**SAVED_BEFORE, **blob["model_config"]})
     for key, value in (test_time or {}).items():
         setattr(model_cfg, key, value)
-    model = build_model(model_cfg)
-    model.load_state_dict(blob["state_dict"])
+    model = checkpoint.build_checked(lambda: build_model(model_cfg), blob["state_dict"], path)
     return model.to(device).eval()
 
 
@@ -150,11 +149,12 @@ def train_one_epoch(model, optimizer, scheduler, ema, images, points, cfg: Keypo
 
 
 def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | None = None,
-          on_epoch: Callable[[int, dict], None] | None = None, tracker: Tracker | None = None,
-          progress: bool = True) -> dict:
+          overwrite: bool = False, on_epoch: Callable[[int, dict], None] | None = None,
+          tracker: Tracker | None = None, progress: bool = True) -> dict:
     """Train with ``cfg``, writing everything into ``out_dir``; returns the summary dict.
 
-    ``resume``: a run's ``last.pt`` to continue from. ``on_epoch(epoch, row)`` is called after each evaluation
+    ``resume``: a run's ``last.pt`` to continue from. ``overwrite``: replace the run in ``out_dir`` (only once
+    the config, the checkpoint and the data have been checked). ``on_epoch(epoch, row)`` is called after each evaluation
     (a study reports ``row["val/score"]`` to its pruner there and may raise to stop the run). ``tracker``: log
     into this W&B run and leave finishing it to the caller (a study trial); by default the run opens and
     closes its own.
@@ -162,12 +162,16 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
     cfg.validate()
     t_train = time.perf_counter()
     state = load_training_state(resume, cfg) if resume else None  # a wrong file stops us before the data loads
+    if resume:
+        check_not_complete(out_dir, lambda summary: summary.get("epochs", 0) >= cfg.train.epochs)
     device, threads = start_run(cfg.run)
-    with RunDir(out_dir, cfg, reuse=resume is not None) as run, \
+    # The data is read (found, headers and rows checked) before the run dir is touched: a mistyped --data-dir
+    # must not cost the run that --overwrite would replace.
+    data = load_keypoints(cfg.data.data_dir, cfg.data.drop_bad_rows)
+    with RunDir(out_dir, cfg, reuse=resume is not None, replace=overwrite) as run, \
             open_tracker(cfg.track, to_dict(cfg), run.path, tracker, name=cfg.track.name or run.path.name,
                          job_type="ex09-train", run_id=run.previous.get("wandb", {}).get("id")) as tracker:
         run.record(**start_record(cfg, make_config, threads, device, run / "code.patch"), wandb=tracker.info())
-        data = load_keypoints(cfg.data.data_dir, cfg.data.drop_bad_rows)
         run.record(data=data_record(resolve_data_dir(cfg.data.data_dir), [s.source for s in data.values()]))
         report_dropped(data, run.path)
         train_images, train_points = data["train"].images.to(device), data["train"].keypoints.to(device)

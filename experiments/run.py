@@ -8,6 +8,7 @@ instantly. Every usage error (a bad flag, key, value, file or sweep) is one line
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
@@ -122,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="A table of the run dirs under DIR (default runs/), from their files alone.")
     p.add_argument("root", type=Path, nargs="?", default=Path("runs"), metavar="DIR")
     p.add_argument("--compare", type=Path, nargs=2, metavar=("A", "B"), help="config keys and figures that differ")
+    p.add_argument("--json", action="store_true", help="the rows as one JSON list instead of the table")
 
     p = sub.add_parser("export", help="hand a run's model in: the course's folder layout + zip, checked",
                        description="Write RUN_DIR's model as the course's submission (exercise_code/, models/*.p, "
@@ -162,9 +164,21 @@ def run(args) -> int:
         return evaluate_ex09(args, cfg)
     if getattr(args, "csv", None) is not None:
         raise ConfigError("--csv goes with --evaluate CHECKPOINT; add --evaluate or drop --csv")
-    if getattr(cfg, "only_step", None) and args.out is None:
+    step = getattr(cfg, "only_step", None)
+    # Contradictory flags are refused before anything is touched.
+    if step and args.out is None:
         raise ConfigError("--step needs --out DIR: the run dir holding the previous step's checkpoint")
-    from common.rundir import default_run_dir, remove_run_dir
+    if args.overwrite and args.resume is not None:
+        raise ConfigError("--overwrite and --resume contradict each other: --resume continues the run in its dir, "
+                          "--overwrite deletes it; give one (nothing was touched)")
+    if args.overwrite and step not in (None, "pretrain"):
+        raise ConfigError(f"--step {step} goes on from the earlier steps' checkpoints in --out, which --overwrite "
+                          "would delete; drop --overwrite (nothing was touched)")
+    if args.seeds and step:
+        raise ConfigError("--seeds runs whole presets: drop --step")
+    from common.rundir import default_run_dir
+    from common.run_files import check_replaceable
+    from common.signals import exit_code, signal_name
 
     resume = args.resume
     if args.out:
@@ -173,26 +187,27 @@ def run(args) -> int:
         out = resume if resume.is_dir() else resume.parent
     else:
         out = default_run_dir(f"{exp.name}-{cfg.preset}")
-    if args.overwrite:
-        remove_run_dir(out)
-    if args.seeds:
-        from experiments.seeds import format_spread, run_seeds
-
-        if getattr(cfg, "only_step", None) or args.resume:
-            raise ConfigError("--seeds runs whole presets: drop --step / --resume")
-        result = run_seeds(exp, cfg, out, args.seeds, progress=not args.no_progress)
-        print(f"runs: {out}/seed-N; {out / 'seeds.json'}")
-        print(f"{len(args.seeds)} seeds: {format_spread(result)}")
-        print(json.dumps({k: {m: f[m] for m in ('mean', 'sd', 'min', 'max')} for k, f in result["figures"].items()}))
-        return 0
+    if args.overwrite:  # refused now if it is not ours; replaced only after the run's own checks pass
+        check_replaceable(out)
     try:
-        summary = exp.train(cfg, out, resume=resume, progress=not args.no_progress)
-    except KeyboardInterrupt:
-        flags = exp.continue_flags(cfg, out)
-        again = ["--out", str(out), *(flags or ["--overwrite"])]
-        print(f"interrupted: {out} keeps what finished; " + ("continue it with: " if flags else
-              "nothing finished to continue; start again with: ") + command_with(again), file=sys.stderr)
-        return 130
+        if args.seeds:
+            from experiments.seeds import format_spread, run_seeds
+
+            result = run_seeds(exp, cfg, out, args.seeds, progress=not args.no_progress, overwrite=args.overwrite,
+                               resume=resume is not None)
+            print(f"runs: {out}/seed-N; {out / 'seeds.json'}")
+            print(f"{len(args.seeds)} seeds: {format_spread(result)}")
+            print(json.dumps({k: {m: f[m] for m in ('mean', 'sd', 'min', 'max')}
+                              for k, f in result["figures"].items()}))
+            return 0
+        summary = exp.train(cfg, out, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (common.signals)
+        flags = ["--resume", str(out)] if args.seeds else exp.continue_flags(cfg, out)
+        again = flags or ["--out", str(out), "--overwrite"]  # --resume RUN_DIR names the dir itself
+        print(f"interrupted ({signal_name(e)}): {out} keeps what finished; " + (
+              "continue it with: " if flags else "nothing finished to continue; start again with: ")
+              + command_with(again), file=sys.stderr)
+        return exit_code(e)
     print(f"run dir: {out}")
     for step, r in summary.get("steps", {}).items():
         print(f"  {step:9s} {r['wall_s']:6.0f} s  " + "  ".join(f"{k} {r[k]:.4g}" for k in sorted(r)
@@ -296,16 +311,36 @@ def export(args) -> int:
               + f"  params {result['params']:,}  {result['size_mb']:.2f} MB  max |diff| {result['max_abs_diff']:.2g}")
     for check, ok in result["checks"].items():
         print(f"  {'ok  ' if ok else 'FAIL'} {check}")
+    print(f"  zip holds: {', '.join(result.get('files', []))}")
+    mark = result.get("pass_mark")
+    if mark and not result["passes"]:
+        print(f"does not pass: {mark['metric']} {mark['value']:.4g} is below the course's mark of {mark['bar']:g}",
+              file=sys.stderr)
     print(json.dumps(result))
     return code
+
+
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)  # a full disk or quota, a file-size limit (RLIMIT_FSIZE)
+MAX_MESSAGE = 4000  # characters of an error line (the list of valid keys fits): a huge quoted value must not flood it
+
+
+def one_line(message: str) -> str:
+    text = " ".join(str(message).split())
+    return text if len(text) <= MAX_MESSAGE else f"{text[:MAX_MESSAGE]}... ({len(text) - MAX_MESSAGE} more characters)"
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     from common import record
     from common.errors import ConfigError, DataError
+    from common.secrets import redact_argv
+    from common.signals import raise_on_sigterm
 
-    record.COMMAND = ["python", "-m", "experiments.run", *(sys.argv[1:] if argv is None else map(str, argv))]
+    raise_on_sigterm()  # SIGTERM ends a run or a study as Ctrl-C does (common/signals.py)
+    # Whatever records the command line (run.json, the artifact store, W&B's metadata) sees no password.
+    sys.argv[1:] = redact_argv(sys.argv[1:])
+    record.COMMAND = redact_argv(["python", "-m", "experiments.run",
+                                  *(sys.argv[1:] if argv is None else map(str, argv))])
     try:
         if args.experiment == "report":
             return report(args)
@@ -316,11 +351,17 @@ def main(argv=None) -> int:
 
             if args.experiment == "rerun":
                 return runs.rerun(args.run_dir, args.out, args.overrides, progress=not args.no_progress)
-            return runs.compare(*args.compare) if args.compare else runs.print_runs(args.root)
+            return runs.compare(*args.compare) if args.compare else runs.print_runs(args.root, args.json)
         return study(args) if args.study else run(args)
     except (ConfigError, DataError) as e:  # the user can fix these: one line, exit 2
         kind = "data error" if isinstance(e, DataError) else "error"
-        print(f"{kind}: {e}".replace("\n", " "), file=sys.stderr)
+        print(one_line(f"{kind}: {e}"), file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.errno not in DISK_FULL:
+            raise
+        print(one_line(f"error: cannot write {e.filename or 'a file'}: {e.strerror}. Free some space (or give "
+                       "--out on another disk); an interrupted run continues with --resume RUN_DIR"), file=sys.stderr)
         return 2
 
 

@@ -1,6 +1,6 @@
 """The runs on disk, offline, from their run dirs alone: list them, compare two, run one again from its record.
 
-    python -m experiments.run runs [DIR]                 a table of the runs under DIR (default: runs/)
+    python -m experiments.run runs [DIR] [--json]        a table of the runs under DIR (default: runs/)
     python -m experiments.run runs --compare A B         the config keys and figures that differ
     python -m experiments.run rerun RUN_DIR [--out NEW] [--set ...]
 """
@@ -32,35 +32,56 @@ def find_runs(root: Path) -> list[Path]:
 
 
 def list_runs(root: Path) -> list[dict]:
+    """One row per run dir; a run whose files cannot be read is listed and marked, never the end of the list."""
+    from common.run_files import lock_holder
+
     rows = []
     for run_dir in find_runs(root):
+        row = {"run": str(run_dir)}
         try:
             record = json.loads((run_dir / "run.json").read_text())
-        except ValueError:
-            record = {"status": "unreadable run.json"}
+            config = json.loads((run_dir / "config.json").read_text())
+            if not isinstance(record, dict) or not isinstance(config, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            rows.append({**row, "experiment": "?", "preset": None, "wall_s": None, "commit": "", "started": "",
+                         "status": f"unreadable ({type(e).__name__})"})
+            continue
         summary = _summary(run_dir)
-        config = json.loads((run_dir / "config.json").read_text())
-        code = record.get("code", {})
-        rows.append({"run": str(run_dir), "experiment": "ex08" if "teacher" in config else "ex09",
-                     "preset": config.get("preset"), **{k: summary[k] for k in FIGURES if k in summary},
-                     "wall_s": summary.get("wall_s"), "commit": (code.get("commit") or "")[:8]
-                     + ("+dirty" if code.get("dirty") else ""), "started": record.get("started", ""),
-                     "status": record.get("status", "?")})
+        code = record.get("code") if isinstance(record.get("code"), dict) else {}
+        status = str(record.get("status", "?"))
+        if status == "running" and not lock_holder(run_dir):  # its process is gone (killed): it can go on
+            status = "interrupted"
+        rows.append({**row, "experiment": "ex08" if "teacher" in config else "ex09",
+                     "preset": config.get("preset"),
+                     **{k: summary[k] for k in FIGURES if isinstance(summary.get(k), (int, float))},
+                     "wall_s": summary.get("wall_s"), "commit": str(code.get("commit") or "")[:8]
+                     + ("+dirty" if code.get("dirty") else ""), "started": str(record.get("started", "")),
+                     "status": status})
     return rows
 
 
-def print_runs(root: Path) -> int:
+def print_runs(root: Path, as_json: bool = False) -> int:
+    """A table of the runs under ``root`` (paths relative to it, whole); ``as_json``: the rows as one JSON list."""
     rows = list_runs(root)
+    if as_json:
+        print(json.dumps(rows))
+        return 0
     if not rows:
         print(f"no runs under {root}")
         return 0
-    print(f"{'run':44s} {'exp':4s} {'preset':11s} {'figure':>18s} {'wall':>7s} {'commit':14s} {'started':19s} status")
-    for r in rows:
+    names = [str(Path(r["run"]).relative_to(root)) if Path(r["run"]).is_relative_to(root) else r["run"]
+             for r in rows]
+    width = max(len("run"), *map(len, names))
+    print(f"{'run':{width}s} {'exp':4s} {'preset':11s} {'figure':>18s} {'wall':>7s} {'commit':14s} "
+          f"{'started':19s} status")
+    for name, r in zip(names, rows):
         figure = next((f"{k} {r[k]:.4g}" for k in FIGURES if k in r), "-")
         wall = f"{r['wall_s']:.0f} s" if isinstance(r.get("wall_s"), (int, float)) else "-"
-        print(f"{r['run'][-44:]:44s} {r['experiment']:4s} {str(r['preset'])[:11]:11s} {figure:>18s} {wall:>7s} "
+        print(f"{name:{width}s} {r['experiment']:4s} {str(r['preset'])[:11]:11s} {figure:>18s} {wall:>7s} "
               f"{r['commit']:14s} {r['started'][:19]:19s} {r['status']}")
-    print(json.dumps(rows))
+        if r["status"] == "interrupted":
+            print(f"{'':{width}s}   continue it with: python -m experiments.run {r['experiment']} --resume {r['run']}")
     return 0
 
 

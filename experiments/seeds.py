@@ -9,9 +9,10 @@ import statistics
 import sys
 from pathlib import Path
 
-from common.checkpoint import atomic_write_text
-from common.config import ConfigError, apply_overrides
-from common.rundir import check_out_dir
+from common.checkpoint import atomic_write_text, check_resumable
+from common.config import ConfigError, apply_overrides, to_dict
+from common.run_files import is_seeds_dir
+from common.rundir import check_out_dir, run_status
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -36,24 +37,57 @@ def spread(values: list[float]) -> dict:
             "min": min(values), "max": max(values), "values": values}
 
 
-def run_seeds(exp, cfg, out: Path, seeds: list[int], progress: bool = True) -> dict:
+def run_seeds(exp, cfg, out: Path, seeds: list[int], progress: bool = True, overwrite: bool = False,
+              resume: bool = False) -> dict:
     """Train ``cfg`` once per seed (the experiment's ``seed_keys`` all set to it: ex08 draws its labeled split
-    from it too) into ``out/seed-N``; write and return ``seeds.json``."""
+    from it too) into ``out/seed-N``; write and return ``seeds.json``.
+
+    ``seeds.json`` is written first (status running) so the folder is known as a seeds dir. ``resume``: go on in
+    ``out``: finished seeds are kept, an interrupted one is resumed, the rest are trained. ``overwrite``: each
+    seed's dir is replaced when its turn comes, after that run's own checks (the CLI checked ``out`` is ours)."""
     out = Path(out)
-    check_out_dir(out)
+    plan = {"experiment": exp.name, "preset": cfg.preset, "seeds": seeds, "seed_keys": list(exp.seed_keys),
+            "config": to_dict(cfg), "status": "running"}
+    if resume:
+        _check_same_plan(out, plan, cfg)
+    elif not overwrite:
+        check_out_dir(out)
+    atomic_write_text(out / "seeds.json", json.dumps(plan, indent=2) + "\n")
     runs = {}
     for seed in seeds:
         cfg_s = apply_overrides(copy.deepcopy(cfg), {key: seed for key in exp.seed_keys})
-        print(f"[seeds] seed {seed} -> {out / f'seed-{seed}'}", file=sys.stderr, flush=True)
-        runs[seed] = exp.train(cfg_s, out / f"seed-{seed}", progress=progress)
+        seed_dir = out / f"seed-{seed}"
+        if resume and run_status(seed_dir) == "complete" and (seed_dir / "summary.json").is_file():
+            print(f"[seeds] seed {seed}: complete in {seed_dir}, kept", file=sys.stderr, flush=True)
+            runs[seed] = json.loads((seed_dir / "summary.json").read_text())
+            continue
+        go_on = resume and seed_dir.is_dir() and exp.continue_flags(cfg_s, seed_dir) is not None
+        print(f"[seeds] seed {seed} -> {seed_dir}" + (" (resumed)" if go_on else ""), file=sys.stderr, flush=True)
+        runs[seed] = exp.train(cfg_s, seed_dir, resume=seed_dir if go_on else None, overwrite=overwrite,
+                               progress=progress)
     keys = [k for k in exp.headline if all(isinstance(r.get(k), (int, float)) for r in runs.values())]
     if not keys:
         raise ConfigError(f"the runs in {out} report none of {', '.join(exp.headline)}")
-    result = {"experiment": exp.name, "preset": cfg.preset, "seeds": seeds, "seed_keys": list(exp.seed_keys),
+    result = {**{k: v for k, v in plan.items() if k != "config"}, "status": "complete",
               "figures": {k: spread([float(runs[s][k]) for s in seeds]) for k in keys},
-              "runs": {str(s): str(out / f"seed-{s}") for s in seeds}}
+              "runs": {str(s): str(out / f"seed-{s}") for s in seeds}, "config": plan["config"]}
     atomic_write_text(out / "seeds.json", json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _check_same_plan(out: Path, plan: dict, cfg) -> None:
+    """``--resume OUT --seeds ...`` goes on only with the seeds and the config that OUT was started with."""
+    if not is_seeds_dir(out):
+        raise ConfigError(f"--resume {out} with --seeds: {out / 'seeds.json'} is missing or unreadable, so {out} "
+                          "is not a seeds dir; give the --out of the --seeds run")
+    saved = json.loads((out / "seeds.json").read_text())
+    if saved.get("seeds") != plan["seeds"]:
+        raise ConfigError(f"--resume {out}: it was started with --seeds {','.join(map(str, saved['seeds']))}; "
+                          "give the same seeds")
+    if saved.get("status") == "complete":
+        raise ConfigError(f"--resume {out}: those seeds are already complete (see {out / 'seeds.json'})")
+    if isinstance(saved.get("config"), dict):
+        check_resumable(saved["config"], cfg, out)
 
 
 def format_spread(result: dict) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable
 
 from common.config import ConfigError, apply_overrides, get_value, to_dict
+from common.signals import signal_name
 from experiments.registry import Experiment
 from studies.storage import DEFAULT_GRACE_S, lazy_optuna
 from studies.sweep import Sweep, suggest
@@ -110,8 +111,8 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
         except ModelTooLargeError as e:  # the sampled model breaks the course's limits (5M params, 20 MB)
             state, reason = "pruned", f"infeasible model: {e}"
             raise optuna.TrialPruned(reason) from None
-        except KeyboardInterrupt:
-            reason = "interrupted (Ctrl-C)"
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM
+            reason = f"interrupted ({signal_name(e)})"
             raise
         except UpdateFinishedTrialError:
             # Another worker found this trial's heartbeat stale (this process stalled for longer than grace_s:

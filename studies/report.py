@@ -5,12 +5,13 @@ many a full run plans; what pruned trials did not run is the compute pruning sav
 """
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 from common.checkpoint import atomic_write_text
-from common.config import apply_overrides, format_override
+from common.config import ConfigError, apply_overrides, format_override
 from studies.search import state_counts
 
 
@@ -62,19 +63,28 @@ def _figures(study, study_dir: Path) -> dict[str, str]:
 
 def fetch_best_artifacts(study, store, dest: Path) -> dict[str, Path]:
     """The best trial's files (checkpoint, record, figures) from the artifact store into ``dest``: from any
-    machine that sees the store, whichever machine ran the trial."""
-    import shutil
-
+    machine that sees the store, whichever machine ran the trial. Only files an earlier fetch wrote are replaced
+    (``dest``'s manifest, :mod:`common.owned_files`); a file of the user's with the same name is left as it is."""
     from optuna.artifacts import download_artifact
+
+    from common.owned_files import OwnedFolder
 
     ids = study.best_trial.user_attrs.get("artifacts", {})
     if not ids:
         return {}
-    shutil.rmtree(dest, ignore_errors=True)  # download_artifact never overwrites
-    dest.mkdir(parents=True)
+    folder = OwnedFolder(dest, "report")
+    dest.mkdir(parents=True, exist_ok=True)
+    fetched = {}
     for name, artifact_id in ids.items():
+        try:
+            folder.check([name])
+        except ConfigError as e:
+            print(f"[report] {e}".replace(" (nothing was written)", ""), file=sys.stderr)
+            continue
+        folder.forget(name)  # ours from an earlier fetch (download_artifact never overwrites)
         download_artifact(artifact_store=store, file_path=str(dest / name), artifact_id=artifact_id)
-    return {name: dest / name for name in ids}
+        fetched[name] = folder.record(name)
+    return fetched
 
 
 def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | None = None) -> Path:
@@ -141,10 +151,9 @@ def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | Non
     return path
 
 
-def retrain_best(study, sweep, experiment, out_dir: Path, overrides: list[str], progress: bool = True) -> dict:
+def retrain_best(study, sweep, experiment, out_dir: Path, overrides: list[str], progress: bool = True,
+                 overwrite: bool = False) -> dict:
     """Train the best trial's config (its recorded overrides, then ``overrides``) as a normal run."""
-    from common.config import ConfigError
-
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     if not complete:
         raise ConfigError(f"study {study.study_name} has no complete trial to retrain")
@@ -155,9 +164,19 @@ def retrain_best(study, sweep, experiment, out_dir: Path, overrides: list[str], 
     apply_overrides(cfg, overrides)
     cfg.track.group, cfg.track.name = sweep.study, f"{sweep.study}-best-retrain"
     print(f"[report] retraining trial {best.number} ({sweep.metric} {best.value:.4g}) into {out_dir}")
-    summary = experiment.train(cfg, out_dir, progress=progress)
+    summary = experiment.train(cfg, out_dir, overwrite=overwrite, progress=progress)
     print(f"[report] retrained: {sweep.metric} {summary[sweep.metric]:.4g} (the trial had {best.value:.4g})")
     return summary
+
+
+REPORT_WAIT_S = 5.0
+
+
+def _busy_errors() -> tuple[type, ...]:
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import OperationalError
+
+    return StorageInternalError, OperationalError
 
 
 def report_study(study_name: str, overrides: list[str], *, out: Path | None = None, storage: str | None = None,
@@ -166,7 +185,6 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
     """``python -m experiments.run report``: write the report (and retrain the best trial when asked)."""
     import json
 
-    from common.config import ConfigError
     from studies.search import load_study
     from studies.storage import storage_url
     from studies.workers import open_sweep, study_dir_of
@@ -180,7 +198,16 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
         raise ConfigError(f"no study storage at {url[len('sqlite:///'):]}: run the study first, or pass "
                           "--out/--storage where it lives")
-    study = load_study(sweep, url)
+    from studies.storage import open_storage
+    busy = _busy_errors()
+    try:  # a report waits seconds, not minutes, for a storage another process holds (then says so)
+        study = load_study(sweep, url, open_storage(url, sweep.storage, wait_s=REPORT_WAIT_S))
+        study.get_trials(deepcopy=False)
+    except busy as e:
+        if "locked" not in str(e):
+            raise
+        from studies.storage import busy_error
+        raise busy_error(url, REPORT_WAIT_S) from None
     best_files = {}
     store_dir = Path(artifacts or study_dir / "artifacts")
     if store_dir.is_dir() and any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
@@ -193,10 +220,11 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
     for png in sorted(study_dir.glob("study_*.png")):
         print(f"figure: {png}")
     if retrain:
-        from common.rundir import remove_run_dir
+        from common.run_files import check_replaceable
 
-        if overwrite:
-            remove_run_dir(study_dir / "best-retrain")
-        summary = retrain_best(study, sweep, exp, study_dir / "best-retrain", overrides, progress=progress)
+        if overwrite:  # refused now if it is not ours; replaced after the run's own checks
+            check_replaceable(study_dir / "best-retrain")
+        summary = retrain_best(study, sweep, exp, study_dir / "best-retrain", overrides, progress=progress,
+                               overwrite=overwrite)
         print(json.dumps({k: summary.get(k) for k in (sweep.metric, "params", "epochs", "wall_s") if k in summary}))
     return 0

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import warnings
 from pathlib import Path
-from urllib.parse import unquote
 
 from common.config import ConfigError
+from common.secrets import _credentials, redact, scrub
 
 STORAGE_ENV = "I2DL_STUDY_STORAGE"  # how the parent hands the storage URL to its workers (never on argv: passwords)
 DEFAULT_HEARTBEAT_S = 60
@@ -43,43 +42,6 @@ def default_storage(study_dir: Path) -> str:
     return f"sqlite:///{Path(study_dir).resolve() / 'study.db'}"
 
 
-def _credentials(url: str) -> tuple[str, str, str] | None:
-    """``(scheme, user, password)`` of ``scheme://user:password@host...``. The password runs to the *last* ``@``:
-    SQLAlchemy stops at the first one, so an unescaped ``@`` in a password would leave its rest in the host."""
-    if "://" not in url:
-        return None
-    scheme, rest = url.split("://", 1)
-    if "@" not in rest:
-        return None
-    creds = rest.rsplit("@", 1)[0]
-    user, _, password = creds.partition(":")
-    return scheme, user, password
-
-
-def redact(url: str) -> str:
-    """The storage URL with its password hidden, whole, for printing (and any ``password=`` query value)."""
-    creds = _credentials(url)
-    if creds is not None:
-        scheme, user, password = creds
-        tail = url.split("://", 1)[1].rsplit("@", 1)[1]
-        url = f"{scheme}://{user}{':***' if password else ''}@{tail}"
-    return re.sub(r"(?i)(password=)[^&]*", r"\1***", url)
-
-
-def scrub(text: str, url: str) -> str:
-    """``text`` (an error message from a driver) with the URL redacted and no fragment of its password left:
-    a driver that parsed the URL its own way may quote part of the password as a host name."""
-    text = text.replace(url, redact(url))
-    creds = _credentials(url)
-    if creds is None or not creds[2]:
-        return text
-    password = creds[2]
-    pieces = {password, unquote(password), *re.split(r"[@/:?#]", password)}
-    for piece in sorted((p for p in pieces if len(p) >= 2), key=len, reverse=True):
-        text = text.replace(piece, "***")
-    return text
-
-
 def retry_callback(max_retry: int = DEFAULT_MAX_RETRY):
     """Optuna's ``RetryHeartbeatStaleTrialCallback`` (re-queue a dead worker's trial with the same parameters),
     also for a trial holding a value outside the sweep's ranges: the queued baseline may (the preset's own
@@ -102,8 +64,18 @@ def retry_callback(max_retry: int = DEFAULT_MAX_RETRY):
     return RetryStaleTrial(max_retry=max_retry)
 
 
-def open_storage(url: str, settings: dict | None = None):
-    """``journal:///path`` -> JournalStorage on a file; anything else -> RDBStorage with heartbeats."""
+BUSY = "database is locked"
+SQLITE_WAIT_S = 120  # workers queue up for SQLite's write lock this long; a report waits a few seconds only
+
+
+def busy_error(url: str, waited_s: float) -> ConfigError:
+    return ConfigError(f"study storage {redact(url)} is busy: another process has held its lock for {waited_s:.0f} s "
+                       "(a study still writing it, or a sqlite3 shell); try again when it is done")
+
+
+def open_storage(url: str, settings: dict | None = None, wait_s: float = SQLITE_WAIT_S):
+    """``journal:///path`` -> JournalStorage on a file; anything else -> RDBStorage with heartbeats. ``wait_s``:
+    how long an SQLite connection waits for the lock another process holds."""
     optuna = lazy_optuna()
     from optuna.storages import JournalStorage, RDBStorage
     from optuna.storages.journal import JournalFileBackend
@@ -121,7 +93,7 @@ def open_storage(url: str, settings: dict | None = None):
         storage = RDBStorage(
             url,
             # SQLite: wait for the write lock (workers queue up) rather than fail with "database is locked".
-            engine_kwargs={"connect_args": {"timeout": 120}} if sqlite else {"pool_pre_ping": True},
+            engine_kwargs={"connect_args": {"timeout": wait_s}} if sqlite else {"pool_pre_ping": True},
             heartbeat_interval=int(settings.get("heartbeat_s", DEFAULT_HEARTBEAT_S)),
             grace_period=int(settings.get("grace_s", DEFAULT_GRACE_S)),
             # RetryFailedTrialCallback (named RetryHeartbeatStaleTrialCallback since Optuna 4.9): re-queue a
@@ -133,6 +105,8 @@ def open_storage(url: str, settings: dict | None = None):
         return storage
     except (optuna.exceptions.StorageInternalError, SQLAlchemyError, ImportError, ValueError, OSError) as e:
         detail = scrub(" ".join(str(e).split("\n(Background on this error")[0].split()), url)
+        if BUSY in detail:
+            raise busy_error(url, wait_s) from None
         hint = ""
         if isinstance(e, ImportError) and url.startswith("postgres"):
             hint = "; PostgreSQL needs the postgres extra: pip install -e '.[postgres]'"

@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from common.config import ConfigError, apply_overrides, flat_keys
+from common.errors import short
 
 SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
 
@@ -90,7 +91,7 @@ def resolve_sweep_path(study: str) -> Path:
     candidate = SWEEPS_DIR / f"{study}.yaml"
     if not candidate.is_file():
         known = ", ".join(sorted(q.stem for q in SWEEPS_DIR.glob("*.yaml")))
-        raise ConfigError(f"no sweep named {study!r}: {candidate} does not exist (known: {known}); "
+        raise ConfigError(f"no sweep named {short(study)}: {candidate} does not exist (known: {known}); "
                           "or pass a path to a sweep YAML file")
     return candidate
 
@@ -98,14 +99,11 @@ def resolve_sweep_path(study: str) -> Path:
 def load_sweep(path: str | Path, make_config: Callable[[str], Any] | None = None) -> Sweep:
     """Read and validate a sweep file. With ``make_config(preset)``, also check every config key and fixed value
     against the experiment's real config (the same typed override system the CLI uses)."""
-    import yaml
+    from common.safe_yaml import load_yaml
 
     path = Path(path)
+    raw = load_yaml(path, "sweep file")
     text = path.read_text()
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of settings at the top level, got {type(raw).__name__}")
     where = str(path)
@@ -117,10 +115,10 @@ def load_sweep(path: str | Path, make_config: Callable[[str], Any] | None = None
     _choice(direction, ("maximize", "minimize"), f"{where}: direction")
     trials = raw.get("trials")
     if trials is not None and (not isinstance(trials, int) or trials < 1):
-        raise ConfigError(f"{where}: trials={trials!r} must be a positive integer")
+        raise ConfigError(f"{where}: trials={short(trials)} must be a positive integer")
     timeout = raw.get("timeout_s")
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-        raise ConfigError(f"{where}: timeout_s={timeout!r} must be a positive number of seconds")
+        raise ConfigError(f"{where}: timeout_s={short(timeout)} must be a positive number of seconds")
     sampler = _typed_section(raw.get("sampler", {"type": "tpe", "seed": 0}), SAMPLERS, f"{where}: sampler")
     pruner = _typed_section(raw.get("pruner", {"type": "median"}), PRUNERS, f"{where}: pruner")
     storage = raw.get("storage") or {}
@@ -150,7 +148,7 @@ def check_against_config(sweep: Sweep, make_config: Callable[[str], Any]) -> Non
     keys = set(flat_keys(cfg))
     for key in list(sweep.fixed) + [p.name for p in sweep.space if "." in p.name]:
         if key not in keys:
-            raise ConfigError(f"{where}: {key!r} is not a key of the {sweep.experiment} config. "
+            raise ConfigError(f"{where}: {short(key)} is not a key of the {sweep.experiment} config. "
                               f"Valid keys: {', '.join(sorted(keys))}")
     try:
         apply_overrides(cfg, dict(sweep.fixed))
@@ -212,12 +210,12 @@ def _suggest_one(trial, name: str, spec: dict):
 def _unknown(d: dict, allowed: set, where: str) -> None:
     bad = sorted(set(d) - allowed)
     if bad:
-        raise ConfigError(f"{where}: unknown key {bad[0]!r}; valid keys: {', '.join(sorted(allowed))}")
+        raise ConfigError(f"{where}: unknown key {short(bad[0])}; valid keys: {', '.join(sorted(allowed))}")
 
 
 def _choice(value, valid, where: str) -> None:
     if value not in valid:
-        raise ConfigError(f"{where}={value!r} is not valid; choose one of {', '.join(valid)}")
+        raise ConfigError(f"{where}={short(value)} is not valid; choose one of {', '.join(valid)}")
 
 
 def _typed_section(section, table: dict[str, set], where: str) -> dict:
@@ -240,9 +238,9 @@ def _number(spec: dict, key: str, where: str, integer: bool) -> float:
                 hint = " (YAML reads exponents without a dot, like 1e-3, as text: write 1.0e-3)"
             except ValueError:
                 pass
-        raise ConfigError(f"{where}.{key}={v!r}: expected {'an integer' if integer else 'a number'}{hint}")
+        raise ConfigError(f"{where}.{key}={short(v)}: expected {'an integer' if integer else 'a number'}{hint}")
     if not math.isfinite(v):
-        raise ConfigError(f"{where}.{key}={v!r} must be finite")
+        raise ConfigError(f"{where}.{key}={short(v)} must be finite")
     return v
 
 
@@ -259,7 +257,7 @@ def _check_param(spec, where: str, allow_list: bool) -> dict:
             raise ConfigError(f"{where}.choices must be a non-empty list")
         for c in choices:
             if c is not None and not isinstance(c, (bool, int, float, str)):
-                raise ConfigError(f"{where}.choices: {c!r} is not a scalar; Optuna stores only None, bool, int, "
+                raise ConfigError(f"{where}.choices: {short(c)} is not a scalar; Optuna stores only None, bool, int, "
                                   "float and str (use a list parameter or a helper for structured values)")
     elif t in ("int", "float"):
         integer = t == "int"
@@ -287,7 +285,7 @@ def _parse_space(space, where: str) -> list[Param]:
         if spec["type"] == "list":
             length = spec.get("length")
             if length not in seen or seen[length].type != "int":
-                raise ConfigError(f"{here}.length={length!r} must name an int parameter defined above it")
+                raise ConfigError(f"{here}.length={short(length)} must name an int parameter defined above it")
             if seen[length].spec["low"] < 1:
                 raise ConfigError(f"{here}.length: {length} can be {seen[length].spec['low']}; lists need >= 1 item")
             _check_param(spec.get("item"), f"{here}.item", allow_list=False)
@@ -296,7 +294,7 @@ def _parse_space(space, where: str) -> list[Param]:
             raise ConfigError(f"{here}.when must map a parameter above it to a value or a list of values")
         for dep, allowed in when.items():
             if dep not in seen:
-                raise ConfigError(f"{here}.when: {dep!r} is not a parameter defined above {name!r}")
+                raise ConfigError(f"{here}.when: {short(dep)} is not a parameter defined above {short(name)}")
         when = {dep: allowed if isinstance(allowed, list) else [allowed] for dep, allowed in when.items()}
         param = Param(name=str(name), type=spec["type"], spec=spec, when=when)
         params.append(param)

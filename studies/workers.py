@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -18,7 +19,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from common import record
 from common.config import ConfigError, apply_overrides, split_override
+from common.signals import Terminated, die_with_parent, exit_code, signal_name
 from experiments.registry import Experiment, get_experiment
 from studies.objective import grace_s, make_objective, taken_over, trial_dir
 from studies.search import create_or_load_study, finished_count, load_study, make_pruner, make_sampler, state_counts
@@ -85,6 +88,9 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
             argv += ["--set", *overrides] if overrides else []
             return argv
         code = spawn_workers(argv_for, workers, url, threads)
+    if code in (130, 143):
+        print(f"[study] interrupted: the workers stopped and marked their running trials FAIL; finished trials are "
+              f"kept. Resume with: {shlex.join(record.COMMAND or sys.argv)}", file=sys.stderr)
     print_summary(load_study(sweep, url), study_dir)
     print(f"report: python -m experiments.run report --study {study}" + (f" --out {study_dir}" if out else ""),
           file=sys.stderr)
@@ -99,9 +105,9 @@ class _QuietInterrupt(logging.Filter):
         super().__init__()
         self.interrupted: set[str] = set()
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        if record.exc_info and record.exc_info[0] is KeyboardInterrupt:
+    def filter(self, log: logging.LogRecord) -> bool:
+        message = log.getMessage()
+        if log.exc_info and issubclass(log.exc_info[0], KeyboardInterrupt):
             self.interrupted.add(message.split(" failed", 1)[0])  # "Trial 3"
             return False
         return not any(message.startswith(f"{trial} failed with value") for trial in self.interrupted)
@@ -133,10 +139,10 @@ def run_worker(sweep: Sweep, experiment: Experiment, url: str, study_dir: Path, 
             study.optimize(objective, n_trials=remaining, timeout=time_left, callbacks=callbacks,
                            gc_after_trial=True)
             return 0
-        except KeyboardInterrupt:
-            print(f"[study] worker {worker}: interrupted; its running trial is marked FAIL. "
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (common.signals)
+            print(f"[study] worker {worker}: interrupted ({signal_name(e)}); its running trial is marked FAIL. "
                   "Re-run the same command to resume.", file=sys.stderr)
-            return 130
+            return exit_code(e)
         except Exception:
             number = taken_over(study, objective)
             if number is None:
@@ -173,28 +179,40 @@ def spawn_workers(argv_for: Callable[[int], list[str]], workers: int, url: str, 
                                   "MKL_NUM_THREADS": str(threads)})
         if gpus:
             env["CUDA_VISIBLE_DEVICES"] = gpus[i % len(gpus)]
-        procs.append(subprocess.Popen(argv_for(i), env=env))
+        procs.append(subprocess.Popen(argv_for(i), env=env, preexec_fn=die_with_parent(os.getpid())))
         print(f"[study] worker {i}: pid {procs[-1].pid}, {threads} thread(s)"
               + (f", GPU {env['CUDA_VISIBLE_DEVICES']}" if gpus else ""), file=sys.stderr)
     codes = []
     try:
         codes = [p.wait() for p in procs]
-    except KeyboardInterrupt:
-        # From a terminal the workers got the same SIGINT and are marking their trials: give them time, and
-        # forward it only to those still running (the parent alone was signalled, e.g. kill -INT).
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(p.poll() is None for p in procs):
-            time.sleep(0.2)
+    except KeyboardInterrupt as e:
+        if isinstance(e, Terminated):
+            # SIGTERM (timeout, Slurm, Kubernetes) often reaches the parent alone: pass it on at once (a worker
+            # that got it too ignores the second one, common.signals).
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGTERM)
+        else:
+            # From a terminal the workers got the same SIGINT and are marking their trials: give them time, and
+            # forward it only to those still running (the parent alone was signalled, e.g. kill -INT).
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(p.poll() is None for p in procs):
+                time.sleep(0.2)
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGINT)
         for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGINT)
-        for p in procs:
-            p.wait()
-        return 130
+            try:
+                p.wait(timeout=120)
+            except subprocess.TimeoutExpired:  # a worker stuck in its clean-up: no orphan outlives us
+                p.kill()
+                p.wait()
+        return exit_code(e)
     bad = [(i, c) for i, c in enumerate(codes) if c != 0]
     for i, c in bad:
         print(f"[study] worker {i} exited with code {c}", file=sys.stderr)
-    return 130 if any(c == 130 for _, c in bad) else (1 if bad else 0)
+    interrupted = [c for _, c in bad if c in (130, 143)]
+    return interrupted[0] if interrupted else (1 if bad else 0)
 
 
 def study_summary(study) -> dict:

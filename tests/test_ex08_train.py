@@ -206,7 +206,7 @@ def test_an_interrupted_run_resumes_inside_its_step_to_exactly_the_same_model(sy
             raise KeyboardInterrupt  # after epoch 2 is logged, before its state is saved
     with pytest.raises(KeyboardInterrupt):
         train(tiny_ex08_config(synthetic_mnist, **epochs), tmp_path / "r", on_epoch=stop, progress=False)
-    assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "failed"
+    assert json.loads((tmp_path / "r" / "run.json").read_text())["status"] == "interrupted"
     assert (tmp_path / "r" / f"{stop_in}.state.pt").is_file()
     seen.clear()
     resumed = train(tiny_ex08_config(synthetic_mnist, **epochs), tmp_path / "r", resume=tmp_path / "r",

@@ -15,6 +15,13 @@ SMALL_EX09 = ["--preset", "quick", "--no-progress", "--set", "model.widths=[8,16
               "train.epochs=2", "train.batch_size=16", "run.threads=1", "track.mode=disabled"]
 
 
+def mechanics_hold(code: int, result: dict) -> bool:
+    """Every check but the course's pass mark holds, and the exit code says whether the mark was reached (these
+    tiny models are trained for seconds: most do not reach it)."""
+    checks = {k: v for k, v in result["checks"].items() if k != "passes_the_course_mark"}
+    return all(checks.values()) and code == (0 if result["passes"] else 1)
+
+
 def export(run_dir, capsys, *more) -> tuple[int, dict, str]:
     code, out, err = run_main(["export", run_dir, *more], capsys)
     return code, (json.loads(out.strip().splitlines()[-1]) if code in (0, 1) else {}), err
@@ -24,8 +31,10 @@ def test_an_ex09_model_exports_and_scores_as_evaluate_does(synthetic_data_dir, t
     run = tmp_path / "run"
     assert run_main(["ex09", "--data-dir", synthetic_data_dir, "--out", run, *SMALL_EX09], capsys)[0] == 0
     code, result, err = export(run, capsys)
-    assert code == 0, err
-    assert all(result["checks"].values()) and result["max_abs_diff"] <= 1e-5
+    assert mechanics_hold(code, result), err
+    assert result["max_abs_diff"] <= 1e-5
+    if not result["passes"]:
+        assert f"does not pass: score {result['score']:.4g} is below the course's mark of 100" in err
     sub = run / "submission"
     assert (sub / "exercise_code" / "networks" / "keypoint_nn.py").is_file()
     assert (sub / "models" / "facial_keypoints.p").stat().st_size < 20e6
@@ -48,8 +57,8 @@ def test_an_ex08_classifier_exports_with_the_runs_accuracies(preset, synthetic_m
     run = tmp_path / preset
     summary = train(tiny_ex08_config(synthetic_mnist, preset), run, progress=False)
     code, result, err = export(run, capsys, "--data-dir", synthetic_mnist)
-    assert code == 0, err
-    assert all(result["checks"].values()) and result["convolutions"] == 0 and result["max_abs_diff"] <= 1e-5
+    assert mechanics_hold(code, result), err
+    assert result["convolutions"] == 0 and result["max_abs_diff"] <= 1e-5
     assert result["test100_acc"] == pytest.approx(summary["test100/acc"], abs=1e-6)
     assert result["test10k_acc"] == pytest.approx(summary["test10k/acc"], abs=1e-6)
     with open(run / "submission" / "models" / "classifier_pytorch.p", "rb") as f:
@@ -64,10 +73,13 @@ def test_a_submission_that_needs_this_repo_fails_its_check(synthetic_data_dir, t
 
     run = tmp_path / "run"
     train(tiny_config(synthetic_data_dir), run, progress=False)
-    assert export(run, capsys)[0] == 0
+    assert mechanics_hold(*export(run, capsys)[:2])
     source = run / "submission" / "exercise_code" / "networks" / "keypoint_nn.py"
     source.write_text(source.read_text() + "\nimport ex09_keypoints.data  # a leftover import of this repo\n")
-    code, result = verify_submission(run / "submission", {"exercise": "ex09",
+    code, result = verify_submission(run / "submission", ["exercise_code/__init__.py",
+                                                          "exercise_code/networks/__init__.py",
+                                                          "exercise_code/networks/keypoint_nn.py",
+                                                          "models/facial_keypoints.p"], {"exercise": "ex09",
                                                           "val_images": torch.zeros(1, 1, 96, 96, dtype=torch.uint8),
                                                           "val_targets": torch.zeros(1, 15, 2),
                                                           "expected": torch.zeros(1, 30)})

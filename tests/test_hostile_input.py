@@ -121,12 +121,12 @@ def test_wrong_checkpoints_for_evaluate_and_resume(ex09_run, synthetic_mnist, sy
     capsys.readouterr()
     cases = [
         (["--evaluate", tmp_path / "nothing.pt", "--csv", csv], "nothing.pt does not exist"),
-        (["--evaluate", truncated, "--csv", csv], "truncated.pt is not a readable checkpoint"),
+        (["--evaluate", truncated, "--csv", csv], "truncated.pt is not a checkpoint this repo wrote"),
         (["--evaluate", tmp_path / "ex08" / "pretrain.pt", "--csv", csv], "'i2dl-ex08-v1'"),
         (["--evaluate", ex09_run / "last.pt", "--csv", csv], "continue it with --resume"),
         (["--evaluate", ex09_run, "--csv", csv], "is a directory, not a checkpoint"),
         (["--resume", ex09_run / "best.pt"], "is a saved model (best.pt); --resume wants a run dir or its last.pt"),
-        (["--resume", truncated], "truncated.pt is not a readable checkpoint"),
+        (["--resume", truncated], "truncated.pt is not a checkpoint this repo wrote"),
         (["--resume", ex09_run / "last.pt", "--set", "model.widths=[8,24]"], "other settings (model.widths)"),
     ]
     for flags, words in cases:

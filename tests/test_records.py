@@ -139,6 +139,8 @@ def test_runs_lists_and_compares(synthetic_data_dir, tmp_path, capsys):
     ex09_cli(synthetic_data_dir, root / "a", capsys)
     ex09_cli(synthetic_data_dir, root / "b", capsys, "train.lr=3e-3")
     code, out, _ = run_main(["runs", root], capsys)
+    assert code == 0 and out.splitlines()[1].startswith("a ") and out.splitlines()[2].startswith("b ")
+    code, out, _ = run_main(["runs", root, "--json"], capsys)
     rows = json.loads(out.strip().splitlines()[-1])
     assert code == 0 and [r["run"] for r in rows] == [str(root / "a"), str(root / "b")]
     assert all(r["status"] == "complete" and r["experiment"] == "ex09" and "val/score" in r for r in rows)

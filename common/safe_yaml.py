@@ -1,0 +1,41 @@
+"""Reading a YAML file a user (or an attacker) wrote: ``yaml.safe_load`` builds no objects, but it still expands
+aliases, so a 1 kB "billion laughs" file grows into gigabytes. Aliases and anchors are refused, and the file's size
+and node count are capped, by a streaming pass over its events before anything is built."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.errors import ConfigError
+
+MAX_BYTES = 1_000_000
+MAX_NODES = 100_000
+
+
+def load_yaml(path: Path, what: str = "YAML file"):
+    """``yaml.safe_load`` of ``path`` after those checks; every problem is a :class:`ConfigError` naming the file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_BYTES:
+            raise ConfigError(f"{path}: {size:,} bytes is too large for a {what} (at most {MAX_BYTES:,})")
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text; a {what} is plain text") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
+    nodes = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+                mark = event.start_mark
+                raise ConfigError(f"{path}: line {mark.line + 1}: YAML anchors and aliases (&name, *name) are not "
+                                  f"accepted in a {what}; write the values out")
+            if isinstance(event, (yaml.ScalarEvent, yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+                nodes += 1
+                if nodes > MAX_NODES:
+                    raise ConfigError(f"{path}: more than {MAX_NODES:,} values; this is not a {what}")
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())[:300]}") from None

@@ -1,0 +1,56 @@
+"""SIGTERM (what ``timeout``, Slurm and Kubernetes send) ends a run or a study exactly as Ctrl-C does: it is raised
+as :class:`Terminated`, a ``KeyboardInterrupt``, so every path that finishes cleanly on Ctrl-C (the run record,
+the trial marked FAIL, the one-line resume command) does so on SIGTERM too; the exit code is 128 + the signal
+(130 for SIGINT, 143 for SIGTERM). A study's worker processes also stop when their parent dies
+(:func:`die_with_parent`)."""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+
+class Terminated(KeyboardInterrupt):
+    """Raised in the main thread when the process gets SIGTERM."""
+
+    signum = signal.SIGTERM
+    signal_name = "SIGTERM"
+
+
+def exit_code(interrupt: BaseException) -> int:
+    """128 + the signal that interrupted us: 130 (Ctrl-C) or 143 (SIGTERM)."""
+    return 128 + int(getattr(interrupt, "signum", signal.SIGINT))
+
+
+def signal_name(interrupt: BaseException) -> str:
+    return getattr(interrupt, "signal_name", "Ctrl-C")
+
+
+def _raise_terminated(signum, frame):
+    # Once: a second SIGTERM (a parent forwarding the one its process group got too) must not cut short the
+    # clean-up the first one started (marking a trial FAIL, writing the run record).
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+def raise_on_sigterm() -> None:
+    """From now on SIGTERM raises :class:`Terminated` in the main thread (where Python runs signal handlers)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def die_with_parent(parent_pid: int):
+    """A ``preexec_fn`` for a worker: the kernel sends it SIGTERM when its parent dies (Linux ``prctl``
+    PR_SET_PDEATHSIG), and a parent already gone by then ends it at once. Elsewhere it does nothing."""
+    def preexec() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)  # a background shell starts us with SIGINT ignored
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            return
+        if os.getppid() != parent_pid:  # the parent died between fork and prctl
+            os._exit(143)
+    return preexec
