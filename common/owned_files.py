@@ -53,10 +53,14 @@ class OwnedFolder:
                               "give a new folder (nothing was written)")
         self.written: dict[str, str] = dict(manifest or {})
 
+    def path(self, name: str) -> Path:
+        """``name`` (relative to the folder; ``../x.zip`` for a file beside it) as a path that exists without it."""
+        return Path(os.path.normpath(self.folder / name))
+
     def check(self, names) -> None:
         """Refuse before writing anything if any of ``names`` (relative paths) is a file this repo did not write."""
         for name in names:
-            path = self.folder / name
+            path = self.path(name)
             if path.is_symlink() or (path.exists() and not path.is_file()):
                 raise ConfigError(f"{self.what}: {path} is not a plain file this repo wrote; move it away "
                                   "(nothing was written)")
@@ -69,14 +73,14 @@ class OwnedFolder:
         """Note that ``name`` (now written) is ours, and save the manifest."""
         from common.checkpoint import atomic_write_text
 
-        self.written[name] = sha256(self.folder / name)
+        self.written[name] = sha256(self.path(name))
         atomic_write_text(self.folder / MANIFEST, json.dumps({"written_by": f"i2dl-lab {self.what}",
                                                               "files": self.written}, indent=2) + "\n")
-        return self.folder / name
+        return self.path(name)
 
     def forget(self, name: str) -> None:
         """Remove a file this repo wrote (it must be listed and unchanged: :meth:`check` first)."""
-        (self.folder / name).unlink(missing_ok=True)
+        self.path(name).unlink(missing_ok=True)
         self.written.pop(name, None)
 
 

@@ -49,6 +49,15 @@ def code_state(patch_path: Path | None = None, repo: Path = REPO) -> dict:
     return out
 
 
+def commit_known(commit: str, repo: Path = REPO) -> bool:
+    """Whether ``commit`` is in this checkout's history (a run made elsewhere may name one it never had)."""
+    try:
+        _git(repo, "cat-file", "-e", f"{commit}^{{commit}}")
+        return True
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 def package_versions() -> dict:
     versions = {"python": platform.python_version()}
     for name in PACKAGES:

@@ -74,9 +74,8 @@ def write_submission(out_dir: Path, sources: dict[str, str], pickle_name: str, o
         with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as zf:
             for rel in names:
                 zf.write(out_dir / rel, rel)
-    atomic_write(out_dir / zip_name, write_zip)
-    folder.record(zip_name)
-    return (out_dir / zip_name).resolve(), names
+    atomic_write(folder.path(zip_name), write_zip)
+    return folder.record(zip_name).resolve(), names
 
 
 def verify_submission(out_dir: Path, files: list[str], inputs: dict) -> tuple[int, dict]:

@@ -148,6 +148,12 @@ def run(args) -> int:
     from experiments.registry import get_experiment
 
     exp = get_experiment(args.experiment)
+    if args.resume is not None and args.config is None and not args.preset:
+        # --resume RUN_DIR alone goes on with the config the run was started with (--set on top is checked: a
+        # key that changes the computation is refused by the run's resume check)
+        run_dir = args.resume if args.resume.is_dir() else args.resume.parent
+        if (run_dir / "config.json").is_file():
+            args.config = run_dir / "config.json"
     if args.config is not None:
         from experiments.registry import config_from_file
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from common.config import ConfigError, apply_overrides, flatten, to_dict
-from common.record import code_state, read_record
+from common.record import code_state, commit_known, read_record
 from experiments.registry import load_run
 
 FIGURES = ("val/score", "val/acc", "test10k/acc")
@@ -132,14 +132,18 @@ def rerun(run_dir: Path, out: Path | None, overrides: list[str], progress: bool 
     then, now = record["code"], code_state()
     if then.get("commit") != now.get("commit") or then.get("dirty") or now.get("dirty"):
         warnings.append(f"code: the run was made by {_code_name(then)}, this is {_code_name(now)}")
+        if then.get("commit") and now.get("git") and not commit_known(then["commit"]):
+            warnings.append(f"code: commit {then['commit'][:10]} is not in this repository (fetch it, or the figures "
+                            "may differ for that reason alone)")
+    for w in warnings:  # before training: the user may rather stop and fetch that commit
+        print(f"warning: {w}", file=sys.stderr, flush=True)
     summary = exp.train(cfg, out, progress=progress)
     new_data = json.loads((out / "run.json").read_text()).get("data", {}).get("sha256", {})
     old_data = record.get("data", {}).get("sha256", {})
     changed = [Path(p).name for p in sorted(set(old_data) | set(new_data)) if old_data.get(p) != new_data.get(p)]
     if changed:
         warnings.append(f"data: {', '.join(changed)} differ from the record (another file, path or content)")
-    for w in warnings:
-        print(f"warning: {w}", file=sys.stderr)
+        print(f"warning: {warnings[-1]}", file=sys.stderr)
     original = _summary(run_dir)
     print(f"original {run_dir}\nrerun    {out}")
     rows = {k: [original.get(k), summary.get(k)] for k in exp.headline if k in summary}

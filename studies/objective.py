@@ -140,6 +140,9 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
                     trial.set_user_attr(key, val)
             except UpdateFinishedTrialError:
                 pass  # taken over (above): the trial is no longer this worker's to write
+            shown = f" {sweep.metric} {value:.4g}" if value is not None else f" ({reason})" if reason else ""
+            print(f"[study] trial {trial.number} (worker {worker}): {state}{shown}, {evals} evaluations, {wall:.0f} s",
+                  file=sys.stderr, flush=True)
             tracker.summary({"trial/state": state, "trial/value": value, "trial/reason": reason or "",
                              "trial/wall_s": wall, "trial/evals_run": evals})
             tracker.finish(exit_code=0 if state != "failed" else 1)

@@ -30,6 +30,8 @@ def lazy_optuna():
     import optuna
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    # Optuna's INFO lines repeat every trial's whole parameter dict; the objective prints one line of its own.
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
 
 

@@ -27,6 +27,7 @@ conditional: it is sampled only if each named parameter (defined above it) took 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -129,7 +130,11 @@ def load_sweep(path: str | Path, make_config: Callable[[str], Any] | None = None
     if not isinstance(fixed, dict):
         raise ConfigError(f"{where}: fixed must be a mapping of config key -> value")
     space = _parse_space(raw["space"], f"{where}: space")
-    sweep = Sweep(path=path, study=str(raw.get("study", path.stem)), experiment=str(raw["experiment"]),
+    study = str(raw.get("study", path.stem))
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", study):
+        raise ConfigError(f"{where}: study: {short(study)} is not a plain name (letters, digits, . _ -; it names the "
+                          "study dir runs/studies/<study>)")
+    sweep = Sweep(path=path, study=study, experiment=str(raw["experiment"]),
                   preset=str(raw.get("preset", "default")), metric=str(raw["metric"]), direction=direction,
                   trials=trials, timeout_s=float(timeout) if timeout else None, sampler=sampler, pruner=pruner,
                   storage=storage, fixed=fixed, space=space, baseline=bool(raw.get("baseline", True)), text=text)

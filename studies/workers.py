@@ -47,6 +47,29 @@ def study_dir_of(sweep: Sweep, out: Path | None) -> Path:
     return (out or STUDIES_DIR / sweep.study).resolve()
 
 
+STUDY_ENTRIES = ("study.db*", "artifacts", "trial-*", "best-trial", "best-retrain", "report.md", "study_*.png",
+                 "confirm", "*.log")
+"""What a study writes into its dir (``*.log``: a journal storage); a dir holding only these is a study dir."""
+
+
+def check_study_dir(study_dir: Path) -> None:
+    """A study writes ``study.db`` and trial dirs only into a dir that is new, empty, or a study's (it holds a
+    ``study.db`` or trial dirs): never into the data dir or a project folder."""
+    import fnmatch
+
+    if study_dir.exists() and not study_dir.is_dir():
+        raise ConfigError(f"--out {study_dir} is a file, not a study dir; choose another --out")
+    if not study_dir.is_dir():
+        return
+    entries = sorted(p.name for p in study_dir.iterdir())
+    foreign = [e for e in entries if not any(fnmatch.fnmatch(e, pattern) for pattern in STUDY_ENTRIES)]
+    ours = [e for e in entries if e not in foreign and e not in ("artifacts",)]
+    if foreign and not ours:
+        raise ConfigError(f"--out {study_dir} is not a study dir (it holds {', '.join(foreign[:5])}"
+                          f"{' ...' if len(foreign) > 5 else ''}); give a new or empty folder, or the dir of this "
+                          "study")
+
+
 def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | None = None,
               storage: str | None = None, trials: int | None = None, timeout: float | None = None,
               workers: int = 1, worker_index: int | None = None, worker_threads: int | None = None,
@@ -67,6 +90,7 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
     if worker_index is not None:  # a worker started by the parent below (the study exists already)
         return run_worker(sweep, exp, url, study_dir, trials, timeout, worker_threads or 1, worker_index, artifacts)
 
+    check_study_dir(study_dir)
     baseline = apply_overrides(exp.make_config(sweep.preset), dict(sweep.fixed))
     store = open_storage(url, sweep.storage)
     optuna_study = create_or_load_study(sweep, store, baseline_cfg=baseline)

@@ -16,6 +16,9 @@ def _isolated_env(tmp_path_factory):
     os.environ["WANDB_SILENT"] = "true"
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ.pop("WANDB_API_KEY", None)
+    # Optuna's log handler keeps the stderr it first saw: imported inside a capsys test, it would write to that
+    # test's closed stream ever after.
+    import optuna  # noqa: F401
     yield
 
 
