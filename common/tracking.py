@@ -43,8 +43,39 @@ def api_key_configured() -> bool:
         return False
 
 
+_said: set[str] = set()  # what this process already told the user about W&B (each said once)
+PROBE_TIMEOUT_S = 3.0
+
+
+def _say_once(key: str, message: str) -> None:
+    if key not in _said:
+        _said.add(key)
+        print(f"[tracking] {message}", file=sys.stderr)
+
+
+def server_reachable() -> bool:
+    """A TCP connection to the W&B server opens within a few seconds (asked once per process): with a key but no
+    network, every run would otherwise wait wandb's whole init timeout before going offline."""
+    if "reachable" in _said or "unreachable" in _said:
+        return "reachable" in _said
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=PROBE_TIMEOUT_S).close()
+        _said.add("reachable")
+        return True
+    except OSError as e:
+        _say_once("unreachable", f"W&B server {url.hostname}:{port} is unreachable ({e.__class__.__name__}); logging "
+                                 "offline for this process (wandb sync uploads the runs later)")
+        return False
+
+
 def decide_mode(requested: str = "auto") -> str:
-    """``online``/``offline``/``disabled`` from the requested mode, $WANDB_MODE and whether a key exists."""
+    """``online``/``offline``/``disabled`` from the requested mode, $WANDB_MODE, whether a key exists and whether
+    the server answers."""
     if requested not in ("auto", "online", "offline", "disabled"):
         raise ValueError(f"track.mode must be auto, online, offline or disabled, not {requested!r}")
     if requested == "disabled":
@@ -54,7 +85,12 @@ def decide_mode(requested: str = "auto") -> str:
         return "disabled" if env == "disabled" else "offline"
     if requested == "offline":
         return "offline"
-    return "online" if api_key_configured() else "offline"
+    if not api_key_configured():
+        if requested == "online":
+            _say_once("no-key", "track.mode=online but no W&B API key is configured ($WANDB_API_KEY or wandb "
+                                "login); logging offline")
+        return "offline"
+    return "online" if server_reachable() else "offline"
 
 
 class Tracker:
@@ -90,6 +126,8 @@ class Tracker:
                 break
             except Exception as e:  # includes wandb's init timeout; never print the key
                 self._warn(f"wandb init ({mode}) failed: {e.__class__.__name__}: {str(e)[:200]}", force=True)
+                if mode == "online":  # later runs of this process go offline at once
+                    _said.add("unreachable")
         if self.run is None:
             self.mode = "disabled"
 

@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ex08_autoencoder.config import STEPS
     from ex09_keypoints.config import PRESETS as EX09_PRESETS
 
-    parser = Parser(prog="python -m experiments.run", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="python -m experiments.run", description=__doc__.split("\n\n")[0].replace("``", ""))
     sub = parser.add_subparsers(dest="experiment", required=True,
                                 metavar="{ex08,ex09,report,rerun,runs,export}")
 

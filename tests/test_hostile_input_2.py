@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import resource
+import shlex
 import shutil
 import signal
-import sqlite3
 import subprocess
 import sys
 import threading
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -26,12 +26,19 @@ def ex09(data_dir, out, *more) -> list:
     return ["ex09", "--preset", "quick", "--data-dir", data_dir, "--out", out, "--no-progress", *TINY, *more]
 
 
-@pytest.fixture
-def finished_run(synthetic_data_dir, tmp_path, capsys):
-    out = tmp_path / "run"
-    code, _, err = run_main(ex09(synthetic_data_dir, out), capsys)
-    assert code == 0, err
+@pytest.fixture(scope="module")
+def _finished_template(synthetic_data_dir, tmp_path_factory):
+    from experiments.run import main
+
+    out = tmp_path_factory.mktemp("template") / "run"
+    assert main([str(a) for a in ex09(synthetic_data_dir, out)]) == 0
     return out
+
+
+@pytest.fixture
+def finished_run(_finished_template, tmp_path):
+    """A finished tiny ex09 run of this test's own (a copy: trained once per module)."""
+    return Path(shutil.copytree(_finished_template, tmp_path / "run"))
 
 
 def broken_data_dir(tmp_path):
@@ -100,6 +107,7 @@ def test_overwrite_with_a_mistyped_data_dir_keeps_the_old_run(synthetic_data_dir
 
 # --- 4: report replaces only the files it fetched ---------------------------------------------------------------
 
+@pytest.mark.slow  # a study, a fresh interpreter per export, or a second training
 def test_report_replaces_only_the_files_it_fetched(synthetic_data_dir, tmp_path, capsys):
     sweep = write_sweep(tmp_path / "t.yaml", synthetic_data_dir, trials=1, fixed={"track.mode": "disabled"})
     study_dir = tmp_path / "study"
@@ -150,6 +158,7 @@ def test_export_into_a_folder_it_did_not_write_is_refused(finished_run, tmp_path
     assert (tmp_path / "sub.zip").read_bytes() == b"my zip"
 
 
+@pytest.mark.slow  # a study, a fresh interpreter per export, or a second training
 def test_the_zip_holds_exactly_the_course_files_and_a_planted_torch_py_never_runs(finished_run, tmp_path, capsys):
     sub = tmp_path / "sub"
     code, result, err = export(finished_run, capsys, "--out", sub)
@@ -171,6 +180,7 @@ def test_the_zip_holds_exactly_the_course_files_and_a_planted_torch_py_never_run
     assert (sub / "notes.md").read_text() == "mine"
 
 
+@pytest.mark.slow  # a study, a fresh interpreter per export, or a second training
 def test_export_says_a_model_below_the_pass_mark_does_not_pass(synthetic_data_dir, tmp_path, capsys):
     run = tmp_path / "bad"
     code, _, err = run_main(ex09(synthetic_data_dir, run, "train.lr=1e-9", "train.epochs=1"), capsys)
@@ -401,9 +411,12 @@ def test_evaluate_reads_a_fifo_and_a_pipe_once_and_never_hangs(finished_run, tmp
 
 # --- 12: a busy study storage ----------------------------------------------------------------------------------
 
-def test_report_says_within_seconds_that_the_storage_is_busy(synthetic_data_dir, tmp_path, capsys):
+def test_report_says_within_seconds_that_the_storage_is_busy(synthetic_data_dir, tmp_path, capsys, monkeypatch):
     import optuna
 
+    from studies import report
+
+    monkeypatch.setattr(report, "REPORT_WAIT_S", 1.0)
     sweep = write_sweep(tmp_path / "t.yaml", synthetic_data_dir)
     study_dir = tmp_path / "study"
     study_dir.mkdir()
@@ -468,7 +481,7 @@ def test_ctrl_c_during_seeds_is_resumed_keeping_the_finished_seeds(synthetic_dat
     line = next(line for line in err.splitlines() if line.startswith("interrupted"))
     assert f"--resume {out}" in line and "--seeds 0,1" in line
     kept = (out / "seed-0" / "summary.json").read_bytes()
-    again = line.split("continue it with: ", 1)[1].split()[3:]  # after "python -m experiments.run"
+    again = shlex.split(line.split("continue it with: ", 1)[1])[3:]  # after "python -m experiments.run"
     r = cli(*again)
     assert r.returncode == 0, r.stderr
     assert "seed 0: complete" in r.stderr and "seed 1 -> " in r.stderr and "(resumed)" in r.stderr
@@ -574,6 +587,7 @@ def test_a_study_dir_is_new_empty_or_a_study_dir(synthetic_data_dir, tmp_path, c
     one_line_error(code, err, "study: '../../etc/x' is not a plain name")
 
 
+@pytest.mark.slow  # a study, a fresh interpreter per export, or a second training
 def test_rerun_of_an_unknown_commit_warns_before_training(finished_run, tmp_path, capsys):
     record = json.loads((finished_run / "run.json").read_text())
     record["code"] = {**record["code"], "git": True, "commit": "0" * 40}
@@ -596,3 +610,29 @@ def test_runs_lists_the_readable_runs_and_marks_an_unreadable_one(finished_run, 
     rows = {line.split()[0]: line for line in out.splitlines()[1:]}
     assert set(rows) == {"broken", "run"} and "unreadable" in rows["broken"] and rows["run"].endswith("complete")
     assert not out.strip().splitlines()[-1].startswith("[")
+
+
+def test_wandb_with_a_key_but_no_network_goes_offline_at_once_saying_so_once(tmp_path, monkeypatch, capsys):
+    import socket
+
+    from common import tracking
+
+    with socket.socket() as s:  # a loopback port nobody listens on: connection refused, at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(tracking, "_said", set())
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
+    t0 = time.monotonic()
+    assert [tracking.decide_mode("auto") for _ in range(3)] == ["offline"] * 3
+    assert time.monotonic() - t0 < 5
+    err = capsys.readouterr().err
+    assert err.count("[tracking]") == 1 and "unreachable" in err and "x" * 40 not in err
+    # online asked for without a key: offline, said in one line
+    monkeypatch.setattr(tracking, "_said", set())
+    monkeypatch.delenv("WANDB_API_KEY")
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc either
+    assert tracking.decide_mode("online") == "offline" and tracking.decide_mode("online") == "offline"
+    err = capsys.readouterr().err
+    assert err.count("[tracking]") == 1 and "no W&B API key" in err
