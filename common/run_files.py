@@ -71,9 +71,20 @@ def foreign_entries(path: Path) -> list[str]:
             foreign += [f"{name}/{f}" for f in foreign_entries(entry)]
         elif entry.is_dir():
             foreign.append(f"{name}/")
-        elif not (_is_run_file(name) or name == f"{SUBMISSION}.zip" or (seeds and name == "seeds.json")):
+        elif name == f"{SUBMISSION}.zip":
+            if not _exported_zip(path, entry):
+                foreign.append(name)
+        elif not (_is_run_file(name) or (seeds and name == "seeds.json")):
             foreign.append(name)
     return foreign
+
+
+def _exported_zip(run_dir: Path, zip_path: Path) -> bool:
+    """The zip beside ``submission/`` is export's when that folder's manifest lists it with these bytes."""
+    from common.owned_files import read_manifest, sha256
+
+    recorded = (read_manifest(Path(run_dir) / SUBMISSION) or {}).get(f"../{zip_path.name}")
+    return recorded is not None and zip_path.is_file() and sha256(zip_path) == recorded
 
 
 def check_replaceable(path: Path, flag: str = "--overwrite") -> None:

@@ -29,7 +29,11 @@ def is_stream(path: Path) -> bool:
 def read_stream(path: Path, wait_s: float | None = None) -> bytes:
     """All bytes of the stream at ``path``, read once. Waits at most ``wait_s`` (default ``$I2DL_STREAM_WAIT_S``,
     else 60 s) for the first byte; a :class:`DataError` naming the path if none comes."""
-    wait_s = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_S)) if wait_s is None else wait_s
+    if wait_s is None:
+        try:
+            wait_s = float(os.environ.get(WAIT_ENV, DEFAULT_WAIT_S))
+        except ValueError:
+            raise DataError(f"${WAIT_ENV}={os.environ[WAIT_ENV]!r} is not a number of seconds") from None
     try:  # non-blocking open: a FIFO with no writer yet would block open() itself
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:

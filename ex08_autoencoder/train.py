@@ -22,6 +22,7 @@ from common import checkpoint
 from common.checkpoint import atomic_write_text
 from common.config import ConfigError, from_dict, to_dict
 from common.paths import resolve_data_dir
+from common.progress import EpochBar
 from common.record import data_record, start_record
 from common.run_config import start_run
 from common.rundir import RunDir, check_not_complete
@@ -75,8 +76,8 @@ def _split_file(run: RunDir, data: FewLabelData) -> None:
     """Save the split with the run; a later ``--step`` into the same dir must use the same one."""
     path = run / "split.json"
     if path.is_file():
-        saved = json.loads(path.read_text())
-        if any(saved[k] != data.split[k] for k in ("train", "val", "test")):
+        saved = read_saved_config(path, "split")
+        if any(saved.get(k) != data.split[k] for k in ("train", "val", "test")):
             raise ConfigError(f"{path} holds a different few-label split than data.split_seed gives now; "
                               f"use the split_seed of the earlier steps or a new --out dir")
         return
@@ -84,11 +85,8 @@ def _split_file(run: RunDir, data: FewLabelData) -> None:
 
 
 def _progress(enabled: bool, step: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-
-    return lambda it: tqdm(it, desc=f"ex08 {step}", unit="ep", file=sys.stderr, dynamic_ncols=True)
+    """``epochs -> iterable``: the step's epoch bar (common.progress), or None for no bar."""
+    return (lambda epochs: EpochBar(epochs, f"ex08 {step}")) if enabled else None
 
 
 def _report_classifier(model, data: FewLabelData, run: RunDir, step: str, figures: list, tracker: Tracker) -> dict:
@@ -188,7 +186,7 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
         _split_file(run, data)
         summary_path = run / "summary.json"
         keep = cfg.only_step or resume is not None
-        summary = json.loads(summary_path.read_text()) if summary_path.is_file() and keep else {}
+        summary = read_saved_config(summary_path, "summary") if summary_path.is_file() and keep else {}
         summary.setdefault("steps", {})
         steps = [cfg.only_step] if cfg.only_step else list(cfg.steps)
         wandb_runs = dict(run.previous.get("wandb", {})) if resume is not None else {}  # step -> its W&B run
@@ -244,15 +242,16 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
     return summary
 
 
-def read_saved_config(path: Path) -> dict:
-    """A run dir's ``config.json`` as a dict; a truncated or hand-broken one names the file."""
+def read_saved_config(path: Path, what: str = "config") -> dict:
+    """A run dir's ``config.json`` (``split.json``, ``summary.json``) as a dict; a truncated or hand-broken one
+    names the file."""
     try:
         saved = json.loads(Path(path).read_text())
     except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not a readable config ({type(e).__name__}); it was truncated or edited by "
+        raise ConfigError(f"{path} is not a readable {what} ({type(e).__name__}); it was truncated or edited by "
                           "hand") from None
     if not isinstance(saved, dict):
-        raise ConfigError(f"{path} holds a {type(saved).__name__}, not a config")
+        raise ConfigError(f"{path} holds a {type(saved).__name__}, not a {what}")
     return saved
 
 

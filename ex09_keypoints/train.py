@@ -22,6 +22,7 @@ from common.config import ConfigError, from_dict, to_dict
 from common.device import autocast
 from common.ema import make_ema
 from common.optim import optimizer_step, param_groups
+from common.progress import EpochBar
 from common.paths import resolve_data_dir
 from common.record import data_record, start_record
 from common.run_config import start_run
@@ -219,7 +220,7 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
         for m in [eval_model] + ([swa.module] if swa is not None else []):
             m.shift_tta = False  # per-epoch scores without the shifted views; best.pt has them
         epochs_run = start_epoch
-        bar = _progress(range(start_epoch, cfg.train.epochs), progress)
+        bar = EpochBar(range(start_epoch, cfg.train.epochs), "ex09 epochs", progress)
         for epoch in bar:
             train_loss = train_one_epoch(model, optimizer, scheduler, ema, train_images, train_points, cfg,
                                          generator, steps_per_epoch)
@@ -255,9 +256,7 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
                  "ema": ema.state_dict() if ema is not None else None,
                  "swa": swa.state_dict() if swa is not None else None, "generator": generator.get_state(),
                  "rng": rng_state(), "epoch": epoch, "best": best, "time_to_pass": time_to_pass}, run / "last.pt")
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{row['val/score']:.0f}",
-                                best=f"{best['val/score']:.0f}")
+            bar.set_postfix(loss=f"{train_loss:.4f}", val=f"{row['val/score']:.0f}", best=f"{best['val/score']:.0f}")
             if on_epoch is not None:
                 on_epoch(epoch, row)
             if out_of_time:
@@ -295,10 +294,3 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
         tracker.summary({k: summary[k] for k in ("val/score", "val/rmse_px", "params")})
     return summary
 
-
-def _progress(iterable, enabled: bool):
-    if not enabled:
-        return iterable
-    from tqdm.auto import tqdm
-
-    return tqdm(iterable, desc="ex09 epochs", unit="ep", file=sys.stderr, dynamic_ncols=True)

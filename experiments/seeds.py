@@ -11,7 +11,7 @@ from pathlib import Path
 
 from common.checkpoint import atomic_write_text, check_resumable
 from common.config import ConfigError, apply_overrides, to_dict
-from common.run_files import is_seeds_dir
+from common.run_files import is_run_dir, is_seeds_dir
 from common.rundir import check_out_dir, run_status
 
 
@@ -52,14 +52,18 @@ def run_seeds(exp, cfg, out: Path, seeds: list[int], progress: bool = True, over
         _check_same_plan(out, plan, cfg)
     elif not overwrite:
         check_out_dir(out)
+    elif is_run_dir(out):  # replacing one run by several seeds' runs would mix the two in one folder
+        raise ConfigError(f"--seeds --overwrite: {out} holds a single run, not a --seeds run; choose another --out "
+                          "(nothing was deleted)")
     atomic_write_text(out / "seeds.json", json.dumps(plan, indent=2) + "\n")
     runs = {}
     for seed in seeds:
         cfg_s = apply_overrides(copy.deepcopy(cfg), {key: seed for key in exp.seed_keys})
         seed_dir = out / f"seed-{seed}"
-        if resume and run_status(seed_dir) == "complete" and (seed_dir / "summary.json").is_file():
+        done = _summary(seed_dir) if resume and run_status(seed_dir) == "complete" else None
+        if done is not None:
             print(f"[seeds] seed {seed}: complete in {seed_dir}, kept", file=sys.stderr, flush=True)
-            runs[seed] = json.loads((seed_dir / "summary.json").read_text())
+            runs[seed] = done
             continue
         go_on = resume and seed_dir.is_dir() and exp.continue_flags(cfg_s, seed_dir) is not None
         print(f"[seeds] seed {seed} -> {seed_dir}" + (" (resumed)" if go_on else ""), file=sys.stderr, flush=True)
@@ -73,6 +77,14 @@ def run_seeds(exp, cfg, out: Path, seeds: list[int], progress: bool = True, over
               "runs": {str(s): str(out / f"seed-{s}") for s in seeds}, "config": plan["config"]}
     atomic_write_text(out / "seeds.json", json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _summary(run_dir: Path) -> dict | None:
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def _check_same_plan(out: Path, plan: dict, cfg) -> None:

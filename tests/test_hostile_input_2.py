@@ -222,6 +222,8 @@ def test_a_storage_password_is_in_no_file_a_study_writes(synthetic_data_dir, tmp
     r = cli("ex09", "--study", sweep, "--out", study_dir, "--storage", url)
     assert r.returncode == 0, r.stderr
     assert secret not in r.stdout + r.stderr
+    # one line of ours per trial, no Optuna INFO line repeating its parameter dict
+    assert r.stderr.count("[study] trial 0 (worker 0): complete val/score") == 1 and "[I 20" not in r.stderr
     written = [p for p in study_dir.rglob("*") if p.is_file()]
     assert any(p.name == "run.json" for p in written) and any("wandb" in p.parts for p in written)
     assert any(p.parent.name == "artifacts" or "artifacts" in p.parts for p in written)
@@ -291,19 +293,22 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _stderr_lines(proc, into: list):
-    threading.Thread(target=lambda: into.extend(iter(proc.stderr.readline, "")), daemon=True).start()
+def _long_two_worker_study(data_dir, tmp_path):
+    """A study whose trials train for minutes, started with 2 workers: (study dir, the parent, its stderr lines
+    as they come)."""
+    sweep = write_sweep(tmp_path / "t.yaml", data_dir, trials=6, fixed={"train.epochs": 300, "track.mode": "disabled"},
+                        pruner={"type": "none"})
+    study_dir, lines = tmp_path / "study", []
+    proc = popen(["ex09", "--study", sweep, "--out", study_dir, "--workers", "2"])
+    threading.Thread(target=lambda: lines.extend(iter(proc.stderr.readline, "")), daemon=True).start()
+    return study_dir, proc, lines
 
 
 @pytest.mark.slow
 def test_sigterm_to_a_study_parent_stops_its_workers_and_marks_their_trials(synthetic_data_dir, tmp_path):
     import optuna
 
-    sweep = write_sweep(tmp_path / "t.yaml", synthetic_data_dir, trials=6,
-                        fixed={"train.epochs": 300, "track.mode": "disabled"}, pruner={"type": "none"})
-    study_dir = tmp_path / "study"
-    proc, lines = popen(["ex09", "--study", sweep, "--out", study_dir, "--workers", "2"]), []
-    _stderr_lines(proc, lines)
+    study_dir, proc, lines = _long_two_worker_study(synthetic_data_dir, tmp_path)
     try:
         wait_for(lambda: len(list(study_dir.glob("trial-*/last.pt"))) >= 2, 240, "both workers training")
         pids = _worker_pids(lines)
@@ -326,11 +331,7 @@ def test_sigterm_to_a_study_parent_stops_its_workers_and_marks_their_trials(synt
 
 @pytest.mark.slow
 def test_workers_stop_by_themselves_when_their_parent_dies(synthetic_data_dir, tmp_path):
-    sweep = write_sweep(tmp_path / "t.yaml", synthetic_data_dir, trials=6,
-                        fixed={"train.epochs": 300, "track.mode": "disabled"}, pruner={"type": "none"})
-    study_dir = tmp_path / "study"
-    proc, lines = popen(["ex09", "--study", sweep, "--out", study_dir, "--workers", "2"]), []
-    _stderr_lines(proc, lines)
+    study_dir, proc, lines = _long_two_worker_study(synthetic_data_dir, tmp_path)
     try:
         wait_for(lambda: len(_worker_pids(lines)) == 2 and list(study_dir.glob("trial-*/last.pt")), 240,
                  "workers training")
@@ -636,3 +637,29 @@ def test_wandb_with_a_key_but_no_network_goes_offline_at_once_saying_so_once(tmp
     assert tracking.decide_mode("online") == "offline" and tracking.decide_mode("online") == "offline"
     err = capsys.readouterr().err
     assert err.count("[tracking]") == 1 and "no W&B API key" in err
+
+
+def test_the_finished_progress_bar_is_printed_once(synthetic_data_dir, tmp_path, capsys):
+    argv = [a for a in ex09(synthetic_data_dir, tmp_path / "r", "train.epochs=3") if a != "--no-progress"]
+    code, _, err = run_main(argv, capsys)
+    assert code == 0, err
+    frames = err.replace("\r", "\n").splitlines()
+    assert sum("ex09 epochs: 100%" in f for f in frames) == 1 and any("3/3" in f and "best=" in f for f in frames)
+
+
+def test_top_level_help_has_no_docstring_markup(capsys):
+    code, out, _ = run_main(["--help"], capsys)
+    assert code == 0 and "``" not in out and "python -m experiments.run {ex08,ex09" in out
+
+
+@pytest.mark.slow  # a fresh interpreter checks the export
+def test_overwrite_replaces_a_run_with_its_export_but_not_a_user_zip(synthetic_data_dir, finished_run, capsys):
+    assert export(finished_run, capsys)[0] in (0, 1)
+    (finished_run / "submission.zip").write_bytes(b"the user's own zip now")
+    code, _, err = run_main(ex09(synthetic_data_dir, finished_run, "--overwrite"), capsys)
+    one_line_error(code, err, "holds what no run wrote (submission.zip)")
+    (finished_run / "submission.zip").unlink()
+    assert export(finished_run, capsys)[0] in (0, 1)  # export's own zip again: replaced with the run
+    code, _, err = run_main(ex09(synthetic_data_dir, finished_run, "--overwrite"), capsys)
+    assert code == 0, err
+    assert not (finished_run / "submission").exists() and not (finished_run / "submission.zip").exists()
