@@ -80,6 +80,7 @@ def test_a_truncated_or_edited_record_is_named(synthetic_data_dir, tmp_path, cap
     assert code == 2 and "key 'command'" in err
 
 
+@pytest.mark.slow  # 8 s of real-data training twice
 @pytest.mark.realdata
 def test_rerun_gives_identical_figures_on_a_tiny_real_run(real_data, tmp_path, capsys):
     original = tmp_path / "orig"
