@@ -168,9 +168,11 @@ def from_dict(cls, data: dict):
 
 
 def save_config(cfg, path: str | Path) -> None:
-    from common.checkpoint import atomic_write_text
+    """``config.json``: the resolved config, led by the exercise it belongs to (the config class's ``experiment``)."""
+    from common.atomic import atomic_write_text
 
-    atomic_write_text(Path(path), json.dumps(to_dict(cfg), indent=2) + "\n")
+    head = {"experiment": cfg.experiment} if getattr(cfg, "experiment", None) else {}
+    atomic_write_text(Path(path), json.dumps({**head, **to_dict(cfg)}, indent=2) + "\n")
 
 
 _RANGE = re.compile(r"^\s*(?:(?P<op>>=|>)\s*(?P<min>[-\d.e]+)"  # ">= 0", "> 0"
@@ -202,3 +204,24 @@ def check_ranges(cfg, ranges: dict[str, str]) -> None:
             if not _in_range(v, spec):
                 raise ConfigError(f"{key}={format_override(key, values).split('=', 1)[1]} is out of range: "
                                   f"it must be {spec}")
+
+
+def changed_keys(saved: dict, now: dict, prefix: str = "model.", ignore: tuple[str, ...] = ()) -> list[str]:
+    """The dotted keys whose values differ between a saved config (section) and the current one (tuples and
+    lists compare equal), as ``<prefix><key>``, leaving out keys that start with any of ``ignore``."""
+    saved, now = (flatten(json.loads(json.dumps(c))) for c in (saved, now))
+    return [prefix + k for k in sorted(set(saved) | set(now))
+            if saved.get(k) != now.get(k) and not (prefix + k).startswith(ignore)]
+
+
+# What a resumed run may change: where the data and W&B are, the wall-clock budget, which ex08 step is asked for.
+RESUME_MAY_CHANGE = ("data.data_dir", "track.", "train.time_limit_s", "only_step")
+
+
+def check_resumable(saved_config: dict, cfg, where) -> None:
+    """Refuse (naming the keys) to resume a run whose saved config differs from ``cfg``: it would not go on
+    with the same computation."""
+    differ = changed_keys(saved_config, to_dict(cfg), prefix="", ignore=RESUME_MAY_CHANGE)
+    if differ:
+        raise ConfigError(f"--resume {where} was trained with other settings ({', '.join(differ)}); resume with "
+                          "the --preset and --set it was trained with")

@@ -71,7 +71,7 @@ class OwnedFolder:
 
     def record(self, name: str) -> Path:
         """Note that ``name`` (now written) is ours, and save the manifest."""
-        from common.checkpoint import atomic_write_text
+        from common.atomic import atomic_write_text
 
         self.written[name] = sha256(self.path(name))
         atomic_write_text(self.folder / MANIFEST, json.dumps({"written_by": f"i2dl-lab {self.what}",

@@ -42,7 +42,7 @@ def code_state(patch_path: Path | None = None, repo: Path = REPO) -> dict:
     if status:
         out["untracked"] = [line[3:] for line in status if line.startswith("??")]
         if patch_path is not None:
-            from common.checkpoint import atomic_write_text
+            from common.atomic import atomic_write_text
 
             atomic_write_text(patch_path, _git(repo, "diff", "HEAD", "--binary"))
             out["patch"] = Path(patch_path).name
@@ -59,12 +59,20 @@ def commit_known(commit: str, repo: Path = REPO) -> bool:
 
 
 def package_versions() -> dict:
+    """Versions from the packages' metadata, and torch's build: a CPU and a CUDA wheel of one version
+    (``2.14.1+cpu``, ``2.14.1+cu130``) compute differently, and so do cuDNN releases."""
     versions = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = None
+    if "torch" in sys.modules:  # a run has imported it by now; never imported here just for the record
+        import torch
+
+        versions["torch_build"] = {"version": torch.__version__, "cuda": torch.version.cuda,
+                                   "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available()
+                                   else None}
     return versions
 
 
@@ -88,7 +96,7 @@ def host(threads: int, device) -> dict:
 
 def sha256_files(paths: list[Path]) -> dict[str, str]:
     """``{path: sha256}``, each file hashed once per (path, size, mtime): a 50 MB CSV is not re-read every run."""
-    from common.checkpoint import atomic_write_text
+    from common.atomic import atomic_write_text
     from common.paths import cache_dir
 
     cache_file = cache_dir() / "file-hashes.json"

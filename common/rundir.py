@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from common.checkpoint import atomic_write_text
+from common.atomic import atomic_write_text
 from common.config import ConfigError, save_config
 from common.errors import describe_error
 from common.run_files import RunLock, check_replaceable, is_failed_start, remove_run_entries

@@ -13,11 +13,12 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from common.checkpoint import MAX_PARAMS, atomic_write, count_params
+from common.atomic import atomic_write
+from common.checkpoint import count_params
+from common.limits import MAX_MODEL_BYTES, MAX_PARAMS, PASS_MARKS, mb
 from common.config import ConfigError
 from common.owned_files import OwnedFolder
 
-COURSE_MAX_BYTES = 20_000_000  # the course's "20 MB" is 20 * 1e6 bytes
 
 
 def module_source(module, replace: dict[str, str] | None = None) -> str:
@@ -54,9 +55,9 @@ def write_submission(out_dir: Path, sources: dict[str, str], pickle_name: str, o
                           f"{MAX_PARAMS:,}: train a smaller one")
     out_dir = Path(out_dir)
     blob = pickle.dumps(obj, protocol=4)  # protocol 4, as the course's save_model
-    if len(blob) >= COURSE_MAX_BYTES:
-        raise ConfigError(f"the pickled model would be {len(blob) / 1e6:.1f} MB; the course takes less than 20 MB: "
-                          "train a smaller one")
+    if len(blob) >= MAX_MODEL_BYTES:
+        raise ConfigError(f"the pickled model would be {mb(len(blob))}; the course takes less than "
+                          f"{mb(MAX_MODEL_BYTES)}: train a smaller one")
     files = {rel: text.encode() for rel, text in sources.items()}
     for rel in sources:
         for package in [p for p in Path(rel).parents if p != Path(".")]:
@@ -91,7 +92,8 @@ def verify_submission(out_dir: Path, files: list[str], inputs: dict) -> tuple[in
 
     with tempfile.TemporaryDirectory(prefix="submission-check-") as tmp:
         path, copy = Path(tmp) / "inputs.pt", Path(tmp) / "submission"
-        torch.save(inputs, path)
+        torch.save({**inputs, "limits": {"max_params": MAX_PARAMS, "max_bytes": MAX_MODEL_BYTES,
+                                         "pass_mark": PASS_MARKS[inputs["exercise"]]}}, path)
         for rel in files:
             (copy / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(out_dir) / rel, copy / rel)

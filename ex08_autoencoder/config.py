@@ -4,6 +4,7 @@ are named starting points, as in ex09."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from common.augment import AffineAugment, augment_ranges
 from common.config import ConfigError, check_ranges
@@ -166,6 +167,8 @@ class TeacherConfig:
 @dataclass
 class AutoencoderConfig:
     """Everything one ex08 run needs."""
+
+    experiment: ClassVar[str] = "ex08"  # the exercise, recorded in config.json (not a key to set)
 
     preset: str = "leaderboard"
     """The preset this config started from (informational: ``--preset`` sets it; ``steps`` decides what runs)."""

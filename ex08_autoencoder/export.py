@@ -11,7 +11,7 @@ from common.submission import check_against_record, module_source, verify_submis
 from ex08_autoencoder import models
 from ex08_autoencoder.data import few_label_data, load_mnist
 from ex08_autoencoder.evaluate import predict_logits
-from ex08_autoencoder.train import load_step
+from ex08_autoencoder.saved import load_step
 
 
 def export(cfg, run_dir: Path, out_dir: Path) -> tuple[int, dict]:

@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from common import checkpoint
+from common.atomic import atomic_torch_save
 from common.config import ConfigError
 from common.seed import rng_state, set_rng_state
 
@@ -82,7 +83,7 @@ class StepState:
     def save(self, epoch: int, best: dict | None, best_state: dict | None) -> None:
         if self.path is None or time.monotonic() - self._saved_at < SAVE_EVERY_S:
             return
-        checkpoint.atomic_torch_save({"format": STATE_FORMAT, "step": self.step, "epoch": epoch, "best": best,
+        atomic_torch_save({"format": STATE_FORMAT, "step": self.step, "epoch": epoch, "best": best,
                                       "best_state": best_state, "rng": rng_state(),
                                       "objects": {k: _get(v) for k, v in self._objects.items()}}, self.path)
         self._saved_at = time.monotonic()

@@ -19,8 +19,8 @@ from typing import Callable
 import torch
 
 from common import checkpoint
-from common.checkpoint import atomic_write_text
-from common.config import ConfigError, from_dict, to_dict
+from common.atomic import atomic_write_text
+from common.config import ConfigError, check_resumable, to_dict
 from common.paths import resolve_data_dir
 from common.progress import EpochBar
 from common.record import data_record, start_record
@@ -30,7 +30,7 @@ from common.seed import seed_everything
 from common.timing import since_process_start
 from common.tracking import Tracker, open_tracker
 from ex08_autoencoder import plots
-from ex08_autoencoder.config import STEPS, AutoencoderConfig, ModelConfig, make_config
+from ex08_autoencoder.config import STEPS, AutoencoderConfig, make_config
 from ex08_autoencoder.data import FewLabelData, few_label_data, load_mnist, mnist_files
 from ex08_autoencoder.evaluate import accuracy, predict_logits, scores
 from ex08_autoencoder.mean_teacher import mean_teacher
@@ -38,30 +38,8 @@ from ex08_autoencoder.models import Autoencoder, Classifier, encode, millions
 from ex08_autoencoder.pretrain import corrupt, pretrain
 from ex08_autoencoder.probe import linear_probe
 from ex08_autoencoder.step_state import StepState, state_path
+from ex08_autoencoder.saved import CHECKPOINT_OF, load_step, save_step
 from ex08_autoencoder.transfer import transfer
-
-CHECKPOINT_FORMAT = "i2dl-ex08-v1"
-CHECKPOINT_OF = {"pretrain": "pretrain.pt", "transfer": "transfer.pt", "teacher": "teacher.pt"}
-
-
-def save_step(model, kind: str, cfg: AutoencoderConfig, path: Path, **meta) -> int:
-    """A step's model: weights + the model config to rebuild it (loadable with ``weights_only=True``)."""
-    return checkpoint.save_model(model, path, CHECKPOINT_FORMAT, to_dict(cfg.model), kind=kind, meta=meta)
-
-
-def load_step(path: Path, kind: str, device="cpu", expect_model: ModelConfig | None = None):
-    """Rebuild an ``autoencoder`` or ``classifier`` saved by :func:`save_step`; with ``expect_model``, refuse
-    one saved with other model settings."""
-    blob = checkpoint.load_model_blob(path, CHECKPOINT_FORMAT, f"an ex08 {kind} checkpoint", kind=kind)
-    differ = checkpoint.changed_keys(blob["model_config"], to_dict(expect_model)) if expect_model else []
-    if differ:
-        raise ConfigError(f"{path} was trained with other model settings ({', '.join(differ)}); use the --preset "
-                          "and --set it was trained with")
-    model_cfg = from_dict(ModelConfig, blob["model_config"])
-    model = checkpoint.build_checked(lambda: Autoencoder(model_cfg) if kind == "autoencoder" else Classifier(model_cfg),
-                                     blob["state_dict"], path)
-    return model.to(device)
-
 
 def _previous(run_dir: Path, step: str, cfg: AutoencoderConfig, device="cpu"):
     """The model ``step`` left in the run dir, built with the same model settings as ``cfg``."""
@@ -168,7 +146,9 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
         saved = Path(resume) / "config.json"
         if not saved.is_file():
             raise ConfigError(f"--resume {resume} is not a run dir (no config.json)")
-        checkpoint.check_resumable(read_saved_config(saved), cfg, resume)
+        saved_config = read_saved_config(saved)
+        saved_config.pop("experiment", None)  # which exercise: a record, not a setting
+        check_resumable(saved_config, cfg, resume)
         check_not_complete(resume, lambda summary: set(cfg.steps) <= set(summary.get("steps", {})))
     t0 = time.perf_counter()
     if cfg.only_step not in (None, "pretrain"):  # a missing or mismatched checkpoint stops us before the data loads
@@ -253,11 +233,6 @@ def read_saved_config(path: Path, what: str = "config") -> dict:
     if not isinstance(saved, dict):
         raise ConfigError(f"{path} holds a {type(saved).__name__}, not a {what}")
     return saved
-
-
-def continue_flags(cfg: AutoencoderConfig, out_dir: Path) -> list[str] | None:
-    """The flags that continue an interrupted run in ``out_dir`` (None: it holds nothing yet)."""
-    return ["--resume", str(out_dir)] if (Path(out_dir) / "config.json").is_file() else None
 
 
 def param_report(cfg: AutoencoderConfig) -> str:

@@ -5,6 +5,7 @@ Presets are named starting points (``--preset quick``); ``--set`` overrides go o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from common.augment import AffineAugment, augment_ranges
 from common.config import ConfigError, check_ranges
@@ -121,6 +122,8 @@ class TrainConfig:
 @dataclass
 class KeypointsConfig:
     """Everything one ex09 training run needs."""
+
+    experiment: ClassVar[str] = "ex09"  # the exercise, recorded in config.json (not a key to set)
 
     preset: str = "default"
     """The preset this config started from (informational: ``--preset`` sets it)."""

@@ -211,7 +211,7 @@ def load_split(csv_path: Path, drop_bad_rows: bool = False, use_cache: bool = Tr
     <(zcat faces.csv.gz)``) is read once, whole, and not cached: it has no stable identity."""
     import torch
 
-    from common.checkpoint import atomic_torch_save
+    from common.atomic import atomic_torch_save
 
     csv_path = Path(csv_path)
     text, cache = None, None
@@ -252,7 +252,7 @@ def report_dropped(splits: dict[str, KeypointsSplit], run_dir: Path | None = Non
     ``<run dir>/dropped_rows.txt`` (else the first is quoted)."""
     lines = [row for split in splits.values() for row in split.dropped_rows]
     if run_dir is not None and lines:
-        from common.checkpoint import atomic_write_text
+        from common.atomic import atomic_write_text
 
         atomic_write_text(Path(run_dir) / "dropped_rows.txt", "\n".join(lines) + "\n")
     for split in splits.values():

@@ -12,7 +12,7 @@ from common.submission import check_against_record, module_source, verify_submis
 from ex09_keypoints import models
 from ex09_keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, KEYPOINT_GRID_OFFSET, load_keypoints
 from ex09_keypoints.evaluate import predict
-from ex09_keypoints.train import load_model
+from ex09_keypoints.saved import load_model
 
 CONSTANTS_IMPORT = "from ex09_keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, KEYPOINT_GRID_OFFSET  # export: constants"
 

@@ -17,28 +17,29 @@ import torch
 import torch.nn.functional as F
 
 from common import checkpoint
+from common.atomic import atomic_torch_save
 from common.augment import augment_batch
-from common.config import ConfigError, from_dict, to_dict
+from common.config import ConfigError, to_dict
 from common.device import autocast
 from common.ema import make_ema
+from common.limits import PASS_MARKS
 from common.optim import optimizer_step, param_groups
-from common.progress import EpochBar
 from common.paths import resolve_data_dir
+from common.progress import EpochBar
 from common.record import data_record, start_record
 from common.run_config import start_run
-from common.seed import rng_state, set_rng_state
 from common.rundir import RunDir, check_not_complete
+from common.seed import rng_state, set_rng_state
 from common.schedules import cosine_scheduler
 from common.timing import since_process_start
 from common.tracking import Tracker, open_tracker
-from ex09_keypoints.config import KeypointsConfig, ModelConfig, is_eval_epoch, make_config
+from ex09_keypoints.config import KeypointsConfig, is_eval_epoch, make_config
 from ex09_keypoints.data import FLIP_PERMUTATION, KEYPOINT_GRID_OFFSET, load_keypoints, report_dropped
 from ex09_keypoints.evaluate import evaluate_course_exact, evaluate_split
-from ex09_keypoints.models import KeypointModel, build_model
+from ex09_keypoints.models import build_model
+from ex09_keypoints.saved import STATE_FORMAT, load_model, load_training_state, save_best
 
-CHECKPOINT_FORMAT = "i2dl-ex09-v1"  # best.pt: a model
-STATE_FORMAT = "i2dl-ex09-state-v1"  # last.pt: the whole training state, for --resume
-PASS_SCORE = 100.0
+PASS_SCORE = PASS_MARKS["ex09"][1]  # the course's pass mark: the run records when it was first reached
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -62,47 +63,6 @@ def regression_loss(pred, target, cfg) -> torch.Tensor:
     if cfg.loss == "wing":  # widths in pixels; coordinates are normalised by 48 px
         return wing_loss(pred, target, cfg.wing_w_px / 48.0, cfg.wing_eps_px / 48.0)
     return F.smooth_l1_loss(pred, target, beta=cfg.smooth_l1_beta)
-
-
-def save_best(model: KeypointModel, cfg: KeypointsConfig, path: Path, **meta) -> int:
-    """The submitted artefact: weights + the model config to rebuild it (loadable with weights_only=True)."""
-    return checkpoint.save_model(model, path, CHECKPOINT_FORMAT, to_dict(cfg.model), config=to_dict(cfg), meta=meta)
-
-
-SAVED_BEFORE = {"tta_shift_px": 0, "tta_diagonals": False, "members": 1}
-"""Model fields added after models were saved, with the value those models were made with."""
-TEST_TIME_KEYS = ("model.flip_tta", "model.tta_shift_px", "model.tta_diagonals")
-"""Model settings that change how a trained model predicts, not its weights (``--evaluate --set`` takes them)."""
-
-
-def load_model(path: str | Path, device="cpu", test_time: dict | None = None) -> KeypointModel:
-    """Rebuild a saved keypoint model (weights_only load; no pickled code); ``test_time``: other values for the
-    :data:`TEST_TIME_KEYS` settings (e.g. ``{"tta_shift_px": 0}``)."""
-    blob = checkpoint.load_model_blob(path, CHECKPOINT_FORMAT, "an ex09 keypoint model (best.pt)")
-    # A model saved before a field existed predicts as it did then, not with today's default for it.
-    model_cfg = from_dict(ModelConfig, {**SAVED_BEFORE, **blob["model_config"]})
-    for key, value in (test_time or {}).items():
-        setattr(model_cfg, key, value)
-    model = checkpoint.build_checked(lambda: build_model(model_cfg), blob["state_dict"], path)
-    return model.to(device).eval()
-
-
-def load_training_state(path: str | Path, cfg: KeypointsConfig) -> dict:
-    """A run's ``last.pt`` (or the run dir holding it), checked before anything is loaded: the right kind of
-    file, saved by a run with the same config as ``cfg`` (else it would not go on with the same computation)."""
-    path = Path(path) / "last.pt" if Path(path).is_dir() else Path(path)
-    state = checkpoint.load(path)
-    if state.get("format") != STATE_FORMAT:
-        what = ("a saved model (best.pt)" if state.get("format") == CHECKPOINT_FORMAT
-                else f"not an ex09 training state (format {state.get('format')!r})")
-        raise ConfigError(f"--resume {path} is {what}; --resume wants a run dir or its last.pt")
-    checkpoint.check_resumable(state["config"], cfg, path)
-    return state
-
-
-def continue_flags(cfg: KeypointsConfig, out_dir: Path) -> list[str] | None:
-    """The flags that continue an interrupted run in ``out_dir``, or None when no epoch finished."""
-    return ["--resume", str(out_dir)] if (Path(out_dir) / "last.pt").is_file() else None
 
 
 def make_swa(eval_model, cfg) -> tuple:
@@ -250,7 +210,7 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
                 weights = "swa" if key == "val/score_swa" else "ema" if ema is not None else "model"
                 best = {"val/score": row[key], "epoch": epoch, "weights": weights}
                 save_best(candidates[key], cfg, run / "best.pt", epoch=epoch, val_score=row[key], weights=weights)
-            checkpoint.atomic_torch_save(
+            atomic_torch_save(
                 {"format": STATE_FORMAT, "config": to_dict(cfg), "model": model.state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "ema": ema.state_dict() if ema is not None else None,

@@ -1,1 +1,1 @@
-"""Command-line entry points: ``python -m experiments.run {ex09} ...``."""
+"""Command-line entry points: ``python -m experiments.run <exercise> ...`` (the exercises: :mod:`exercises`)."""

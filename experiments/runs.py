@@ -13,7 +13,7 @@ from pathlib import Path
 
 from common.config import ConfigError, apply_overrides, flatten, to_dict
 from common.record import code_state, commit_known, read_record
-from experiments.registry import load_run
+from exercises import experiment_of, load_run
 
 FIGURES = ("val/score", "val/acc", "test10k/acc")
 
@@ -52,7 +52,11 @@ def list_runs(root: Path) -> list[dict]:
         status = str(record.get("status", "?"))
         if status == "running" and not lock_holder(run_dir):  # its process is gone (killed): it can go on
             status = "interrupted"
-        rows.append({**row, "experiment": "ex08" if "teacher" in config else "ex09",
+        try:
+            experiment = experiment_of(config, run_dir / "config.json").name
+        except ConfigError:
+            experiment = "?"
+        rows.append({**row, "experiment": experiment,
                      "preset": config.get("preset"),
                      **{k: summary[k] for k in FIGURES if isinstance(summary.get(k), (int, float))},
                      "wall_s": summary.get("wall_s"), "commit": str(code.get("commit") or "")[:8]
@@ -87,7 +91,7 @@ def print_runs(root: Path, as_json: bool = False) -> int:
 
 def compare(a: Path, b: Path) -> int:
     """The config keys and the summary figures in which two runs differ."""
-    from common.checkpoint import changed_keys
+    from common.config import changed_keys
 
     (_, cfg_a), (_, cfg_b) = load_run(a), load_run(b)
     keys = changed_keys(to_dict(cfg_a), to_dict(cfg_b), prefix="")
@@ -120,8 +124,8 @@ def rerun(run_dir: Path, out: Path | None, overrides: list[str], progress: bool 
     run_dir = Path(run_dir)
     record = read_record(run_dir)
     exp, cfg = load_run(run_dir)
-    if getattr(cfg, "only_step", None):
-        raise ConfigError(f"{run_dir} ran one step (--step {cfg.only_step}); rerun a run of the whole preset")
+    if exp.partial(cfg):
+        raise ConfigError(f"{run_dir}: {exp.partial(cfg)}; rerun a run of the whole preset")
     if cfg.run.threads == 0:  # "all cores" then: the same number of threads now, or float sums differ
         cfg.run.threads = int(record["host"].get("threads") or 0)
     apply_overrides(cfg, overrides)

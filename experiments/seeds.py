@@ -1,6 +1,6 @@
 """One config, several seeds: each seed a normal run in ``OUT/seed-N/``, then ``OUT/seeds.json`` with the mean,
 standard deviation, min and max of every headline figure. What a result should be reported as: one seed of
-ex08's 100 val images moves 1 % per image, and thread count alone moves an ex09 score by several points."""
+a 100-image val accuracy moves 1 % per image, and thread count alone moves a keypoint score by several points."""
 from __future__ import annotations
 
 import copy
@@ -9,7 +9,8 @@ import statistics
 import sys
 from pathlib import Path
 
-from common.checkpoint import atomic_write_text, check_resumable
+from common.atomic import atomic_write_text
+from common.config import check_resumable
 from common.config import ConfigError, apply_overrides, to_dict
 from common.run_files import is_run_dir, is_seeds_dir
 from common.rundir import check_out_dir, run_status
@@ -39,7 +40,7 @@ def spread(values: list[float]) -> dict:
 
 def run_seeds(exp, cfg, out: Path, seeds: list[int], progress: bool = True, overwrite: bool = False,
               resume: bool = False) -> dict:
-    """Train ``cfg`` once per seed (the experiment's ``seed_keys`` all set to it: ex08 draws its labeled split
+    """Train ``cfg`` once per seed (the experiment's ``seed_keys`` all set to it: a few-label exercise draws its labeled split
     from it too) into ``out/seed-N``; write and return ``seeds.json``.
 
     ``seeds.json`` is written first (status running) so the folder is known as a seeds dir. ``resume``: go on in

@@ -15,7 +15,7 @@ from typing import Callable
 
 from common.config import ConfigError, apply_overrides, get_value, to_dict
 from common.signals import signal_name
-from experiments.registry import Experiment
+from common.experiment import Experiment
 from studies.storage import DEFAULT_GRACE_S, lazy_optuna
 from studies.sweep import Sweep, suggest
 
@@ -80,7 +80,7 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
         def on_epoch(epoch: int, row: dict) -> None:
             nonlocal evals
             if sweep.metric not in row:
-                return  # e.g. ex08's pretraining epochs report a reconstruction loss, not the metric
+                return  # e.g. a pretraining step reports a reconstruction loss, not the metric
             value = row[sweep.metric]
             if not math.isfinite(value):
                 raise optuna.TrialPruned(f"{sweep.metric} is {value} at epoch {epoch}")
@@ -105,7 +105,7 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
         except ConfigError as e:  # a combination only the run itself can find out about (a batch > the data)
             state, reason = "pruned", f"infeasible config: {e}"
             raise optuna.TrialPruned(reason) from None
-        except FloatingPointError as e:  # NonFiniteLossError (ex09), a NaN loss (ex08)
+        except FloatingPointError as e:  # a diverged run (NaN/inf loss)
             state, reason = "pruned", f"non-finite loss: {e}"
             raise optuna.TrialPruned(reason) from None
         except ModelTooLargeError as e:  # the sampled model breaks the course's limits (5M params, 20 MB)

@@ -10,7 +10,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from common.checkpoint import atomic_write_text
+from common.atomic import atomic_write_text
 from common.config import ConfigError, apply_overrides, format_override
 from studies.search import state_counts
 

@@ -22,7 +22,7 @@ def make_sampler(spec: dict, seed_offset: int = 0):
     # sampled independently (randomly), which is expected here, so the per-trial warning is off.
     if kind == "cmaes":  # needs the `cmaes` package (a dependency)
         return optuna.samplers.CmaEsSampler(warn_independent_sampling=False, **kwargs)
-    if kind == "gp":  # Optuna's GP-based Bayesian optimisation (torch + scipy): suits ex08's continuous space
+    if kind == "gp":  # Optuna's GP-based Bayesian optimisation (torch + scipy): suits a small continuous space
         return optuna.samplers.GPSampler(warn_independent_sampling=False, **kwargs)
     return optuna.samplers.TPESampler(**kwargs)
 

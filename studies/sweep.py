@@ -4,7 +4,7 @@ turned into config overrides for one Optuna trial.
 A sweep file (see ``sweeps/kp.yaml``)::
 
     study: kp                   # Optuna study name (default: the file's stem)
-    experiment: ex09            # which experiment's config the keys below belong to
+    experiment: <exercise>      # which exercise's config the keys below belong to (exercises/)
     preset: default             # its starting config (the experiment's --preset)
     metric: val/score           # reported every epoch for the pruner; the trial's value is the run's summary
     direction: maximize

@@ -22,7 +22,8 @@ from typing import Any, Callable
 from common import record
 from common.config import ConfigError, apply_overrides, split_override
 from common.signals import Terminated, die_with_parent, exit_code, signal_name
-from experiments.registry import Experiment, get_experiment
+from common.experiment import Experiment
+from exercises import get_experiment
 from studies.objective import grace_s, make_objective, taken_over, trial_dir
 from studies.search import create_or_load_study, finished_count, load_study, make_pruner, make_sampler, state_counts
 from studies.storage import (DEFAULT_MAX_RETRY, STORAGE_ENV, artifact_store, fail_dead_local_trials, lazy_optuna,

@@ -6,8 +6,8 @@ import signal
 import pytest
 import torch
 
-from common.checkpoint import (ModelTooLargeError, atomic_torch_save, atomic_write, check_param_limit, load,
-                               save_model_checked)
+from common.atomic import atomic_torch_save, atomic_write
+from common.checkpoint import ModelTooLargeError, check_param_limit, load, save_model_checked
 from common.ema import make_ema
 from common.optim import discriminative_groups, param_groups
 from common.schedules import consistency_ramp, cosine_scheduler, cosine_with_warmup
@@ -117,7 +117,7 @@ def test_an_atomic_write_from_another_thread_works(tmp_path):
     """Only the main thread may set signal handlers: a write from another thread skips holding Ctrl-C."""
     import threading
 
-    from common.checkpoint import atomic_write_text
+    from common.atomic import atomic_write_text
 
     errors = []
 
@@ -193,3 +193,30 @@ def test_label_smoothing_cross_entropy_is_the_definition():
     logp = logits.log_softmax(1)
     expect = ((1 - eps) * -logp.gather(1, y[:, None]).squeeze(1) + eps * -logp.mean(1)).mean()
     assert torch.allclose(torch.nn.CrossEntropyLoss(label_smoothing=eps)(logits, y), expect)
+
+
+def test_the_saved_model_limit_is_the_courses_20_million_bytes(tmp_path):
+    """One definition of "20 MB" (common/limits.py): a file of 20.04e6 bytes is refused when saved, as export
+    refuses it (it used to pass training's 20 * 2**20 and fail export)."""
+    import pytest
+    import torch
+
+    from common.checkpoint import ModelTooLargeError, save_model_checked
+    from common.limits import MAX_MODEL_BYTES
+
+    model = torch.nn.Linear(4, 2)
+    with pytest.raises(ModelTooLargeError, match="20.04 MB; the course allows less than 20 MB"):
+        save_model_checked({"state_dict": model.state_dict(), "pad": torch.zeros(5_010_000)}, model,
+                           tmp_path / "big.pt")
+    assert not (tmp_path / "big.pt").exists() and MAX_MODEL_BYTES == 20_000_000
+    assert save_model_checked({"state_dict": model.state_dict(), "pad": torch.zeros(4_990_000)}, model,
+                              tmp_path / "ok.pt") < MAX_MODEL_BYTES
+
+
+def test_the_record_keeps_torchs_build():
+    import torch
+
+    from common.record import package_versions
+
+    build = package_versions()["torch_build"]
+    assert build["version"] == torch.__version__ and build["cuda"] == torch.version.cuda and "cudnn" in build

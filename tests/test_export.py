@@ -98,7 +98,7 @@ def test_a_timm_backbone_is_refused_with_a_reason(synthetic_data_dir, tmp_path, 
 
 
 def test_bad_runs_to_export(synthetic_data_dir, synthetic_mnist, tmp_path, capsys):
-    from common.checkpoint import atomic_torch_save
+    from common.atomic import atomic_torch_save
     from common.config import to_dict
     from ex08_autoencoder.train import train as train_ex08
     from ex09_keypoints.models import build_model

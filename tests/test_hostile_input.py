@@ -280,7 +280,7 @@ def test_written_files_get_the_users_normal_mode(ex09_run):
 
 
 def test_an_interrupted_ex08_run_is_continued_with_resume(synthetic_mnist, tmp_path):
-    from ex08_autoencoder.train import continue_flags
+    from ex08_autoencoder.experiment import continue_flags
     from ex08_autoencoder.train import train as train_ex08
 
     cfg = tiny_ex08_config(synthetic_mnist)

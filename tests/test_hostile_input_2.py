@@ -649,7 +649,7 @@ def test_the_finished_progress_bar_is_printed_once(synthetic_data_dir, tmp_path,
 
 def test_top_level_help_has_no_docstring_markup(capsys):
     code, out, _ = run_main(["--help"], capsys)
-    assert code == 0 and "``" not in out and "python -m experiments.run {ex08,ex09" in out
+    assert code == 0 and "``" not in out and "python -m experiments.run {<exercise>,report" in out
 
 
 @pytest.mark.slow  # a fresh interpreter checks the export

@@ -14,7 +14,7 @@ optuna = pytest.importorskip("optuna")
 
 @pytest.mark.parametrize("name,experiment", [("kp", "ex09"), ("ae", "ex08")])
 def test_shipped_sweeps_are_valid_against_their_configs(name, experiment):
-    from experiments.registry import get_experiment
+    from exercises import get_experiment
 
     sweep = load_sweep(SWEEPS_DIR / f"{name}.yaml", get_experiment(experiment).make_config)
     assert sweep.experiment == experiment and sweep.study == name and len(sweep.space) >= 10
@@ -43,7 +43,7 @@ def test_shipped_sweeps_are_valid_against_their_configs(name, experiment):
     (lambda s: s.update(trials=0), "trials=0 must be a positive integer"),
 ])
 def test_bad_sweeps_name_the_bad_key(tmp_path, mutate, message):
-    from experiments.registry import get_experiment
+    from exercises import get_experiment
 
     path = write_sweep(tmp_path / "s.yaml", tmp_path)
     spec = yaml.safe_load(path.read_text())

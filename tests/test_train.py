@@ -13,7 +13,8 @@ from common.wandb_records import read_run
 from helpers import REPO, synthetic_faces, tiny_config, write_course_csv
 from ex09_keypoints.data import CourseDataset, load_keypoints
 from ex09_keypoints.evaluate import course_score
-from ex09_keypoints.train import load_model, train
+from ex09_keypoints.saved import load_model
+from ex09_keypoints.train import train
 
 
 def cli(*args, env_extra=None, check=True):
@@ -49,7 +50,7 @@ def test_a_model_saved_before_the_shifted_views_still_predicts_without_them(tmp_
     with (0, False), not with today's defaults, so an old run's best.pt scores what its run recorded."""
     from ex09_keypoints.config import make_config
     from ex09_keypoints.models import build_model
-    from ex09_keypoints.train import save_best
+    from ex09_keypoints.saved import save_best
 
     cfg = make_config("quick")
     cfg.model.widths, cfg.model.head_hidden = (8, 16), 16
@@ -88,7 +89,7 @@ def test_wing_loss_at_known_points():
 def test_sparse_evaluations_then_every_epoch_on_the_plateau(synthetic_data_dir, tmp_path):
     """eval_every=3, eval_all_from=0.75 over 8 epochs: epochs 2 and 5, then every epoch from 6 (6 >= 0.75 * 8)."""
     from ex09_keypoints.config import is_eval_epoch
-    from experiments.registry import get_experiment
+    from exercises import get_experiment
 
     cfg = tiny_config(synthetic_data_dir, **{"train.epochs": 8, "train.eval_every": 3, "train.eval_all_from": 0.75})
     assert [e for e in range(8) if is_eval_epoch(e, cfg.train)] == [2, 5, 6, 7]

@@ -1,0 +1,48 @@
+"""What an exercise declares about itself, so the CLI, the studies and the run tools stay generic: each exercise
+package has one ``experiment.py`` holding ``EXPERIMENT = Experiment(name=..., ...)`` (by keyword), and the
+table in :mod:`exercises` lists those modules. Nothing here imports torch: declarations are read to build the
+CLI, and the heavy functions they name import their modules when called."""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    """The subcommand and the name in ``config.json``, sweeps and records (``ex09``)."""
+    summary: str
+    """One line for ``--help``: what the exercise is."""
+    description: str
+    """The subcommand's ``--help`` description."""
+    presets: tuple[str, ...]
+    """Its named starting configs, the default first."""
+    make_config: Callable[..., Any]
+    """``make_config(preset=<default>)`` -> a fresh config (a dataclass with ``validate()``)."""
+    train: Callable[..., dict]
+    """``train(cfg, out_dir, *, resume, overwrite, on_epoch, tracker, progress)`` -> the summary dict."""
+    export: Callable[[Any, Any, Any], tuple[int, dict]]
+    """``(cfg, run_dir, out_dir)`` -> (exit code, figures): the run's model as the course's submission, checked."""
+    planned_evals: Callable[[Any], int]
+    """How many evaluations (pruner steps) a full run of ``cfg`` reports: the denominator of "saved"."""
+    continue_flags: Callable[[Any, Any], list[str] | None]
+    """``(cfg, out_dir)`` -> the flags that continue an interrupted run there (None: nothing to continue)."""
+    headline: tuple[str, ...]
+    """The summary keys a finished run prints (its last line is them as one JSON object)."""
+    seed_keys: tuple[str, ...] = ("run.seed",)
+    """The config keys ``--seeds`` sets to each seed."""
+    example_overrides: str = ""
+    """An example for ``--set``'s help."""
+    add_flags: Callable[[argparse.ArgumentParser], None] = lambda parser: None
+    """Adds the exercise's own flags to its subcommand (ex09's ``--evaluate``, ex08's ``--step``)."""
+    flag_overrides: Callable[[argparse.Namespace], dict] = lambda args: {}
+    """Those flags that are config values, as ``{key: value}`` overrides (``--step S`` -> ``only_step=S``)."""
+    command: Callable[[argparse.Namespace, Any], int | None] = lambda args, cfg: None
+    """The exercise's own command instead of training (ex09's ``--evaluate``): an exit code, or None to train."""
+    check_flags: Callable[[argparse.Namespace, Any, bool], None] = lambda args, cfg, study: None
+    """``(args, cfg, study)``: refuses (a ConfigError) flags that contradict each other or do not apply to a study
+    (``cfg`` is None then), before anything is touched."""
+    partial: Callable[[Any], str | None] = lambda cfg: None
+    """Why a run of ``cfg`` is only part of a preset (ex08's one step), else None: ``rerun`` refuses those."""

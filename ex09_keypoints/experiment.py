@@ -1,0 +1,68 @@
+"""ex09 as the CLI, the studies and the run tools see it (:class:`common.experiment.Experiment`). Light: the
+training, export and scoring modules (torch) are imported when called."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from common.errors import ConfigError
+from common.experiment import Experiment
+from ex09_keypoints.config import PRESETS, KeypointsConfig, is_eval_epoch, make_config
+
+
+def train(cfg, out_dir, **kwargs) -> dict:
+    from ex09_keypoints.train import train as train_keypoints
+
+    return train_keypoints(cfg, out_dir, **kwargs)
+
+
+def export(cfg, run_dir, out_dir) -> tuple[int, dict]:
+    from ex09_keypoints.export import export as export_keypoints
+
+    return export_keypoints(cfg, run_dir, out_dir)
+
+
+def planned_evals(cfg) -> int:
+    return sum(is_eval_epoch(e, cfg.train) for e in range(cfg.train.epochs))
+
+
+def continue_flags(cfg, out_dir: Path) -> list[str] | None:
+    """The flags that continue an interrupted run in ``out_dir``, or None when no epoch finished."""
+    return ["--resume", str(out_dir)] if (Path(out_dir) / "last.pt").is_file() else None
+
+
+def add_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--drop-bad-rows", action="store_true",
+                   help="skip invalid CSV rows and report how many (= --set data.drop_bad_rows=true)")
+    p.add_argument("--evaluate", type=Path, default=None, metavar="CHECKPOINT",
+                   help="score this saved model (best.pt) instead of training; needs --csv")
+    p.add_argument("--csv", type=Path, default=None, help="CSV in the course's format for --evaluate")
+
+
+def flag_overrides(args) -> dict:
+    return {"data.drop_bad_rows": True} if args.drop_bad_rows else {}
+
+
+def command(args, cfg) -> int | None:
+    """``--evaluate CHECKPOINT --csv FILE`` instead of training."""
+    if args.evaluate is None:
+        if args.csv is not None:
+            raise ConfigError("--csv goes with --evaluate CHECKPOINT; add --evaluate or drop --csv")
+        return None
+    from ex09_keypoints.score_csv import evaluate_csv
+
+    return evaluate_csv(args, cfg)
+
+
+def check_flags(args, cfg, study: bool) -> None:
+    if study and args.evaluate is not None:
+        raise ConfigError("--evaluate does not apply to --study: score a trial's best.pt on its own")
+
+
+EXPERIMENT = Experiment(
+    name=KeypointsConfig.experiment, summary="facial keypoints: train (default) or --evaluate a checkpoint",
+    description="Train the ex09 keypoint regressor, or score a saved model on a CSV.",
+    presets=tuple(PRESETS), make_config=make_config, train=train, export=export, planned_evals=planned_evals,
+    continue_flags=continue_flags, headline=("val/score", "val/rmse_px", "params", "epochs", "wall_s"),
+    example_overrides="train.epochs=30 model.widths=[32,64,128]", add_flags=add_flags,
+    flag_overrides=flag_overrides, command=command, check_flags=check_flags)
