@@ -15,7 +15,7 @@ import typing
 from pathlib import Path
 from typing import Any, Iterable
 
-from common.errors import ConfigError, short  # noqa: F401  (ConfigError re-exported: most callers import it from here)
+from common.errors import ConfigError, short
 
 
 def to_dict(cfg) -> dict:

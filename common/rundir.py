@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 
 from common.atomic import atomic_write_text
-from common.config import ConfigError, save_config
-from common.errors import describe_error
+from common.config import save_config
+from common.errors import ConfigError, describe_error
 from common.run_files import RunLock, check_replaceable, is_failed_start, remove_run_entries
 
 

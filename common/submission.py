@@ -15,10 +15,9 @@ from pathlib import Path
 
 from common.atomic import atomic_write
 from common.checkpoint import count_params
+from common.errors import ConfigError
 from common.limits import MAX_MODEL_BYTES, MAX_PARAMS, PASS_MARKS, mb
-from common.config import ConfigError
 from common.owned_files import OwnedFolder
-
 
 
 def module_source(module, replace: dict[str, str] | None = None) -> str:

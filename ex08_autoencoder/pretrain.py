@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from common.augment import augment_images
-from common.config import ConfigError
 from common.device import autocast
+from common.errors import ConfigError
 from common.optim import optimizer_step, param_groups
 from common.schedules import cosine_scheduler
 from ex08_autoencoder.config import AutoencoderConfig

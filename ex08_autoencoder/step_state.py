@@ -24,7 +24,7 @@ import torch
 
 from common import checkpoint
 from common.atomic import atomic_torch_save
-from common.config import ConfigError
+from common.errors import ConfigError
 from common.seed import rng_state, set_rng_state
 
 STATE_FORMAT = "i2dl-ex08-step-state-v1"

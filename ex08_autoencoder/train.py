@@ -20,7 +20,8 @@ import torch
 
 from common import checkpoint
 from common.atomic import atomic_write_text
-from common.config import ConfigError, check_resumable, to_dict
+from common.config import check_resumable, to_dict
+from common.errors import ConfigError
 from common.paths import resolve_data_dir
 from common.progress import EpochBar
 from common.record import data_record, start_record
@@ -37,9 +38,10 @@ from ex08_autoencoder.mean_teacher import mean_teacher
 from ex08_autoencoder.models import Autoencoder, Classifier, encode, millions
 from ex08_autoencoder.pretrain import corrupt, pretrain
 from ex08_autoencoder.probe import linear_probe
-from ex08_autoencoder.step_state import StepState, state_path
 from ex08_autoencoder.saved import CHECKPOINT_OF, load_step, save_step
+from ex08_autoencoder.step_state import StepState, state_path
 from ex08_autoencoder.transfer import transfer
+
 
 def _previous(run_dir: Path, step: str, cfg: AutoencoderConfig, device="cpu"):
     """The model ``step`` left in the run dir, built with the same model settings as ``cfg``."""

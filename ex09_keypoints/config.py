@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from common.augment import AffineAugment, augment_ranges
-from common.config import ConfigError, check_ranges
+from common.config import check_ranges
+from common.errors import ConfigError
 from common.run_config import RunConfig
 from common.tracking import TrackConfig
 
@@ -45,11 +46,10 @@ class ModelConfig:
     head: str = "flatten"
     """``flatten`` keeps where features are (good for coordinates) or ``gap`` (global average pooling)."""
     head_hidden: int = 512
-    """Hidden units of the regression head (0 = a single linear layer). 512 vs 256: 476 vs 469 val (seed 0)."""
+    """Hidden units of the regression head (0 = a single linear layer)."""
     head_dropout: float = 0.0
-    """Dropout before the head's last linear layer. 0.1 (the v1 recipe) cost 15 % of the val score (398.5 vs
-    469.3, seed 0): dropping hidden units right before 30 linear outputs adds noise to every coordinate, which
-    a regression to ~1 px cannot average away, and the model under-fitted its own training faces."""
+    """Dropout before the head's last linear layer; it adds noise to every coordinate (0.1 cost 15 % of the val
+    score, RESULTS.md)."""
     input_size: int = 96
     """timm backbones only: the model resizes its (N,1,96,96) input to this size inside ``forward``."""
     pretrained: bool = False
@@ -171,8 +171,8 @@ def is_eval_epoch(epoch: int, train: TrainConfig) -> bool:
 
 
 def _v1(cfg: KeypointsConfig) -> None:
-    """The default recipe until 2026-11 (val 389-415 over 3 seeds), kept as the baseline the new one is timed
-    and scored against: a dropout before the head's last layer, no shifted views, a val score every epoch."""
+    """The first default recipe, the baseline the others are timed and scored against: a dropout before the
+    head's last layer, no shifted views, a val score every epoch."""
     cfg.model.head_hidden, cfg.model.head_dropout, cfg.model.tta_shift_px = 256, 0.1, 0
     cfg.train.epochs, cfg.train.eval_every, cfg.train.eval_all_from = 70, 1, 1.0
 
@@ -185,11 +185,8 @@ def _quick(cfg: KeypointsConfig) -> None:
 
 
 def _long(cfg: KeypointsConfig) -> None:
-    """~25 minutes on the fast 2-core CPU (val 555.2 +- 10.1 over seeds 0-2 with the 4-px views, 549.1 with the
-    2-px ones): three members (an ensemble inside the model, 4.66M parameters, 18.7 MB) on twice the epochs.
-    Stronger augmentation (rotation 15 deg, scale 12 %, shift 8 %) scored the same (555.2 with the 4-px views),
-    so it is not kept. Four members of head 256 for 110 epochs scored less (537.5, seed 0, 2-px views); a weight
-    average over the last 30 % of the epochs (``train.swa_from=0.7``) never beat the best epoch's EMA weights."""
+    """Three members (an ensemble inside the model, 4.66M parameters, 18.7 MB) on twice the epochs: ~25 minutes
+    on 2 CPU cores (its figures and the variants tried: RESULTS.md)."""
     cfg.model.members = 3
     cfg.train.epochs = 140
 

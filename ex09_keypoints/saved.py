@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from common import checkpoint
-from common.config import ConfigError, check_resumable, from_dict, to_dict
+from common.config import check_resumable, from_dict, to_dict
+from common.errors import ConfigError
 from ex09_keypoints.config import KeypointsConfig, ModelConfig
 from ex09_keypoints.models import KeypointModel, build_model
 

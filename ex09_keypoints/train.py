@@ -19,9 +19,10 @@ import torch.nn.functional as F
 from common import checkpoint
 from common.atomic import atomic_torch_save
 from common.augment import augment_batch
-from common.config import ConfigError, to_dict
+from common.config import to_dict
 from common.device import autocast
 from common.ema import make_ema
+from common.errors import ConfigError
 from common.limits import PASS_MARKS
 from common.optim import optimizer_step, param_groups
 from common.paths import resolve_data_dir
@@ -29,8 +30,8 @@ from common.progress import EpochBar
 from common.record import data_record, start_record
 from common.run_config import start_run
 from common.rundir import RunDir, check_not_complete
-from common.seed import rng_state, set_rng_state
 from common.schedules import cosine_scheduler
+from common.seed import rng_state, set_rng_state
 from common.timing import since_process_start
 from common.tracking import Tracker, open_tracker
 from ex09_keypoints.config import KeypointsConfig, is_eval_epoch, make_config

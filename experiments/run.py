@@ -21,7 +21,8 @@ def config_overrides(exp, args) -> list[str]:
 
 def run(args) -> int:
     """One run of an exercise (or the exercise's own command instead, see Experiment.command)."""
-    from common.config import ConfigError, apply_overrides, to_dict
+    from common.config import apply_overrides, to_dict
+    from common.errors import ConfigError
     from exercises import get_experiment
 
     exp = get_experiment(args.experiment)
@@ -51,8 +52,8 @@ def run(args) -> int:
         raise ConfigError("--overwrite and --resume contradict each other: --resume continues the run in its dir, "
                           "--overwrite deletes it; give one (nothing was touched)")
     exp.check_flags(args, cfg, False)
-    from common.rundir import default_run_dir
     from common.run_files import check_replaceable
+    from common.rundir import default_run_dir
     from common.signals import exit_code, signal_name
 
     resume = args.resume
@@ -115,7 +116,7 @@ def command_with(flags: list[str]) -> str:
 
 
 def study(args) -> int:
-    from common.config import ConfigError
+    from common.errors import ConfigError
     from exercises import get_experiment
     from studies.workers import run_study
 

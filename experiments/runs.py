@@ -11,7 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from common.config import ConfigError, apply_overrides, flatten, to_dict
+from common.config import apply_overrides, flatten, to_dict
+from common.errors import ConfigError
 from common.record import code_state, commit_known, read_record
 from exercises import experiment_of, load_run
 

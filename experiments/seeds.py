@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 from common.atomic import atomic_write_text
-from common.config import check_resumable
-from common.config import ConfigError, apply_overrides, to_dict
+from common.config import apply_overrides, check_resumable, to_dict
+from common.errors import ConfigError
 from common.run_files import is_run_dir, is_seeds_dir
 from common.rundir import check_out_dir, run_status
 

@@ -13,9 +13,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from common.config import ConfigError, apply_overrides, get_value, to_dict
-from common.signals import signal_name
+from common.config import apply_overrides, get_value, to_dict
+from common.errors import ConfigError
 from common.experiment import Experiment
+from common.signals import signal_name
 from studies.storage import DEFAULT_GRACE_S, lazy_optuna
 from studies.sweep import Sweep, suggest
 

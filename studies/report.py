@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from common.atomic import atomic_write_text
-from common.config import ConfigError, apply_overrides, format_override
+from common.config import apply_overrides, format_override
+from common.errors import ConfigError
 from studies.search import state_counts
 
 

@@ -2,7 +2,7 @@
 creating one study at once race) or loaded, with the preset's own values queued as the baseline trial."""
 from __future__ import annotations
 
-from common.config import ConfigError
+from common.errors import ConfigError
 from studies.storage import lazy_optuna, open_storage, redact
 from studies.sweep import Sweep, baseline_params
 

@@ -15,7 +15,7 @@ import socket
 import warnings
 from pathlib import Path
 
-from common.config import ConfigError
+from common.errors import ConfigError
 from common.secrets import _credentials, redact, scrub
 
 STORAGE_ENV = "I2DL_STUDY_STORAGE"  # how the parent hands the storage URL to its workers (never on argv: passwords)

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from common.config import ConfigError, apply_overrides, flat_keys
-from common.errors import short
+from common.config import apply_overrides, flat_keys
+from common.errors import ConfigError, short
 
 SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
 

@@ -20,9 +20,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from common import record
-from common.config import ConfigError, apply_overrides, split_override
-from common.signals import Terminated, die_with_parent, exit_code, signal_name
+from common.config import apply_overrides, split_override
+from common.errors import ConfigError
 from common.experiment import Experiment
+from common.signals import Terminated, die_with_parent, exit_code, signal_name
 from exercises import get_experiment
 from studies.objective import grace_s, make_objective, taken_over, trial_dir
 from studies.search import create_or_load_study, finished_count, load_study, make_pruner, make_sampler, state_counts

@@ -5,8 +5,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from helpers import REPO, real_data_dir, synthetic_digits, synthetic_faces, write_course_csv, write_idx_gz
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_env(tmp_path_factory):

@@ -1,6 +1,7 @@
 import pytest
 
-from common.config import ConfigError, apply_overrides, flat_keys, from_dict, to_dict
+from common.config import apply_overrides, flat_keys, from_dict, to_dict
+from common.errors import ConfigError
 from ex09_keypoints.config import make_config
 
 

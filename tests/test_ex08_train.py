@@ -3,15 +3,16 @@ import json
 
 import pytest
 import torch
+from helpers import tiny_ex08_config
+from wandb_records import read_run
 
-from common.config import ConfigError, apply_overrides
+from common.config import apply_overrides
+from common.errors import ConfigError
 from common.plots import read_metrics
-from common.wandb_records import read_run
 from ex08_autoencoder import step_state
 from ex08_autoencoder.config import STEPS
 from ex08_autoencoder.train import train
 from experiments.run import main
-from helpers import tiny_ex08_config
 
 
 def only(cfg, step: str):

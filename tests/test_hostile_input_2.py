@@ -16,7 +16,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from helpers import (REPO, cli, ctrl_c_works, run_main, snapshot, synthetic_faces, wait_for, write_course_csv,
                      write_sweep)
 from test_hostile_input import TINY, TINY_EX08, one_line_error

@@ -120,7 +120,7 @@ def test_score_and_rmse_from_known_errors():
 
 
 def test_invalid_model_choices_are_rejected():
-    from common.config import ConfigError
+    from common.errors import ConfigError
 
     with pytest.raises(ConfigError, match="maxpool, stride"):
         apply_overrides(make_config(), ["model.downsample=avg"])

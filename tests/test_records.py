@@ -7,7 +7,6 @@ import shutil
 import subprocess
 
 import pytest
-
 from helpers import run_main, snapshot, synthetic_faces, tiny_ex08_config, write_course_csv
 
 TINY = ["--preset", "quick", "--no-progress", "--set", "model.widths=[8,16]", "model.head_hidden=16",

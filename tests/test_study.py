@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from common.wandb_records import read_run
 from helpers import check_invariants, cli, load, write_ae_sweep, write_sweep
+from wandb_records import read_run
+
 from studies.sweep import load_sweep
 
 optuna = pytest.importorskip("optuna")
@@ -84,8 +84,8 @@ def test_nan_trials_are_pruned_with_a_reason_and_the_study_goes_on(synthetic_dat
 @pytest.mark.slow  # 7 s; the NaN-pruning study stays in the fast loop
 def test_pruner_stops_bad_trials_and_saves_epochs(synthetic_data_dir, tmp_path):
     """A learning rate too small to learn anything in the budget trails the median and is pruned early."""
-    from studies.report import compute_stats
     from experiments.run import main
+    from studies.report import compute_stats
 
     sweep = write_sweep(tmp_path / "p.yaml", synthetic_data_dir, baseline=False,
                         fixed={"train.epochs": 6, "train.ema_decay": 0.0},

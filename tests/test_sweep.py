@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import yaml
-
-from common.config import ConfigError
 from helpers import write_sweep
+
+from common.errors import ConfigError
 from studies.sweep import SWEEPS_DIR, baseline_params, load_sweep, suggest
 
 optuna = pytest.importorskip("optuna")

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 import torch
-
-from common.config import ConfigError
-from common.plots import read_metrics
-from common.wandb_records import read_run
 from helpers import REPO, synthetic_faces, tiny_config, write_course_csv
+from wandb_records import read_run
+
+from common.errors import ConfigError
+from common.plots import read_metrics
 from ex09_keypoints.data import CourseDataset, load_keypoints
 from ex09_keypoints.evaluate import course_score
 from ex09_keypoints.saved import load_model
