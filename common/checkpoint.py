@@ -6,11 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from common.atomic import atomic_torch_save
+from common.errors import ConfigError
 from common.limits import MAX_MODEL_BYTES, MAX_PARAMS, mb
 
 
-class ModelTooLargeError(ValueError):
-    pass
+class ModelTooLargeError(ConfigError):
+    """A model over the course's limits: the user (or a study's sampler) asked for it, so a one-line error."""
 
 
 def load(path: str | Path, map_location="cpu") -> dict:
@@ -86,6 +87,15 @@ def build_checked(build, state_dict: dict, path):
 
 def count_params(model) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def check_model_size(build) -> int:
+    """The parameter count of ``build()``'s model, built on PyTorch's ``meta`` device (no memory, and the random
+    streams are left as they were), refused when over the course's limit: before a huge config allocates it."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        return check_param_limit(build())
 
 
 def check_param_limit(model, limit: int = MAX_PARAMS) -> int:

@@ -18,9 +18,16 @@ def cache_dir() -> Path:
 
 
 def resolve_data_dir(explicit: str | os.PathLike | None = None) -> Path:
-    """The data root: explicit argument, else $I2DL_DATA_DIR, else the default cache location."""
+    """The data root: explicit argument, else $I2DL_DATA_DIR, else the default cache location. A root that is
+    a file, not a folder, is a :class:`DataError` naming where it came from."""
+    from common.errors import DataError
+
     if explicit:
-        return Path(explicit).expanduser()
-    if os.environ.get("I2DL_DATA_DIR"):
-        return Path(os.environ["I2DL_DATA_DIR"]).expanduser()
-    return cache_dir() / "data"
+        path, said = Path(explicit).expanduser(), f"--data-dir {explicit}"
+    elif os.environ.get("I2DL_DATA_DIR"):
+        path, said = Path(os.environ["I2DL_DATA_DIR"]).expanduser(), f"$I2DL_DATA_DIR={os.environ['I2DL_DATA_DIR']}"
+    else:
+        path, said = cache_dir() / "data", f"the cache dir's data folder {cache_dir() / 'data'}"
+    if path.exists() and not path.is_dir():
+        raise DataError(f"{said} is a file, not a folder; point it at the folder holding the data")
+    return path

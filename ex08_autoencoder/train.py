@@ -155,6 +155,8 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
     t0 = time.perf_counter()
     if cfg.only_step not in (None, "pretrain"):  # a missing or mismatched checkpoint stops us before the data loads
         _previous(out_dir, STEPS[STEPS.index(cfg.only_step) - 1], cfg)
+    for build in (lambda: Autoencoder(cfg.model), lambda: Classifier(cfg.model)):
+        checkpoint.check_model_size(build)  # before a huge config allocates anything
     device, threads = start_run(cfg.run)
     # The data is read and checked before the run dir is touched (--overwrite replaces it only after this).
     data = few_label_data(load_mnist(cfg.data.data_dir), cfg.data.split_seed, cfg.data.per_class, device,
@@ -239,7 +241,6 @@ def read_saved_config(path: Path, what: str = "config") -> dict:
 
 def param_report(cfg: AutoencoderConfig) -> str:
     """Parameter counts of the preset's autoencoder and classifier, printed the way the seed prints them."""
-    from common.checkpoint import count_params
-
-    ae, clf = count_params(Autoencoder(cfg.model)), count_params(Classifier(cfg.model))
+    ae, clf = checkpoint.check_model_size(lambda: Autoencoder(cfg.model)), checkpoint.check_model_size(
+        lambda: Classifier(cfg.model))
     return (f"autoencoder params: {millions(ae)} ({ae:,})   classifier params: {millions(clf)} ({clf:,})")

@@ -126,6 +126,7 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
     state = load_training_state(resume, cfg) if resume else None  # a wrong file stops us before the data loads
     if resume:
         check_not_complete(out_dir, lambda summary: summary.get("epochs", 0) >= cfg.train.epochs)
+    checkpoint.check_model_size(lambda: build_model(cfg.model))  # before a huge config allocates anything
     device, threads = start_run(cfg.run)
     # The data is read (found, headers and rows checked) before the run dir is touched: a mistyped --data-dir
     # must not cost the run that --overwrite would replace.

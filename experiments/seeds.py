@@ -16,6 +16,9 @@ from common.run_files import is_run_dir, is_seeds_dir
 from common.rundir import check_out_dir, run_status
 
 
+MAX_SEEDS = 100
+
+
 def parse_seeds(text: str) -> list[int]:
     """``"0,1,2"`` or ``"0-4"`` -> the seeds (argparse type: a bad value is a one-line usage error)."""
     import argparse
@@ -30,6 +33,8 @@ def parse_seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"{text!r}: give seeds as 0,1,2 or 0-4") from None
     if not seeds or len(set(seeds)) != len(seeds):
         raise argparse.ArgumentTypeError(f"{text!r}: give distinct seeds, e.g. 0,1,2")
+    if len(seeds) > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"{text!r} is {len(seeds)} seeds, each a whole run; give at most {MAX_SEEDS}")
     return seeds
 
 

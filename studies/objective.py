@@ -103,14 +103,14 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
         except optuna.TrialPruned as e:
             state, reason = "pruned", str(e)
             raise
+        except ModelTooLargeError as e:  # the sampled model breaks the course's limits (a ConfigError: first)
+            state, reason = "pruned", f"infeasible model: {e}"
+            raise optuna.TrialPruned(reason) from None
         except ConfigError as e:  # a combination only the run itself can find out about (a batch > the data)
             state, reason = "pruned", f"infeasible config: {e}"
             raise optuna.TrialPruned(reason) from None
         except FloatingPointError as e:  # a diverged run (NaN/inf loss)
             state, reason = "pruned", f"non-finite loss: {e}"
-            raise optuna.TrialPruned(reason) from None
-        except ModelTooLargeError as e:  # the sampled model breaks the course's limits (5M params, 20 MB)
-            state, reason = "pruned", f"infeasible model: {e}"
             raise optuna.TrialPruned(reason) from None
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM
             reason = f"interrupted ({signal_name(e)})"

@@ -49,6 +49,7 @@ def study_dir_of(sweep: Sweep, out: Path | None) -> Path:
     return (out or STUDIES_DIR / sweep.study).resolve()
 
 
+MAX_WORKERS_PER_CORE = 4  # past this a CPU study only thrashes (and 99999 would be a fork bomb)
 STUDY_ENTRIES = ("study.db*", "artifacts", "trial-*", "best-trial", "best-retrain", "report.md", "study_*.png",
                  "confirm", "*.log")
 """What a study writes into its dir (``*.log``: a journal storage); a dir holding only these is a study dir."""
@@ -78,8 +79,15 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
               artifacts: Path | None = None) -> int:
     """``--study``: create the study once, then run trials here (``workers=1``) or in K worker processes.
     ``overrides`` (``--set``, ``--data-dir``) apply to every trial, on top of the sweep's ``fixed``."""
-    if workers < 1:
-        raise ConfigError(f"--workers={workers} must be >= 1")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    most = MAX_WORKERS_PER_CORE * max(cores, len(gpu_ids()) if workers > cores else 0)
+    if workers < 1 or workers > most:
+        raise ConfigError(f"--workers={workers} must be between 1 and {most} ({MAX_WORKERS_PER_CORE} per core or GPU "
+                          f"of the {cores} cores here); each worker is a whole training process")
+    if trials is not None and trials < 1:
+        raise ConfigError(f"--trials={trials} must be >= 1 (finished trials the whole study aims for)")
+    if timeout is not None and not timeout > 0:
+        raise ConfigError(f"--timeout={timeout} must be a positive number of seconds")
     sweep, exp = open_sweep(study, experiment)
     if overrides:
         sweep.fixed = {**sweep.fixed, **dict(split_override(o) for o in overrides)}
@@ -87,6 +95,8 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
     study_dir = study_dir_of(sweep, out)
     url = storage_url(storage, study_dir)
     artifacts = Path(artifacts or study_dir / "artifacts").resolve()
+    if artifacts.exists() and not artifacts.is_dir():  # checked before the storage is created
+        raise ConfigError(f"--artifacts {artifacts} is a file, not a folder; give a folder for the artifact store")
     trials = trials if trials is not None else sweep.trials
     timeout = timeout if timeout is not None else sweep.timeout_s
     if worker_index is not None:  # a worker started by the parent below (the study exists already)

@@ -662,3 +662,44 @@ def test_overwrite_replaces_a_run_with_its_export_but_not_a_user_zip(synthetic_d
     code, _, err = run_main(ex09(synthetic_data_dir, finished_run, "--overwrite"), capsys)
     assert code == 0, err
     assert not (finished_run / "submission").exists() and not (finished_run / "submission.zip").exists()
+
+
+def test_study_flags_and_data_locations_out_of_range_are_one_line_and_touch_nothing(synthetic_data_dir, tmp_path,
+                                                                                     capsys, monkeypatch):
+    sweep = write_sweep(tmp_path / "t.yaml", synthetic_data_dir)
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    out = tmp_path / "study"
+    t0 = time.monotonic()
+    for flags, words in ((["--trials", "0"], "--trials=0 must be >= 1"),
+                         (["--timeout", "-5"], "--timeout=-5.0 must be a positive number"),
+                         (["--workers", "99999"], "--workers=99999 must be between 1 and"),
+                         (["--artifacts", a_file], "is a file, not a folder")):
+        code, _, err = run_main(["ex09", "--study", sweep, "--out", out, *flags], capsys)
+        one_line_error(code, err, words)
+        assert not out.exists(), f"{flags}: nothing is created before the flags are checked"
+    assert time.monotonic() - t0 < 20, "refused at once: no worker was started"
+    monkeypatch.setenv("I2DL_DATA_DIR", str(a_file))
+    code, _, err = run_main(["ex09", "--out", tmp_path / "r", *TINY], capsys)
+    one_line_error(code, err, f"$I2DL_DATA_DIR={a_file} is a file, not a folder")
+    code, _, err = run_main(["ex09", "--data-dir", a_file, "--out", tmp_path / "r", *TINY], capsys)
+    one_line_error(code, err, f"--data-dir {a_file} is a file, not a folder")
+    # a cache dir that is a file: the cache is optional, so the run goes on, saying so once
+    monkeypatch.delenv("I2DL_DATA_DIR")
+    monkeypatch.setenv("I2DL_CACHE_DIR", str(a_file))
+    code, _, err = run_main(ex09(synthetic_data_dir, tmp_path / "r2", "train.epochs=1"), capsys)
+    assert code == 0, err
+    assert err.count("cannot write the cache") == 1 and a_file.read_text() == "not a folder"
+
+
+def test_a_config_for_a_huge_model_is_refused_before_anything_is_allocated(synthetic_data_dir, synthetic_mnist,
+                                                                           tmp_path, capsys):
+    t0 = time.monotonic()
+    code, _, err = run_main(ex09(synthetic_data_dir, tmp_path / "r", "model.widths=[100000,100000]"), capsys)
+    one_line_error(code, err, "the course allows fewer than 5,000,000")
+    code, _, err = run_main(["ex08", "--data-dir", synthetic_mnist, "--out", tmp_path / "r8", *TINY_EX08,
+                             "model.hidden=[200000]"], capsys)
+    one_line_error(code, err, "the course allows fewer than 5,000,000")
+    assert time.monotonic() - t0 < 30 and not (tmp_path / "r").exists() and not (tmp_path / "r8").exists()
+    code, _, err = run_main(["ex09", "--seeds", "0-100000"], capsys)
+    one_line_error(code, err, "100001 seeds, each a whole run; give at most 100")
