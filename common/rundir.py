@@ -17,7 +17,7 @@ from pathlib import Path
 from common.atomic import atomic_write_text
 from common.config import save_config
 from common.errors import ConfigError, describe_error
-from common.run_files import RunLock, check_replaceable, is_failed_start, remove_run_entries
+from common.run_files import LOCK, RunLock, check_replaceable, is_failed_start, remove_run_entries
 
 
 def default_run_dir(experiment: str, root: str | Path = "runs") -> Path:
@@ -33,7 +33,8 @@ def check_out_dir(path: Path, reuse: bool = False) -> None:
         raise ConfigError(f"--out {path} is a symbolic link; give the folder itself")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--out {path} is a file, not a run directory; choose another --out (the file is untouched)")
-    if not reuse and path.is_dir() and any(p.name != "wandb" for p in path.iterdir()) and not is_failed_start(path):
+    if not reuse and path.is_dir() and any(p.name not in ("wandb", LOCK) for p in path.iterdir()) \
+            and not is_failed_start(path):
         raise ConfigError(f"--out {path} already holds a run; choose a new --out, continue it (--resume {path}), "
                           "or replace it with --overwrite")
 
