@@ -3,6 +3,7 @@ code), rebuilt only when their config fits their weights, and checked against th
 (:mod:`common.limits`)."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from common.atomic import atomic_torch_save
@@ -64,12 +65,10 @@ def build_checked(build, state_dict: dict, path):
     """``build()`` a model for ``state_dict`` (as saved in ``path``) only after checking, on PyTorch's ``meta``
     device (no memory allocated), that the config gives the same parameter names and shapes: a hand-edited
     config with huge widths must not allocate terabytes, nor end in a size-mismatch traceback."""
-    import torch
-
     from common.errors import ConfigError
 
     try:
-        with torch.device("meta"):
+        with _on_meta():
             expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
     except (ValueError, TypeError, RuntimeError, KeyError) as e:
         raise ConfigError(f"{path}: its model config cannot be built ({type(e).__name__}: {str(e)[:200]}); the file "
@@ -92,10 +91,18 @@ def count_params(model) -> int:
 def check_model_size(build) -> int:
     """The parameter count of ``build()``'s model, built on PyTorch's ``meta`` device (no memory, and the random
     streams are left as they were), refused when over the course's limit: before a huge config allocates it."""
+    with _on_meta():
+        return check_param_limit(build())
+
+
+@contextlib.contextmanager
+def _on_meta():
+    """Modules built inside are on PyTorch's ``meta`` device (shapes only, no memory), and the random streams are
+    as they were before (a real build then draws the same initial weights)."""
     import torch
 
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        return check_param_limit(build())
+        yield
 
 
 def check_param_limit(model, limit: int = MAX_PARAMS) -> int:

@@ -8,22 +8,14 @@ the manifest does not list are never touched (nor zipped, nor deleted).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 
 from common.errors import ConfigError
+from common.record import sha256_file as sha256
 
 MANIFEST = ".i2dl-files.json"
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_manifest(folder: Path) -> dict[str, str] | None:

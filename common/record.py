@@ -94,6 +94,15 @@ def host(threads: int, device) -> dict:
     return out
 
 
+def sha256_file(path: Path) -> str:
+    """The sha256 of a file's bytes, read in 1 MB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def sha256_files(paths: list[Path]) -> dict[str, str]:
     """``{path: sha256}``, each file hashed once per (path, size, mtime): a 50 MB CSV is not re-read every run."""
     from common.atomic import atomic_write_text
@@ -109,11 +118,7 @@ def sha256_files(paths: list[Path]) -> dict[str, str]:
         st = path.stat()
         key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
         if key not in cache:
-            digest = hashlib.sha256()
-            with open(path, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
-            cache[key], changed = digest.hexdigest(), True
+            cache[key], changed = sha256_file(path), True
         out[str(path)] = cache[key]
     if changed:
         try:

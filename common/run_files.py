@@ -12,13 +12,13 @@ host; the kernel drops the lock when the process dies, however it dies.
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 import shutil
 import socket
 from pathlib import Path
 
 from common.errors import ConfigError
+from common.json_files import read_json
 
 RUN_FILES = {"config.json", "run.json", "metrics.jsonl", "summary.json", "best.pt", "last.pt", "code.patch",
              "split.json", "pretrain.pt", "transfer.pt", "teacher.pt", "model.pt", "dropped_rows.txt", ".lock"}
@@ -35,21 +35,14 @@ def _is_run_file(name: str) -> bool:
     return name in RUN_FILES or any(fnmatch.fnmatch(name, p) for p in RUN_PATTERNS)
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-
-
 def is_run_dir(path: Path) -> bool:
     """A folder holding this repo's run record (``run.json`` with a status) beside a ``config.json``."""
-    record = _read_json(Path(path) / "run.json")
+    record = read_json(Path(path) / "run.json")
     return isinstance(record, dict) and isinstance(record.get("status"), str) and (Path(path) / "config.json").is_file()
 
 
 def is_seeds_dir(path: Path) -> bool:
-    seeds = _read_json(Path(path) / "seeds.json")
+    seeds = read_json(Path(path) / "seeds.json")
     return isinstance(seeds, dict) and isinstance(seeds.get("seeds"), list)
 
 
@@ -133,22 +126,13 @@ def remove_run_entries(path: Path, keep: tuple[str, ...] = ()) -> None:
             entry.unlink()
 
 
-def remove_run_dir(path: Path, flag: str = "--overwrite") -> None:
-    """Check, then delete a run (or seeds) dir this repo wrote."""
-    path = Path(path)
-    check_replaceable(path, flag)
-    if path.is_dir():
-        remove_run_entries(path)
-        path.rmdir()
-
-
 def is_failed_start(path: Path) -> bool:
     """A run that stopped before it saved anything (its data was missing, Ctrl-C while loading): the same
     command may replace it. True only for a run dir holding run files alone, no checkpoint, and no live writer."""
     path = Path(path)
     if not path.is_dir() or not is_run_dir(path) or lock_holder(path):
         return False
-    record = _read_json(path / "run.json")
+    record = read_json(path / "run.json")
     if record.get("status") not in ("failed", "interrupted", "running"):
         return False
     return not foreign_entries(path) and not any(p.suffix == ".pt" for p in path.iterdir())

@@ -17,6 +17,7 @@ from pathlib import Path
 from common.atomic import atomic_write_text
 from common.config import save_config
 from common.errors import ConfigError, describe_error
+from common.json_files import read_json
 from common.run_files import LOCK, RunLock, check_replaceable, is_failed_start, remove_run_entries
 
 
@@ -41,10 +42,7 @@ def check_out_dir(path: Path, reuse: bool = False) -> None:
 
 def run_status(path: Path) -> str | None:
     """The status in a run dir's ``run.json`` (running, complete, failed, interrupted), or None."""
-    try:
-        record = json.loads((Path(path) / "run.json").read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
+    record = read_json(Path(path) / "run.json")
     return record.get("status") if isinstance(record, dict) else None
 
 
@@ -52,10 +50,7 @@ def check_not_complete(path: Path, finished) -> None:
     """``--resume`` of a run that finished all it planned would re-score it and rewrite its record: refuse.
     ``finished(summary) -> bool`` says whether its ``summary.json`` holds everything (a run stopped by its time
     limit completed, but may go on with a longer one)."""
-    try:
-        summary = json.loads((Path(path) / "summary.json").read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return
+    summary = read_json(Path(path) / "summary.json")
     if run_status(path) == "complete" and isinstance(summary, dict) and finished(summary):
         raise ConfigError(f"--resume {path}: that run is already complete (see its summary.json); start a new one "
                           "with another --out")
@@ -77,9 +72,9 @@ class RunDir:
         except OSError as e:
             raise ConfigError(f"--out {self.path}: cannot create it ({e.strerror}); choose a writable place") from None
         self._lock = RunLock(self.path)  # a second process on this dir is refused here, naming this one
-        if replace and any(p.name != ".lock" for p in self.path.iterdir()):
+        if replace and any(p.name != LOCK for p in self.path.iterdir()):
             print(f"[run] replacing the run in {self.path}", file=sys.stderr)
-            remove_run_entries(self.path, keep=(".lock",))
+            remove_run_entries(self.path, keep=(LOCK,))
         # the record of the run this one continues (--resume, ex08 --step), if any
         self.previous = self._read_previous() if reuse else {}
         self._record = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -44,6 +44,7 @@ def api_key_configured() -> bool:
 
 
 _said: set[str] = set()  # what this process already told the user about W&B (each said once)
+_server_answers: bool | None = None  # the probe's answer, found once per process
 PROBE_TIMEOUT_S = 3.0
 
 
@@ -56,21 +57,26 @@ def _say_once(key: str, message: str) -> None:
 def server_reachable() -> bool:
     """A TCP connection to the W&B server opens within a few seconds (asked once per process): with a key but no
     network, every run would otherwise wait wandb's whole init timeout before going offline."""
-    if "reachable" in _said or "unreachable" in _said:
-        return "reachable" in _said
-    import socket
-    from urllib.parse import urlsplit
+    global _server_answers
+    if _server_answers is None:
+        import socket
+        from urllib.parse import urlsplit
 
-    url = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=PROBE_TIMEOUT_S).close()
-        _said.add("reachable")
-        return True
-    except OSError as e:
-        _say_once("unreachable", f"W&B server {url.hostname}:{port} is unreachable ({e.__class__.__name__}); logging "
-                                 "offline for this process (wandb sync uploads the runs later)")
-        return False
+        url = urlsplit(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai"))
+        port = url.port or (443 if url.scheme == "https" else 80)
+        try:
+            socket.create_connection((url.hostname, port), timeout=PROBE_TIMEOUT_S).close()
+            _server_answers = True
+        except OSError as e:
+            _server_answers = False
+            _say_once("unreachable", f"W&B server {url.hostname}:{port} is unreachable ({e.__class__.__name__}); "
+                                     "logging offline for this process (wandb sync uploads the runs later)")
+    return _server_answers
+
+
+def _no_server() -> None:
+    global _server_answers
+    _server_answers = False
 
 
 def decide_mode(requested: str = "auto") -> str:
@@ -127,7 +133,7 @@ class Tracker:
             except Exception as e:  # includes wandb's init timeout; never print the key
                 self._warn(f"wandb init ({mode}) failed: {e.__class__.__name__}: {str(e)[:200]}", force=True)
                 if mode == "online":  # later runs of this process go offline at once
-                    _said.add("unreachable")
+                    _no_server()
         if self.run is None:
             self.mode = "disabled"
 

@@ -22,6 +22,7 @@ from common import checkpoint
 from common.atomic import atomic_write_text
 from common.config import check_resumable, to_dict
 from common.errors import ConfigError
+from common.json_files import read_json_dict
 from common.paths import resolve_data_dir
 from common.progress import EpochBar
 from common.record import data_record, start_record
@@ -56,7 +57,7 @@ def _split_file(run: RunDir, data: FewLabelData) -> None:
     """Save the split with the run; a later ``--step`` into the same dir must use the same one."""
     path = run / "split.json"
     if path.is_file():
-        saved = read_saved_config(path, "split")
+        saved = read_json_dict(path, "split")
         if any(saved.get(k) != data.split[k] for k in ("train", "val", "test")):
             raise ConfigError(f"{path} holds a different few-label split than data.split_seed gives now; "
                               f"use the split_seed of the earlier steps or a new --out dir")
@@ -148,7 +149,7 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
         saved = Path(resume) / "config.json"
         if not saved.is_file():
             raise ConfigError(f"--resume {resume} is not a run dir (no config.json)")
-        saved_config = read_saved_config(saved)
+        saved_config = read_json_dict(saved, "config")
         saved_config.pop("experiment", None)  # which exercise: a record, not a setting
         check_resumable(saved_config, cfg, resume)
         check_not_complete(resume, lambda summary: set(cfg.steps) <= set(summary.get("steps", {})))
@@ -170,7 +171,7 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
         _split_file(run, data)
         summary_path = run / "summary.json"
         keep = cfg.only_step or resume is not None
-        summary = read_saved_config(summary_path, "summary") if summary_path.is_file() and keep else {}
+        summary = read_json_dict(summary_path, "summary") if summary_path.is_file() and keep else {}
         summary.setdefault("steps", {})
         steps = [cfg.only_step] if cfg.only_step else list(cfg.steps)
         wandb_runs = dict(run.previous.get("wandb", {})) if resume is not None else {}  # step -> its W&B run
@@ -224,19 +225,6 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
         if tracker is not None:  # a study's one run: the final figures at the top level too
             tracker.summary({k: summary[k] for k in ("val/acc", "test100/acc", "test10k/acc") if k in summary})
     return summary
-
-
-def read_saved_config(path: Path, what: str = "config") -> dict:
-    """A run dir's ``config.json`` (``split.json``, ``summary.json``) as a dict; a truncated or hand-broken one
-    names the file."""
-    try:
-        saved = json.loads(Path(path).read_text())
-    except (OSError, ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not a readable {what} ({type(e).__name__}); it was truncated or edited by "
-                          "hand") from None
-    if not isinstance(saved, dict):
-        raise ConfigError(f"{path} holds a {type(saved).__name__}, not a {what}")
-    return saved
 
 
 def param_report(cfg: AutoencoderConfig) -> str:

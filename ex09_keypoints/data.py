@@ -89,16 +89,15 @@ class KeypointsSplit:
         return self.images.float().div_(255.0)
 
 
-def parse_csv(path: Path, drop_bad_rows: bool = False, text: str | None = None):
-    """Parse and validate one CSV (``text``: its content, already read from a stream). Returns ``(images uint8
+def parse_csv(path: Path, drop_bad_rows: bool = False, raw: bytes | None = None):
+    """Parse and validate one CSV (``raw``: its bytes, already read from a stream). Returns ``(images uint8
     (N,96,96) numpy, keypoints float32 (N,30) px, dropped rows)``, each dropped row as one line saying where and
     why."""
     path = Path(path)
+    # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
+    source = open(path, "rb") if raw is None else io.BytesIO(raw)
     try:
-        if text is not None:
-            return _parse_lines(path, io.StringIO(text.removeprefix("\ufeff"), newline=""), drop_bad_rows)
-        # utf-8-sig: a byte-order mark (Excel writes one) is not part of the first column's name
-        with open(path, "r", encoding="utf-8-sig", newline="") as f:
+        with io.TextIOWrapper(source, encoding="utf-8-sig", newline="") as f:
             return _parse_lines(path, f, drop_bad_rows)
     except UnicodeDecodeError as e:
         raise KeypointsDataError(f"{path}: not UTF-8 text (it holds the byte 0x{e.object[e.start]:02x}); save it as "
@@ -214,15 +213,10 @@ def load_split(csv_path: Path, drop_bad_rows: bool = False, use_cache: bool = Tr
     from common.atomic import atomic_torch_save
 
     csv_path = Path(csv_path)
-    text, cache = None, None
+    raw, cache = None, None
     if is_stream(csv_path):
         raw = read_stream(csv_path)
         check_csv_file(csv_path, head=raw[:2])
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise KeypointsDataError(f"{csv_path}: not UTF-8 text (it holds the byte 0x{raw[e.start]:02x}); "
-                                     "save it as UTF-8") from None
     else:
         check_csv_file(csv_path)
         cache = _cache_file(csv_path, drop_bad_rows) if use_cache else None
@@ -232,7 +226,7 @@ def load_split(csv_path: Path, drop_bad_rows: bool = False, use_cache: bool = Tr
             return KeypointsSplit(blob["images"], blob["keypoints"], csv_path, tuple(blob["dropped_rows"]))
         except Exception:  # a corrupt cache is just rebuilt
             pass
-    images, kps_px, dropped = parse_csv(csv_path, drop_bad_rows, text=text)
+    images, kps_px, dropped = parse_csv(csv_path, drop_bad_rows, raw=raw)
     images = torch.from_numpy(images).unsqueeze(1).contiguous()
     keypoints = pixels_to_normalized(torch.from_numpy(kps_px)).view(-1, len(KEYPOINT_NAMES), 2).contiguous()
     if cache is not None:

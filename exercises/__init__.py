@@ -4,12 +4,12 @@ exercises only through this table; adding one is a new package and one line here
 from __future__ import annotations
 
 import importlib
-import json
 from pathlib import Path
 from typing import Any
 
 from common.errors import ConfigError
 from common.experiment import Experiment
+from common.json_files import read_json_dict
 
 EXERCISES = {
     "ex09": "ex09_keypoints.experiment",
@@ -29,18 +29,6 @@ def get_experiment(name: str) -> Experiment:
 
 def all_experiments() -> list[Experiment]:
     return [get_experiment(name) for name in EXERCISES]
-
-
-def _read_config(path: Path) -> dict:
-    if not path.is_file():
-        raise ConfigError(f"{path} does not exist")
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not valid JSON ({e}); it was edited or truncated") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} holds a {type(data).__name__}, not a config")
-    return data
 
 
 def experiment_of(data: dict, path: Path | str = "config") -> Experiment:
@@ -63,7 +51,7 @@ def config_from_file(exp: Experiment, path: Path):
     from common.config import from_dict
 
     path = Path(path)
-    data = _read_config(path)
+    data = read_json_dict(path, "config")
     found = experiment_of(data, path)
     if found.name != exp.name:
         raise ConfigError(f"{path} is an {found.name} config; run it with python -m experiments.run {found.name} "
@@ -81,5 +69,5 @@ def load_run(run_dir: Path) -> tuple[Experiment, Any]:
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a run dir (no config.json); give the folder a run wrote")
-    exp = experiment_of(_read_config(path), path)
+    exp = experiment_of(read_json_dict(path, "config"), path)
     return exp, config_from_file(exp, path)

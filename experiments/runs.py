@@ -13,6 +13,7 @@ from pathlib import Path
 
 from common.config import apply_overrides, flatten, to_dict
 from common.errors import ConfigError
+from common.json_files import read_json
 from common.record import code_state, commit_known, read_record
 from exercises import experiment_of, load_run
 
@@ -20,10 +21,8 @@ FIGURES = ("val/score", "val/acc", "test10k/acc")
 
 
 def _summary(run_dir: Path) -> dict:
-    try:
-        return json.loads((Path(run_dir) / "summary.json").read_text())
-    except (OSError, ValueError):
-        return {}
+    summary = read_json(Path(run_dir) / "summary.json")
+    return summary if isinstance(summary, dict) else {}
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -39,14 +38,11 @@ def list_runs(root: Path) -> list[dict]:
     rows = []
     for run_dir in find_runs(root):
         row = {"run": str(run_dir)}
-        try:
-            record = json.loads((run_dir / "run.json").read_text())
-            config = json.loads((run_dir / "config.json").read_text())
-            if not isinstance(record, dict) or not isinstance(config, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, ValueError, UnicodeDecodeError) as e:
+        record, config = read_json(run_dir / "run.json"), read_json(run_dir / "config.json")
+        broken = [name for name, d in (("run.json", record), ("config.json", config)) if not isinstance(d, dict)]
+        if broken:
             rows.append({**row, "experiment": "?", "preset": None, "wall_s": None, "commit": "", "started": "",
-                         "status": f"unreadable ({type(e).__name__})"})
+                         "status": f"unreadable ({', '.join(broken)})"})
             continue
         summary = _summary(run_dir)
         code = record.get("code") if isinstance(record.get("code"), dict) else {}

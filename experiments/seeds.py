@@ -12,6 +12,7 @@ from pathlib import Path
 from common.atomic import atomic_write_text
 from common.config import apply_overrides, check_resumable, to_dict
 from common.errors import ConfigError
+from common.json_files import read_json
 from common.run_files import is_run_dir, is_seeds_dir
 from common.rundir import check_out_dir, run_status
 
@@ -45,8 +46,8 @@ def spread(values: list[float]) -> dict:
 
 def run_seeds(exp, cfg, out: Path, seeds: list[int], progress: bool = True, overwrite: bool = False,
               resume: bool = False) -> dict:
-    """Train ``cfg`` once per seed (the experiment's ``seed_keys`` all set to it: a few-label exercise draws its labeled split
-    from it too) into ``out/seed-N``; write and return ``seeds.json``.
+    """Train ``cfg`` once per seed (the experiment's ``seed_keys`` all set to it: a few-label exercise draws its
+    labeled split from it too) into ``out/seed-N``; write and return ``seeds.json``.
 
     ``seeds.json`` is written first (status running) so the folder is known as a seeds dir. ``resume``: go on in
     ``out``: finished seeds are kept, an interrupted one is resumed, the rest are trained. ``overwrite``: each
@@ -66,8 +67,8 @@ def run_seeds(exp, cfg, out: Path, seeds: list[int], progress: bool = True, over
     for seed in seeds:
         cfg_s = apply_overrides(copy.deepcopy(cfg), {key: seed for key in exp.seed_keys})
         seed_dir = out / f"seed-{seed}"
-        done = _summary(seed_dir) if resume and run_status(seed_dir) == "complete" else None
-        if done is not None:
+        done = read_json(seed_dir / "summary.json") if resume and run_status(seed_dir) == "complete" else None
+        if isinstance(done, dict):
             print(f"[seeds] seed {seed}: complete in {seed_dir}, kept", file=sys.stderr, flush=True)
             runs[seed] = done
             continue
@@ -85,20 +86,12 @@ def run_seeds(exp, cfg, out: Path, seeds: list[int], progress: bool = True, over
     return result
 
 
-def _summary(run_dir: Path) -> dict | None:
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    return summary if isinstance(summary, dict) else None
-
-
 def _check_same_plan(out: Path, plan: dict, cfg) -> None:
     """``--resume OUT --seeds ...`` goes on only with the seeds and the config that OUT was started with."""
     if not is_seeds_dir(out):
         raise ConfigError(f"--resume {out} with --seeds: {out / 'seeds.json'} is missing or unreadable, so {out} "
                           "is not a seeds dir; give the --out of the --seeds run")
-    saved = json.loads((out / "seeds.json").read_text())
+    saved = read_json(out / "seeds.json")
     if saved.get("seeds") != plan["seeds"]:
         raise ConfigError(f"--resume {out}: it was started with --seeds {','.join(map(str, saved['seeds']))}; "
                           "give the same seeds")

@@ -254,6 +254,14 @@ def run_main(argv: list, capsys) -> tuple[int, str, str]:
     return code, out, err
 
 
+def export(run_dir, capsys, *more) -> tuple[int, dict, str]:
+    """``export RUN_DIR`` through the CLI in this process: (exit code, its JSON result, stderr)."""
+    import json
+
+    code, out, err = run_main(["export", run_dir, *more], capsys)
+    return code, (json.loads(out.strip().splitlines()[-1]) if code in (0, 1) else {}), err
+
+
 def snapshot(folder: Path) -> dict[str, bytes]:
     """Every file under ``folder`` and its bytes: to show nothing was overwritten."""
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(Path(folder).rglob("*")) if p.is_file()}

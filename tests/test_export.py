@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 import torch
-from helpers import run_main, tiny_config, tiny_ex08_config
+from helpers import export, run_main, tiny_config, tiny_ex08_config
 
 SMALL_EX09 = ["--preset", "quick", "--no-progress", "--set", "model.widths=[8,16]", "model.head_hidden=16",
               "train.epochs=2", "train.batch_size=16", "run.threads=1", "track.mode=disabled"]
@@ -19,11 +19,6 @@ def mechanics_hold(code: int, result: dict) -> bool:
     tiny models are trained for seconds: most do not reach it)."""
     checks = {k: v for k, v in result["checks"].items() if k != "passes_the_course_mark"}
     return all(checks.values()) and code == (0 if result["passes"] else 1)
-
-
-def export(run_dir, capsys, *more) -> tuple[int, dict, str]:
-    code, out, err = run_main(["export", run_dir, *more], capsys)
-    return code, (json.loads(out.strip().splitlines()[-1]) if code in (0, 1) else {}), err
 
 
 def test_an_ex09_model_exports_and_scores_as_evaluate_does(synthetic_data_dir, tmp_path, capsys):

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import (REPO, cli, ctrl_c_works, run_main, snapshot, synthetic_faces, wait_for, write_course_csv,
+from helpers import (REPO, cli, ctrl_c_works, export, run_main, snapshot, synthetic_faces, wait_for, write_course_csv,
                      write_sweep)
 from test_hostile_input import TINY, TINY_EX08, one_line_error
 
@@ -132,11 +132,6 @@ def test_report_replaces_only_the_files_it_fetched(synthetic_data_dir, tmp_path,
 
 COURSE_FILES = ["exercise_code/__init__.py", "exercise_code/networks/__init__.py",
                 "exercise_code/networks/keypoint_nn.py", "models/facial_keypoints.p"]
-
-
-def export(run_dir, capsys, *more):
-    code, out, err = run_main(["export", run_dir, *more], capsys)
-    return code, (json.loads(out.strip().splitlines()[-1]) if code in (0, 1) else {}), err
 
 
 def test_export_into_a_folder_it_did_not_write_is_refused(finished_run, tmp_path, capsys):
@@ -621,6 +616,7 @@ def test_wandb_with_a_key_but_no_network_goes_offline_at_once_saying_so_once(tmp
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setattr(tracking, "_said", set())
+    monkeypatch.setattr(tracking, "_server_answers", None)
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     monkeypatch.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{port}")
