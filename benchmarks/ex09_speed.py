@@ -35,9 +35,9 @@ sys.path.insert(0, str(REPO))
 def project_throughput(cfg, split, seconds: float) -> float:
     import torch
 
-    from common.ema import make_ema
-    from common.optim import param_groups
-    from common.schedules import cosine_scheduler
+    from common.training.ema import make_ema
+    from common.training.optim import param_groups
+    from common.training.schedules import cosine_scheduler
     from ex09_keypoints.models import build_model
     from ex09_keypoints.train import train_one_epoch
 
@@ -167,7 +167,7 @@ def main() -> None:
                     help="whose models to compare the loops on (the first one's figures are the top-level ones)")
     args = ap.parse_args()
 
-    from common.device import set_threads
+    from common.run.device import set_threads
     from ex09_keypoints.config import make_config
     from ex09_keypoints.data import load_keypoints
     from ex09_keypoints.models import build_model

@@ -169,7 +169,7 @@ def from_dict(cls, data: dict):
 
 def save_config(cfg, path: str | Path) -> None:
     """``config.json``: the resolved config, led by the exercise it belongs to (the config class's ``experiment``)."""
-    from common.atomic import atomic_write_text
+    from common.files.atomic import atomic_write_text
 
     head = {"experiment": cfg.experiment} if getattr(cfg, "experiment", None) else {}
     atomic_write_text(Path(path), json.dumps({**head, **to_dict(cfg)}, indent=2) + "\n")

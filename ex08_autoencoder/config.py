@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from common.augment import AffineAugment, augment_ranges
 from common.config import check_ranges
 from common.errors import ConfigError
-from common.run_config import RunConfig
-from common.tracking import TrackConfig
+from common.run.run_config import RunConfig
+from common.run.tracking import TrackConfig
+from common.training.augment import AffineAugment, augment_ranges
 
 STEPS = ("pretrain", "transfer", "teacher")
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import DataError
-from common.paths import resolve_data_dir
+from common.run.paths import resolve_data_dir
 
 # torchvision's mirrors and md5 sums (torchvision.datasets.MNIST.mirrors / .resources)
 MIRRORS = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
@@ -74,7 +74,7 @@ def read_idx(path: Path, ndim: int) -> np.ndarray:
 
 def ensure_files(data_dir=None, mirrors: tuple[str, ...] | None = None, check_md5: bool = True) -> Path:
     """The folder holding the four files, each md5-checked; downloads missing ones from the mirrors."""
-    from common.download import DownloadError, download, md5sum
+    from common.files.download import DownloadError, download, md5sum
 
     folder = mnist_dir(data_dir)
     env = os.environ.get("I2DL_MNIST_MIRRORS")
@@ -203,7 +203,7 @@ def labeled_order(labels, n_samples: int, balanced: bool, generator_cpu):
     draws with replacement, or shuffled passes without."""
     import torch
 
-    from common.sampling import class_balanced_sampler
+    from common.training.sampling import class_balanced_sampler
 
     n = n_samples or len(labels)
     if balanced:

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.course.submission import check_against_record, module_source, verify_submission, write_submission
 from common.errors import ConfigError
-from common.submission import check_against_record, module_source, verify_submission, write_submission
 from ex08_autoencoder import models
 from ex08_autoencoder.data import few_label_data, load_mnist
 from ex08_autoencoder.evaluate import predict_logits

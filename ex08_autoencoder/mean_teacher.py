@@ -18,22 +18,21 @@ One epoch = ``unlabeled_per_epoch`` unlabeled images (a fresh random subset of t
 """
 from __future__ import annotations
 
-import copy
-import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from common.augment import augment_images
-from common.device import autocast
-from common.ema import make_ema
-from common.optim import optimizer_step, param_groups
-from common.schedules import consistency_ramp, cosine_scheduler
-from ex08_autoencoder.config import AutoencoderConfig
+from common.run.device import autocast
+from common.training.augment import augment_images
+from common.training.ema import make_ema
+from common.training.loop import Candidate, Fitted
+from common.training.optim import optimizer_step, param_groups
+from common.training.schedules import consistency_ramp, cosine_scheduler
+from ex08_autoencoder.config import TeacherConfig
 from ex08_autoencoder.data import FewLabelData, cpu_generator, labeled_order, to_float
-from ex08_autoencoder.evaluate import accuracy, better
+from ex08_autoencoder.evaluate import accuracy, candidate, keep_in_memory
 from ex08_autoencoder.models import Classifier
-from ex08_autoencoder.step_state import StepState
 
 
 def consistency_loss(student_logits, teacher_probs):
@@ -98,9 +97,10 @@ def vat_loss(model, x, eps: float, generator=None, xi: float = 1e-6):
         model.train(was_training)
 
 
-def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier, log, generator,
-                 progress=None, state: StepState | None = None) -> tuple[Classifier, dict]:
-    c = cfg.teacher
+def mean_teacher(c: TeacherConfig, student: Classifier, data: FewLabelData, generator, amp: bool,
+                 fit: Callable[..., Fitted]) -> tuple[Classifier, dict]:
+    """Train ``student`` (the transfer step's classifier) and its EMA teacher with the epoch loop ``fit``;
+    returns the best-val teacher and its figures."""
     device = data.train_x.device
     student.train()
     teacher = make_ema(student, c.ema_decay)
@@ -113,11 +113,8 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
     n_unlabeled = data.unlabeled_x.shape[0]
     # the labeled split's class frequencies are the target (balanced by construction: data.per_class each)
     align = DistributionAlignment(torch.bincount(data.train_y, minlength=10)).to(device) if c.align else None
-    state = state or StepState()
-    start, best, best_state = state.attach(student=student, teacher=teacher, optimizer=optimizer,
-                                           scheduler=scheduler, generator=generator, cpu_generator=cpu_gen,
-                                           align=align)
-    for epoch in progress(range(start, c.epochs)) if progress else range(start, c.epochs):
+
+    def train_epoch(epoch: int) -> dict:
         u_order = torch.randperm(n_unlabeled, generator=generator, device=device)
         l_order = labeled_order(data.train_y, steps * c.labeled_batch, True, cpu_gen).to(device)
         sums = torch.zeros(4, device=device)
@@ -126,7 +123,7 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
             x = to_float(torch.cat([data.train_x[l_idx],
                                     data.unlabeled_x[u_order[s * c.unlabeled_batch:(s + 1) * c.unlabeled_batch]]]))
             strong, weak = augment_images(x, c.strong, generator), augment_images(x, c.weak, generator)
-            with autocast(device, cfg.run.amp):
+            with autocast(device, amp):
                 student_logits = student(strong).float()
                 with torch.no_grad():  # teacher in train mode: its dropout is part of the noise, as in the paper
                     teacher_probs = teacher.module(weak).float().softmax(1)
@@ -148,20 +145,24 @@ def mean_teacher(cfg: AutoencoderConfig, data: FewLabelData, student: Classifier
             optimizer_step(student, optimizer, loss, c.grad_clip, scheduler, ema=teacher)
             sums += torch.stack([supervised.detach(), consistency.detach(), counted, vat.detach()])
         sup, cons, counted_rate, vat_mean = (sums / steps).tolist()
-        t_val, s_val = accuracy(teacher.module, data.val_x, data.val_y), accuracy(student, data.val_x, data.val_y)
-        row = {"epoch": epoch, "train/supervised_loss": sup, "train/consistency_loss": cons, "consistency_weight": w,
-               **({"train/pseudo_label_rate": counted_rate} if c.consistency == "pseudo_label" else {}),
-               "val/acc": t_val["acc"], "val/loss": t_val["loss"], "val/student_acc": s_val["acc"]}
+        row = {"train/supervised_loss": sup, "train/consistency_loss": cons, "consistency_weight": w}
+        if c.consistency == "pseudo_label":
+            row["train/pseudo_label_rate"] = counted_rate
         if c.vat_weight > 0:
             row["train/vat_loss"] = vat_mean
         if align is not None:  # how unbalanced the teacher's own predictions are (1 = balanced): what it corrects
             row["train/teacher_class_ratio"] = (align.running.max() / align.running.min()).item()
-        if not (math.isfinite(sup) and math.isfinite(cons) and math.isfinite(vat_mean)):
-            raise FloatingPointError(f"teacher epoch {epoch}: loss is not finite; lower teacher.lr")
-        log(row)
-        if better(t_val, best):
-            best, best_state = {**t_val, "epoch": epoch}, copy.deepcopy(teacher.module.state_dict())
-        state.save(epoch, best, best_state)
+        return row
+
+    def evaluate(epoch: int) -> tuple[dict, list[Candidate]]:
+        record, best = candidate(teacher.module, data.val_x, data.val_y, "teacher")
+        return {**record, "val/student_acc": accuracy(student, data.val_x, data.val_y)["acc"]}, [best]
+
+    fitted = fit(c.epochs, train_epoch=train_epoch, evaluate=evaluate, keep_best=keep_in_memory,
+                 objects={"student": student, "teacher": teacher, "optimizer": optimizer, "scheduler": scheduler,
+                          "generator": generator, "cpu_generator": cpu_gen, "align": align},
+                 hint="lower teacher.lr", show=("val/acc",))
     final = teacher.module
-    final.load_state_dict(best_state)
-    return final.eval(), {"best_epoch": best["epoch"], "val/acc": best["acc"], "val/loss": best["loss"]}
+    final.load_state_dict(fitted.best_weights)
+    return final.eval(), {"best_epoch": fitted.best["epoch"], "val/acc": fitted.best["val/acc"],
+                          "val/loss": fitted.best["val/loss"]}

@@ -6,21 +6,21 @@ picks the epoch whose encoder is kept.
 """
 from __future__ import annotations
 
-import copy
-import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from common.augment import augment_images
-from common.device import autocast
 from common.errors import ConfigError
-from common.optim import optimizer_step, param_groups
-from common.schedules import cosine_scheduler
-from ex08_autoencoder.config import AutoencoderConfig
+from common.run.device import autocast
+from common.training.augment import augment_images
+from common.training.loop import Candidate, Fitted
+from common.training.optim import optimizer_step, param_groups
+from common.training.schedules import cosine_scheduler
+from ex08_autoencoder.config import PretrainConfig
 from ex08_autoencoder.data import FewLabelData, to_float
+from ex08_autoencoder.evaluate import keep_in_memory
 from ex08_autoencoder.models import Autoencoder
-from ex08_autoencoder.step_state import StepState
 
 
 def corrupt(x, mask_ratio: float, noise_std: float, generator=None):
@@ -49,41 +49,43 @@ def val_loss(ae, images_uint8, kind: str) -> float:
     return loss
 
 
-def pretrain(cfg: AutoencoderConfig, data: FewLabelData, log, generator, progress=None,
-             state: StepState | None = None) -> tuple[Autoencoder, dict]:
-    """Train the autoencoder; ``log(row)`` records each epoch, ``state`` keeps the training state after each
-    (and resumes from it). Returns the best-val autoencoder and its figures."""
-    c = cfg.pretrain
+def pretrain(c: PretrainConfig, ae: Autoencoder, data: FewLabelData, generator, amp: bool,
+             fit: Callable[..., Fitted]) -> tuple[Autoencoder, dict]:
+    """Train the autoencoder ``ae`` with the epoch loop ``fit`` (common.training.loop.fit, bound to the step's run dir,
+    tracker and training state). Returns the best-val autoencoder and its figures."""
     device = data.unlabeled_x.device
-    ae = Autoencoder(cfg.model).to(device)
     optimizer = torch.optim.Adam(param_groups(ae, c.lr, c.weight_decay), lr=c.lr)
     n = data.unlabeled_x.shape[0]
     steps = n // c.batch_size  # ragged last batch dropped (BatchNorm statistics of a tiny batch are noise)
     if steps == 0:  # no step at all: the loss would be a NaN mean over nothing
         raise ConfigError(f"pretrain.batch_size={c.batch_size} is larger than the {n} unlabeled images "
-                          f"(data.max_unlabeled={cfg.data.max_unlabeled}); lower the batch size or use more images")
+                          "(data.max_unlabeled); lower the batch size or use more images")
     scheduler = cosine_scheduler(optimizer, steps * c.epochs) if c.cosine else None
-    state = state or StepState()
-    start, best, best_state = state.attach(model=ae, optimizer=optimizer, scheduler=scheduler, generator=generator)
-    for epoch in progress(range(start, c.epochs)) if progress else range(start, c.epochs):
+    last = {}  # the epoch's training figures: the best epoch's are reported with it
+
+    def train_epoch(epoch: int) -> dict:
         order = torch.randperm(n, generator=generator, device=device)
         loss_sum = torch.zeros((), device=device)
         for s in range(steps):
             clean = augment_images(to_float(data.unlabeled_x[order[s * c.batch_size:(s + 1) * c.batch_size]]),
                                    c.augment, generator)
             noisy = corrupt(clean, c.mask_ratio, c.noise_std, generator)
-            with autocast(device, cfg.run.amp):
+            with autocast(device, amp):
                 logits = ae.reconstruction_logits(noisy)
             loss = reconstruction_loss(logits.float(), clean, c.loss)
             optimizer_step(ae, optimizer, loss, 0.0, scheduler)
             loss_sum += loss.detach()
-        row = {"epoch": epoch, "train/loss": (loss_sum / steps).item(), "val/loss": val_loss(ae, data.val_x, c.loss),
-               "lr": optimizer.param_groups[0]["lr"]}
-        if not math.isfinite(row["train/loss"]):
-            raise FloatingPointError(f"pretrain epoch {epoch}: loss is {row['train/loss']}; lower pretrain.lr")
-        log(row)
-        if best is None or row["val/loss"] < best["val/loss"]:
-            best, best_state = row, copy.deepcopy(ae.state_dict())
-        state.save(epoch, best, best_state)
-    ae.load_state_dict(best_state)
-    return ae.eval(), {"best_epoch": best["epoch"], "val/loss": best["val/loss"], "train/loss": best["train/loss"]}
+        last.update({"train/loss": (loss_sum / steps).item(), "lr": optimizer.param_groups[0]["lr"]})
+        return dict(last)
+
+    def evaluate(epoch: int) -> tuple[dict, list[Candidate]]:
+        loss = val_loss(ae, data.val_x, c.loss)
+        record = {"val/loss": loss, "train/loss": last["train/loss"]}
+        return {"val/loss": loss}, [Candidate(ae, (-loss,), record, "autoencoder")]
+
+    fitted = fit(c.epochs, train_epoch=train_epoch, evaluate=evaluate, keep_best=keep_in_memory,
+                 objects={"model": ae, "optimizer": optimizer, "scheduler": scheduler, "generator": generator},
+                 hint="lower pretrain.lr", show=("train/loss", "val/loss"))
+    ae.load_state_dict(fitted.best_weights)
+    return ae.eval(), {"best_epoch": fitted.best["epoch"], "val/loss": fitted.best["val/loss"],
+                       "train/loss": fitted.best["train/loss"]}

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common import checkpoint
 from common.config import changed_keys, from_dict, to_dict
 from common.errors import ConfigError
+from common.files import checkpoint
 from ex08_autoencoder.config import AutoencoderConfig, ModelConfig
 from ex08_autoencoder.models import Autoencoder, Classifier
 

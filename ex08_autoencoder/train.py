@@ -13,24 +13,26 @@ import hashlib
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import torch
 
-from common import checkpoint
-from common.atomic import atomic_write_text
+import common.training.loop
 from common.config import check_resumable, to_dict
 from common.errors import ConfigError
-from common.json_files import read_json_dict
-from common.paths import resolve_data_dir
-from common.progress import EpochBar
-from common.record import data_record, start_record
-from common.run_config import start_run
-from common.rundir import RunDir, check_not_complete
-from common.seed import seed_everything
-from common.timing import since_process_start
-from common.tracking import Tracker, open_tracker
+from common.files import checkpoint
+from common.files.atomic import atomic_write_text
+from common.files.json_files import read_json_dict
+from common.run.paths import resolve_data_dir
+from common.run.record import data_record, start_record
+from common.run.run_config import start_run
+from common.run.rundir import RunDir, check_not_complete
+from common.run.seed import seed_everything
+from common.run.timing import since_process_start
+from common.run.tracking import Tracker, open_tracker
+from common.training.training_state import TrainingState, read_state
 from ex08_autoencoder import plots
 from ex08_autoencoder.config import STEPS, AutoencoderConfig, make_config
 from ex08_autoencoder.data import FewLabelData, few_label_data, load_mnist, mnist_files
@@ -40,8 +42,11 @@ from ex08_autoencoder.models import Autoencoder, Classifier, encode, millions
 from ex08_autoencoder.pretrain import corrupt, pretrain
 from ex08_autoencoder.probe import linear_probe
 from ex08_autoencoder.saved import CHECKPOINT_OF, load_step, save_step
-from ex08_autoencoder.step_state import StepState, state_path
 from ex08_autoencoder.transfer import transfer
+
+SAVE_EVERY_S = 5.0
+"""A save of the leaderboard preset's teacher state (28.7 MB) takes ~0.07 s; the transfer step's epochs take
+~0.3 s, so saving after every one would add ~25 % to that step. A kill loses at most these seconds of work."""
 
 
 def _previous(run_dir: Path, step: str, cfg: AutoencoderConfig, device="cpu"):
@@ -65,11 +70,6 @@ def _split_file(run: RunDir, data: FewLabelData) -> None:
     atomic_write_text(path, json.dumps(data.split) + "\n")
 
 
-def _progress(enabled: bool, step: str):
-    """``epochs -> iterable``: the step's epoch bar (common.progress), or None for no bar."""
-    return (lambda epochs: EpochBar(epochs, f"ex08 {step}")) if enabled else None
-
-
 def _report_classifier(model, data: FewLabelData, run: RunDir, step: str, figures: list, tracker: Tracker) -> dict:
     logits = predict_logits(model, data.test10k_x)  # once, for the accuracy, the confusion matrix and the table
     test100, test10k = accuracy(model, data.test100_x, data.test100_y), scores(logits, data.test10k_y)
@@ -87,23 +87,23 @@ def _report_classifier(model, data: FewLabelData, run: RunDir, step: str, figure
     return {"test100/acc": test100["acc"], "test10k/acc": test10k["acc"], "params": checkpoint.count_params(model)}
 
 
+def state_path(run_dir: Path, step: str) -> Path:
+    """Where a running step keeps its training state (deleted once the step's checkpoint holds the result)."""
+    return Path(run_dir) / f"{step}.state.pt"
+
+
 def run_step(step: str, cfg: AutoencoderConfig, data: FewLabelData, run: RunDir, tracker: Tracker,
              progress: bool, on_epoch: Callable[[int, dict], None] | None = None,
-             state: StepState | None = None) -> dict:
+             state: TrainingState | None = None) -> dict:
     """Train ``step`` (going on from ``state`` when it holds a saved epoch), save its checkpoint and figures."""
     device = data.train_x.device
     generator = torch.Generator(device=device).manual_seed(cfg.run.seed * 1000 + STEPS.index(step))
-
-    def log(row):
-        run.log_metrics({"step": step, **row, "elapsed_s": since_process_start()})
-        # No explicit W&B step: a study's trial logs all steps into one run, where epochs restart per step.
-        tracker.log({f"{step}/{k}": v for k, v in row.items()})
-        if on_epoch is not None:
-            on_epoch(row["epoch"], {"step": step, **row})
-
+    # The step's epoch loop: its rows tagged with the step, its state saved at most every SAVE_EVERY_S.
+    fit = partial(common.training.loop.fit, f"ex08 {step}", state=state or TrainingState(None, step), run=run,
+                  tracker=tracker, step=step, on_epoch=on_epoch, progress=progress)
     figures, result = [], {}
     if step == "pretrain":
-        ae, result = pretrain(cfg, data, log, generator, _progress(progress, step), state)
+        ae, result = pretrain(cfg.pretrain, Autoencoder(cfg.model).to(device), data, generator, cfg.run.amp, fit)
         result["params"] = checkpoint.count_params(ae)
         save_step(ae, "autoencoder", cfg, run / CHECKPOINT_OF[step], **result)
         result.update(linear_probe(ae.encoder, data))
@@ -114,11 +114,12 @@ def run_step(step: str, cfg: AutoencoderConfig, data: FewLabelData, run: RunDir,
         figures.append(plots.latent_pca(encode(ae.encoder, data.test10k_x[:3000]), data.test10k_y[:3000],
                                         run / "latent_pca.png"))
     elif step == "transfer":
-        ae = _previous(run.path, "pretrain", cfg, device)
-        model, result = transfer(cfg, data, ae.encoder, log, generator, _progress(progress, step), state)
+        encoder = _previous(run.path, "pretrain", cfg, device).encoder
+        model, result = transfer(cfg.transfer, Classifier(cfg.model, encoder).to(device), data, generator,
+                                 cfg.run.amp, fit)
     else:
         student = _previous(run.path, "transfer", cfg, device)
-        model, result = mean_teacher(cfg, data, student, log, generator, _progress(progress, step), state)
+        model, result = mean_teacher(cfg.teacher, student, data, generator, cfg.run.amp, fit)
     if step != "pretrain":
         result.update(_report_classifier(model, data, run, step, figures, tracker))
         save_step(model, "classifier", cfg, run / CHECKPOINT_OF[step], **result)
@@ -178,10 +179,8 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
         if resume is not None:
             done = [s for s in steps if s in summary["steps"] and (run / CHECKPOINT_OF[s]).is_file()]
             steps = [s for s in steps if s not in done]
-        states = {s: StepState(state_path(run.path, s), s, resume=resume is not None) for s in steps}
-        if resume is not None:  # epochs after the last saved state come again
-            last_saved = {s: state.epoch for s, state in states.items()}
-            run.keep_metrics(lambda row: row["step"] in done or row["epoch"] <= last_saved.get(row["step"], -1))
+        states = {s: step_state(run.path, s, cfg, resume is not None) for s in steps}
+        if resume is not None:  # each step's loop drops its rows after its saved state (common.training.loop)
             going_on = [f"{s} from epoch {states[s].epoch + 1}" for s in steps]
             print(f"[ex08] resuming {run.path}: {', '.join(done) or 'no step'} done, running "
                   f"{', '.join(going_on) or 'nothing'}", file=sys.stderr)
@@ -225,6 +224,13 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
         if tracker is not None:  # a study's one run: the final figures at the top level too
             tracker.summary({k: summary[k] for k in ("val/acc", "test100/acc", "test10k/acc") if k in summary})
     return summary
+
+
+def step_state(run_dir: Path, step: str, cfg: AutoencoderConfig, resume: bool) -> TrainingState:
+    """``step``'s training state in the run dir; on a resume, read back (and checked) when one was saved."""
+    path = state_path(run_dir, step)
+    saved = read_state(path, step) if resume and path.is_file() else None
+    return TrainingState(path, step, saved=saved, resume=resume, config=to_dict(cfg), save_every_s=SAVE_EVERY_S)
 
 
 def param_report(cfg: AutoencoderConfig) -> str:

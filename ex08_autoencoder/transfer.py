@@ -5,21 +5,20 @@ and label smoothing all fight over-fitting 100 images. The epoch with the best v
 """
 from __future__ import annotations
 
-import copy
-import math
+from typing import Callable
 
 import torch
 
-from common.augment import augment_images
-from common.device import autocast
-from common.mixup import mixup_batch, mixup_loss
-from common.optim import discriminative_groups, optimizer_step
-from common.schedules import cosine_scheduler
-from ex08_autoencoder.config import AutoencoderConfig
+from common.run.device import autocast
+from common.training.augment import augment_images
+from common.training.loop import Candidate, Fitted
+from common.training.mixup import mixup_batch, mixup_loss
+from common.training.optim import discriminative_groups, optimizer_step
+from common.training.schedules import cosine_scheduler
+from ex08_autoencoder.config import TransferConfig
 from ex08_autoencoder.data import FewLabelData, cpu_generator, labeled_order, to_float
-from ex08_autoencoder.evaluate import accuracy, better
-from ex08_autoencoder.models import Classifier, Encoder
-from ex08_autoencoder.step_state import StepState
+from ex08_autoencoder.evaluate import candidate, keep_in_memory
+from ex08_autoencoder.models import Classifier
 
 
 def supervised_loss(model, images_uint8, labels, aug, criterion, mixup_alpha: float, generator, amp: bool):
@@ -39,40 +38,42 @@ def make_optimizer(c, classifier: Classifier):
     return torch.optim.AdamW(groups)
 
 
-def transfer(cfg: AutoencoderConfig, data: FewLabelData, encoder: Encoder, log, generator,
-             progress=None, state: StepState | None = None) -> tuple[Classifier, dict]:
-    c = cfg.transfer
+def transfer(c: TransferConfig, model: Classifier, data: FewLabelData, generator, amp: bool,
+             fit: Callable[..., Fitted]) -> tuple[Classifier, dict]:
+    """Train ``model`` (the pretrained encoder and a fresh head) on the labeled images with the epoch loop
+    ``fit``; returns the best-val classifier and its figures."""
     device = data.train_x.device
-    model = Classifier(cfg.model, encoder).to(device).train()
+    model.train()
     optimizer = make_optimizer(c, model)
     cpu_gen = cpu_generator(generator)
     per_epoch = c.samples_per_epoch or len(data.train_y)
     steps = max(1, per_epoch // c.batch_size + (per_epoch % c.batch_size > 1))  # a last batch of 1 breaks BN
     scheduler = cosine_scheduler(optimizer, steps * c.epochs) if c.cosine else None
     criterion = torch.nn.CrossEntropyLoss(label_smoothing=c.label_smoothing)
-    state = state or StepState()
-    start, best, best_state = state.attach(model=model, optimizer=optimizer, scheduler=scheduler,
-                                           generator=generator, cpu_generator=cpu_gen)
-    for epoch in progress(range(start, c.epochs)) if progress else range(start, c.epochs):
+
+    def train_epoch(epoch: int) -> dict:
         order = labeled_order(data.train_y, c.samples_per_epoch, c.balanced, cpu_gen).to(device)
         loss_sum, correct = torch.zeros((), device=device), torch.zeros((), device=device)
         for s in range(steps):
             idx = order[s * c.batch_size:(s + 1) * c.batch_size]
             loss, logits = supervised_loss(model, data.train_x[idx], data.train_y[idx], c.augment, criterion,
-                                           c.mixup_alpha, generator, cfg.run.amp)
+                                           c.mixup_alpha, generator, amp)
             optimizer_step(model, optimizer, loss, c.grad_clip, scheduler)
             loss_sum += loss.detach()  # summed on the device: no sync per step
             correct += (logits.argmax(1) == data.train_y[idx]).sum()
-        val = accuracy(model, data.val_x, data.val_y)
-        row = {"epoch": epoch, "train/loss": loss_sum.item() / steps, "val/acc": val["acc"], "val/loss": val["loss"],
-               "lr_head": optimizer.param_groups[-1]["lr"]}
+        row = {"train/loss": loss_sum.item() / steps, "lr_head": optimizer.param_groups[-1]["lr"]}
         if c.mixup_alpha <= 0:  # with mixup the images no longer carry a single label to be right about
             row["train/acc"] = correct.item() / min(len(order), steps * c.batch_size)
-        if not math.isfinite(row["train/loss"]):
-            raise FloatingPointError(f"transfer epoch {epoch}: loss is {row['train/loss']}; lower the lrs")
-        log(row)
-        if better(val, best):
-            best, best_state = {**val, "epoch": epoch}, copy.deepcopy(model.state_dict())
-        state.save(epoch, best, best_state)
-    model.load_state_dict(best_state)
-    return model.eval(), {"best_epoch": best["epoch"], "val/acc": best["acc"], "val/loss": best["loss"]}
+        return row
+
+    def evaluate(epoch: int) -> tuple[dict, list[Candidate]]:
+        record, best = candidate(model, data.val_x, data.val_y, "classifier")
+        return record, [best]
+
+    fitted = fit(c.epochs, train_epoch=train_epoch, evaluate=evaluate, keep_best=keep_in_memory,
+                 objects={"model": model, "optimizer": optimizer, "scheduler": scheduler, "generator": generator,
+                          "cpu_generator": cpu_gen},
+                 hint="lower transfer.lr_encoder and transfer.lr_head", show=("train/loss", "val/acc"))
+    model.load_state_dict(fitted.best_weights)
+    return model.eval(), {"best_epoch": fitted.best["epoch"], "val/acc": fitted.best["val/acc"],
+                          "val/loss": fitted.best["val/loss"]}

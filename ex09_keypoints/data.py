@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.errors import DataError, describe_error
-from common.paths import cache_dir, resolve_data_dir
-from common.streams import is_stream, read_stream
+from common.files.streams import is_stream, read_stream
+from common.run.paths import cache_dir, resolve_data_dir
 
 KEYPOINT_NAMES = (
     "left_eye_center", "right_eye_center", "left_eye_inner_corner", "left_eye_outer_corner",
@@ -210,7 +210,7 @@ def load_split(csv_path: Path, drop_bad_rows: bool = False, use_cache: bool = Tr
     <(zcat faces.csv.gz)``) is read once, whole, and not cached: it has no stable identity."""
     import torch
 
-    from common.atomic import atomic_torch_save
+    from common.files.atomic import atomic_torch_save
 
     csv_path = Path(csv_path)
     raw, cache = None, None
@@ -246,7 +246,7 @@ def report_dropped(splits: dict[str, KeypointsSplit], run_dir: Path | None = Non
     ``<run dir>/dropped_rows.txt`` (else the first is quoted)."""
     lines = [row for split in splits.values() for row in split.dropped_rows]
     if run_dir is not None and lines:
-        from common.atomic import atomic_write_text
+        from common.files.atomic import atomic_write_text
 
         atomic_write_text(Path(run_dir) / "dropped_rows.txt", "\n".join(lines) + "\n")
     for split in splits.values():
@@ -263,7 +263,7 @@ def keypoints_dir(data_dir: str | os.PathLike | None = None) -> Path:
 
 def ensure_files(data_dir: str | os.PathLike | None = None, url: str | None = None) -> Path:
     """The folder holding training.csv and val.csv; downloads and unpacks the course archive if missing."""
-    from common.download import DownloadError, download, extract_members
+    from common.files.download import DownloadError, download, extract_members
 
     folder = keypoints_dir(data_dir)
     wanted = list(SPLIT_FILES.values())

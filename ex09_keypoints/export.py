@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
+from common.course.submission import check_against_record, module_source, verify_submission, write_submission
 from common.errors import ConfigError
-from common.submission import check_against_record, module_source, verify_submission, write_submission
 from ex09_keypoints import models
 from ex09_keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, KEYPOINT_GRID_OFFSET, load_keypoints
 from ex09_keypoints.evaluate import predict

@@ -1,17 +1,18 @@
-"""A saved keypoint model (``best.pt``) and a run's training state (``last.pt``): written and read beside the
+"""A saved keypoint model (``best.pt``) and a run's training state (``last.pt``, read back here): beside the
 model, for training, ``--evaluate``, export and studies alike (none of them needs the training loop to load one)."""
 from __future__ import annotations
 
 from pathlib import Path
 
-from common import checkpoint
 from common.config import check_resumable, from_dict, to_dict
 from common.errors import ConfigError
+from common.files import checkpoint
+from common.training.training_state import check_state
 from ex09_keypoints.config import KeypointsConfig, ModelConfig
 from ex09_keypoints.models import KeypointModel, build_model
 
 CHECKPOINT_FORMAT = "i2dl-ex09-v1"  # best.pt: a model
-STATE_FORMAT = "i2dl-ex09-state-v1"  # last.pt: the whole training state, for --resume
+STATE_KIND = "ex09"  # last.pt: the whole training state, for --resume (common.training.training_state)
 
 
 def save_best(model: KeypointModel, cfg: KeypointsConfig, path: Path, **meta) -> int:
@@ -42,9 +43,8 @@ def load_training_state(path: str | Path, cfg: KeypointsConfig) -> dict:
     file, saved by a run with the same config as ``cfg`` (else it would not go on with the same computation)."""
     path = Path(path) / "last.pt" if Path(path).is_dir() else Path(path)
     state = checkpoint.load(path)
-    if state.get("format") != STATE_FORMAT:
-        what = ("a saved model (best.pt)" if state.get("format") == CHECKPOINT_FORMAT
-                else f"not an ex09 training state (format {state.get('format')!r})")
-        raise ConfigError(f"--resume {path} is {what}; --resume wants a run dir or its last.pt")
+    if state.get("format") == CHECKPOINT_FORMAT:
+        raise ConfigError(f"--resume {path} is a saved model (best.pt); --resume wants a run dir or its last.pt")
+    check_state(state, STATE_KIND, f"--resume {path}")
     check_resumable(state["config"], cfg, path)
     return state

@@ -9,7 +9,7 @@ from typing import Any
 
 from common.errors import ConfigError
 from common.experiment import Experiment
-from common.json_files import read_json_dict
+from common.files.json_files import read_json_dict
 
 EXERCISES = {
     "ex09": "ex09_keypoints.experiment",

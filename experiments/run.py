@@ -52,9 +52,9 @@ def run(args) -> int:
         raise ConfigError("--overwrite and --resume contradict each other: --resume continues the run in its dir, "
                           "--overwrite deletes it; give one (nothing was touched)")
     exp.check_flags(args, cfg, False)
-    from common.run_files import check_replaceable
-    from common.rundir import default_run_dir
-    from common.signals import exit_code, signal_name
+    from common.run.run_files import check_replaceable
+    from common.run.rundir import default_run_dir
+    from common.run.signals import exit_code, signal_name
 
     resume = args.resume
     if args.out:
@@ -77,7 +77,7 @@ def run(args) -> int:
                               for k, f in result["figures"].items()}))
             return 0
         summary = exp.train(cfg, out, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
-    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (common.signals)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (common.run.signals)
         flags = ["--resume", str(out)] if args.seeds else exp.continue_flags(cfg, out)
         again = flags or ["--out", str(out), "--overwrite"]  # --resume RUN_DIR names the dir itself
         print(f"interrupted ({signal_name(e)}): {out} keeps what finished; " + (
@@ -99,7 +99,7 @@ def command_with(flags: list[str]) -> str:
     ``--overwrite``: what to type to continue (or redo) the run."""
     import shlex
 
-    from common.record import COMMAND
+    from common.run.record import COMMAND
 
     argv, kept, skip = (COMMAND or ["python", "-m", "experiments.run", *sys.argv[1:]])[3:], [], False
     valued = {"--out", "--resume", "--step"}
@@ -180,12 +180,12 @@ def main(argv=None) -> int:
     from experiments.parser import build_parser
 
     args = build_parser().parse_args(argv)
-    from common import record
     from common.errors import ConfigError, DataError
-    from common.secrets import redact_argv
-    from common.signals import raise_on_sigterm
+    from common.run import record
+    from common.run.secrets import redact_argv
+    from common.run.signals import raise_on_sigterm
 
-    raise_on_sigterm()  # SIGTERM ends a run or a study as Ctrl-C does (common/signals.py)
+    raise_on_sigterm()  # SIGTERM ends a run or a study as Ctrl-C does (common/run/signals.py)
     # Whatever records the command line (run.json, the artifact store, W&B's metadata) sees no password.
     sys.argv[1:] = redact_argv(sys.argv[1:])
     record.COMMAND = redact_argv(["python", "-m", "experiments.run",

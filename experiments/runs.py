@@ -13,8 +13,8 @@ from pathlib import Path
 
 from common.config import apply_overrides, flatten, to_dict
 from common.errors import ConfigError
-from common.json_files import read_json
-from common.record import code_state, commit_known, read_record
+from common.files.json_files import read_json
+from common.run.record import code_state, commit_known, read_record
 from exercises import experiment_of, load_run
 
 FIGURES = ("val/score", "val/acc", "test10k/acc")
@@ -33,7 +33,7 @@ def find_runs(root: Path) -> list[Path]:
 
 def list_runs(root: Path) -> list[dict]:
     """One row per run dir; a run whose files cannot be read is listed and marked, never the end of the list."""
-    from common.run_files import lock_holder
+    from common.run.run_files import lock_holder
 
     rows = []
     for run_dir in find_runs(root):

@@ -9,13 +9,12 @@ import statistics
 import sys
 from pathlib import Path
 
-from common.atomic import atomic_write_text
 from common.config import apply_overrides, check_resumable, to_dict
 from common.errors import ConfigError
-from common.json_files import read_json
-from common.run_files import is_run_dir, is_seeds_dir
-from common.rundir import check_out_dir, run_status
-
+from common.files.atomic import atomic_write_text
+from common.files.json_files import read_json
+from common.run.run_files import is_run_dir, is_seeds_dir
+from common.run.rundir import check_out_dir, run_status
 
 MAX_SEEDS = 100
 

@@ -16,7 +16,7 @@ from typing import Callable
 from common.config import apply_overrides, get_value, to_dict
 from common.errors import ConfigError
 from common.experiment import Experiment
-from common.signals import signal_name
+from common.run.signals import signal_name
 from studies.storage import DEFAULT_GRACE_S, lazy_optuna
 from studies.sweep import Sweep, suggest
 
@@ -48,8 +48,8 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
 
     from optuna.exceptions import UpdateFinishedTrialError
 
-    from common.checkpoint import ModelTooLargeError
-    from common.tracking import Tracker
+    from common.files.checkpoint import ModelTooLargeError
+    from common.run.tracking import Tracker
 
     def objective(trial: optuna.Trial) -> float:
         t0 = time.perf_counter()

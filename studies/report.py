@@ -10,9 +10,9 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from common.atomic import atomic_write_text
 from common.config import apply_overrides, format_override
 from common.errors import ConfigError
+from common.files.atomic import atomic_write_text
 from studies.search import state_counts
 
 
@@ -65,10 +65,10 @@ def _figures(study, study_dir: Path) -> dict[str, str]:
 def fetch_best_artifacts(study, store, dest: Path) -> dict[str, Path]:
     """The best trial's files (checkpoint, record, figures) from the artifact store into ``dest``: from any
     machine that sees the store, whichever machine ran the trial. Only files an earlier fetch wrote are replaced
-    (``dest``'s manifest, :mod:`common.owned_files`); a file of the user's with the same name is left as it is."""
+    (``dest``'s manifest, :mod:`common.files.owned_files`); a file of the user's with the same name is left as it is."""
     from optuna.artifacts import download_artifact
 
-    from common.owned_files import OwnedFolder
+    from common.files.owned_files import OwnedFolder
 
     ids = study.best_trial.user_attrs.get("artifacts", {})
     if not ids:
@@ -221,7 +221,7 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
     for png in sorted(study_dir.glob("study_*.png")):
         print(f"figure: {png}")
     if retrain:
-        from common.run_files import check_replaceable
+        from common.run.run_files import check_replaceable
 
         if overwrite:  # refused now if it is not ours; replaced after the run's own checks
             check_replaceable(study_dir / "best-retrain")

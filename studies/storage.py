@@ -16,7 +16,7 @@ import warnings
 from pathlib import Path
 
 from common.errors import ConfigError
-from common.secrets import _credentials, redact, scrub
+from common.run.secrets import _credentials, redact, scrub
 
 STORAGE_ENV = "I2DL_STUDY_STORAGE"  # how the parent hands the storage URL to its workers (never on argv: passwords)
 DEFAULT_HEARTBEAT_S = 60

@@ -100,7 +100,7 @@ def resolve_sweep_path(study: str) -> Path:
 def load_sweep(path: str | Path, make_config: Callable[[str], Any] | None = None) -> Sweep:
     """Read and validate a sweep file. With ``make_config(preset)``, also check every config key and fixed value
     against the experiment's real config (the same typed override system the CLI uses)."""
-    from common.safe_yaml import load_yaml
+    from common.files.safe_yaml import load_yaml
 
     path = Path(path)
     raw = load_yaml(path, "sweep file")

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from common import record
 from common.config import apply_overrides, split_override
 from common.errors import ConfigError
 from common.experiment import Experiment
-from common.signals import Terminated, die_with_parent, exit_code, signal_name
+from common.run import record
+from common.run.signals import Terminated, check_interrupted, die_with_parent, exit_code, signal_name
 from exercises import get_experiment
 from studies.objective import grace_s, make_objective, taken_over, trial_dir
 from studies.search import create_or_load_study, finished_count, load_study, make_pruner, make_sampler, state_counts
@@ -175,7 +175,7 @@ def run_worker(sweep: Sweep, experiment: Experiment, url: str, study_dir: Path, 
             study.optimize(objective, n_trials=remaining, timeout=time_left, callbacks=callbacks,
                            gc_after_trial=True)
             return 0
-        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (common.signals)
+        except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (common.run.signals)
             print(f"[study] worker {worker}: interrupted ({signal_name(e)}); its running trial is marked FAIL. "
                   "Re-run the same command to resume.", file=sys.stderr)
             return exit_code(e)
@@ -218,13 +218,15 @@ def spawn_workers(argv_for: Callable[[int], list[str]], workers: int, url: str, 
         procs.append(subprocess.Popen(argv_for(i), env=env, preexec_fn=die_with_parent(os.getpid())))
         print(f"[study] worker {i}: pid {procs[-1].pid}, {threads} thread(s)"
               + (f", GPU {env['CUDA_VISIBLE_DEVICES']}" if gpus else ""), file=sys.stderr)
-    codes = []
     try:
-        codes = [p.wait() for p in procs]
+        while any(p.poll() is None for p in procs):
+            time.sleep(0.2)
+            check_interrupted()  # a Ctrl-C that landed in a callback and was dropped (common.run.signals)
+        codes = [p.returncode for p in procs]
     except KeyboardInterrupt as e:
         if isinstance(e, Terminated):
             # SIGTERM (timeout, Slurm, Kubernetes) often reaches the parent alone: pass it on at once (a worker
-            # that got it too ignores the second one, common.signals).
+            # that got it too ignores the second one, common.run.signals).
             for p in procs:
                 if p.poll() is None:
                     p.send_signal(signal.SIGTERM)

@@ -57,7 +57,7 @@ def synthetic_mnist_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def synthetic_mnist(synthetic_mnist_dir, monkeypatch) -> Path:
     """The synthetic MNIST root, with the md5 table pointed at its files (the real md5s are the originals')."""
-    from common.download import md5sum
+    from common.files.download import md5sum
     from ex08_autoencoder import data
 
     raw = synthetic_mnist_dir / "MNIST" / "raw"

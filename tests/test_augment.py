@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from common.augment import AffineAugment, augment_batch, random_affine, warp_images, warp_points
+from common.training.augment import AffineAugment, augment_batch, random_affine, warp_images, warp_points
 from ex09_keypoints.data import FLIP_PERMUTATION, KEYPOINT_NAMES, pixels_to_normalized
 
 
@@ -134,7 +134,7 @@ def test_shear_matches_torchvision_definition():
 
 
 def test_random_erasing_rate_and_area():
-    from common.augment import random_erasing
+    from common.training.augment import random_erasing
 
     g = torch.Generator().manual_seed(0)
     out = random_erasing(torch.ones(4000, 1, 28, 28), 0.15, (0.01, 0.06), (0.3, 3.3), generator=g)
@@ -149,7 +149,7 @@ def test_random_erasing_rate_and_area():
 
 
 def test_random_blur_keeps_mean_and_smooths():
-    from common.augment import random_blur
+    from common.training.augment import random_blur
 
     g = torch.Generator().manual_seed(0)
     img = torch.zeros(500, 1, 28, 28)
@@ -162,7 +162,7 @@ def test_random_blur_keeps_mean_and_smooths():
 
 
 def test_augment_images_off_is_identity_and_on_changes_pixels():
-    from common.augment import augment_images
+    from common.training.augment import augment_images
     from ex08_autoencoder.config import digit_augment
 
     x = torch.rand(8, 1, 28, 28)

@@ -6,12 +6,12 @@ import signal
 import pytest
 import torch
 
-from common.atomic import atomic_torch_save, atomic_write
-from common.checkpoint import ModelTooLargeError, check_param_limit, load, save_model_checked
-from common.ema import make_ema
-from common.optim import discriminative_groups, param_groups
-from common.schedules import consistency_ramp, cosine_scheduler, cosine_with_warmup
-from common.seed import seed_everything
+from common.files.atomic import atomic_torch_save, atomic_write
+from common.files.checkpoint import ModelTooLargeError, check_param_limit, load, save_model_checked
+from common.run.seed import seed_everything
+from common.training.ema import make_ema
+from common.training.optim import discriminative_groups, param_groups
+from common.training.schedules import consistency_ramp, cosine_scheduler, cosine_with_warmup
 
 
 def test_cosine_endpoints_and_warmup():
@@ -117,7 +117,7 @@ def test_an_atomic_write_from_another_thread_works(tmp_path):
     """Only the main thread may set signal handlers: a write from another thread skips holding Ctrl-C."""
     import threading
 
-    from common.atomic import atomic_write_text
+    from common.files.atomic import atomic_write_text
 
     errors = []
 
@@ -145,7 +145,7 @@ def test_size_limits(tmp_path):
 
 
 def test_mixup_lam_perm_and_loss():
-    from common.mixup import mixup_batch, mixup_loss
+    from common.training.mixup import mixup_batch, mixup_loss
 
     torch.manual_seed(0)
     x = torch.arange(8.0).view(4, 2)
@@ -163,7 +163,7 @@ def test_mixup_lam_perm_and_loss():
 
 
 def test_class_balanced_sampler_frequencies():
-    from common.sampling import class_balanced_sampler
+    from common.training.sampling import class_balanced_sampler
 
     labels = torch.tensor([0] * 90 + [1] * 9 + [2] * 1)
     sampler = class_balanced_sampler(labels, num_samples=30000, generator=torch.Generator().manual_seed(0))
@@ -174,7 +174,7 @@ def test_class_balanced_sampler_frequencies():
 
 
 def test_optimizer_step_clips_the_gradient_norm_and_updates_ema():
-    from common.optim import optimizer_step
+    from common.training.optim import optimizer_step
 
     model = torch.nn.Linear(4, 1, bias=False)
     opt = torch.optim.SGD(model.parameters(), lr=1.0)
@@ -201,7 +201,7 @@ def test_the_saved_model_limit_is_the_courses_20_million_bytes(tmp_path):
     import pytest
     import torch
 
-    from common.checkpoint import ModelTooLargeError, save_model_checked
+    from common.files.checkpoint import ModelTooLargeError, save_model_checked
     from common.limits import MAX_MODEL_BYTES
 
     model = torch.nn.Linear(4, 2)
@@ -216,7 +216,7 @@ def test_the_saved_model_limit_is_the_courses_20_million_bytes(tmp_path):
 def test_the_record_keeps_torchs_build():
     import torch
 
-    from common.record import package_versions
+    from common.run.record import package_versions
 
     build = package_versions()["torch_build"]
     assert build["version"] == torch.__version__ and build["cuda"] == torch.version.cuda and "cudnn" in build

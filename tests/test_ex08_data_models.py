@@ -7,8 +7,8 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from helpers import serve_dir, synthetic_digits, write_idx_gz
+
 from ex08_autoencoder import data
 from ex08_autoencoder.data import MnistDataError, ensure_files, load_mnist, make_split, read_idx
 
@@ -111,7 +111,7 @@ def test_corruption_rate_and_sigma():
 
 
 def test_parameter_counts_print_as_the_seeds():
-    from common.checkpoint import count_params
+    from common.files.checkpoint import count_params
     from ex08_autoencoder.config import make_config
     from ex08_autoencoder.models import Autoencoder, Classifier
     from ex08_autoencoder.train import param_report

@@ -62,7 +62,7 @@ def test_an_ex08_classifier_exports_with_the_runs_accuracies(preset, synthetic_m
 
 @pytest.mark.slow  # 7.5 s: a fresh interpreter imports the export
 def test_a_submission_that_needs_this_repo_fails_its_check(synthetic_data_dir, tmp_path, capsys):
-    from common.submission import verify_submission
+    from common.course.submission import verify_submission
     from ex09_keypoints.train import train
 
     run = tmp_path / "run"
@@ -92,8 +92,8 @@ def test_a_timm_backbone_is_refused_with_a_reason(synthetic_data_dir, tmp_path, 
 
 
 def test_bad_runs_to_export(synthetic_data_dir, synthetic_mnist, tmp_path, capsys):
-    from common.atomic import atomic_torch_save
     from common.config import to_dict
+    from common.files.atomic import atomic_torch_save
     from ex08_autoencoder.train import train as train_ex08
     from ex09_keypoints.models import build_model
 

@@ -610,8 +610,7 @@ def test_runs_lists_the_readable_runs_and_marks_an_unreadable_one(finished_run, 
 def test_wandb_with_a_key_but_no_network_goes_offline_at_once_saying_so_once(tmp_path, monkeypatch, capsys):
     import socket
 
-    from common import tracking
-
+    from common.run import tracking
     with socket.socket() as s:  # a loopback port nobody listens on: connection refused, at once
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -1,6 +1,8 @@
 """The import graph keeps its shape: layers import strictly downward (common -> the exercise packages -> the
-exercise table -> studies -> the CLI), the exercises do not import each other, no module imports itself back
-through others (no circle), and no source file grows past ~300 lines."""
+exercise table -> studies -> the CLI), and inside common its roles do too (errors and the course's limits ->
+file I/O -> configs -> run infrastructure -> training math and the course's submission); the exercises do not
+import each other, no module imports itself back through others (no circle), and no source file grows past
+~300 lines."""
 from __future__ import annotations
 
 import ast
@@ -8,6 +10,9 @@ import ast
 from helpers import REPO
 
 LAYERS = {"common": 0, "ex08_autoencoder": 1, "ex09_keypoints": 1, "exercises": 2, "studies": 3, "experiments": 4}
+COMMON_LAYERS = {"errors": 0, "limits": 0, "files": 1, "plots": 1, "config": 2, "run": 3, "training": 4,
+                 "course": 4, "experiment": 5}
+"""common's modules and role packages (common/<role>/), bottom first."""
 MAX_LINES = 320
 
 
@@ -41,6 +46,21 @@ def test_layers_import_strictly_downward():
             there = target.split(".")[0]
             if LAYERS[there] > LAYERS[here] or (LAYERS[there] == LAYERS[here] == 1 and there != here):
                 bad.append(f"{name} imports {target}")
+    assert bad == []
+
+
+def test_common_roles_import_strictly_downward():
+    roles = {p.stem if p.is_file() else p.name for p in (REPO / "common").iterdir()
+             if p.suffix == ".py" and p.stem != "__init__" or p.is_dir() and (p / "__init__.py").is_file()}
+    assert roles == set(COMMON_LAYERS), "a new part of common/ needs its place in COMMON_LAYERS"
+    bad = []
+    for name, tree in modules().items():
+        if name.startswith("common."):
+            here = name.split(".")[1]
+            for target in imports_of(tree, name):
+                there = target.split(".")[1] if target.startswith("common.") else None
+                if there in COMMON_LAYERS and there != here and COMMON_LAYERS[there] >= COMMON_LAYERS[here]:
+                    bad.append(f"{name} imports {target}")
     assert bad == []
 
 

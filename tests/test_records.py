@@ -44,7 +44,7 @@ def test_ex08_records_its_split(synthetic_mnist, tmp_path):
 
 
 def test_a_dirty_checkout_is_recorded_with_its_patch(tmp_path):
-    from common.record import code_state
+    from common.run.record import code_state
 
     repo = tmp_path / "repo"
     repo.mkdir()

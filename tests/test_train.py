@@ -277,7 +277,7 @@ def test_quick_preset_beats_pass_score_on_real_data(real_data, tmp_path):
 
 
 def test_nan_loss_raises_and_closes_the_wandb_run(synthetic_data_dir, tmp_path):
-    from ex09_keypoints.train import NonFiniteLossError
+    from common.training.loop import NonFiniteLossError
 
     cfg = tiny_config(synthetic_data_dir, **{"train.lr": 1e30, "train.grad_clip": 0.0, "train.epochs": 2,
                                              "track.mode": "offline"})

@@ -1,6 +1,6 @@
 """Hand a trained model in: a folder laid out like the course's exercise (``exercise_code/...`` sources,
 ``models/*.p`` pickled the way the course's ``save_model`` does) and a zip of it, then a check of that folder
-in a fresh interpreter that can import only it and torch (``common/submission_check.py``)."""
+in a fresh interpreter that can import only it and torch (``common/course/submission_check.py``)."""
 from __future__ import annotations
 
 import inspect
@@ -13,11 +13,11 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from common.atomic import atomic_write
-from common.checkpoint import count_params
 from common.errors import ConfigError
+from common.files.atomic import atomic_write
+from common.files.checkpoint import count_params
+from common.files.owned_files import OwnedFolder
 from common.limits import MAX_MODEL_BYTES, MAX_PARAMS, PASS_MARKS, mb
-from common.owned_files import OwnedFolder
 
 
 def module_source(module, replace: dict[str, str] | None = None) -> str:
@@ -47,7 +47,7 @@ def check_against_record(run_dir: Path, checkpoint: Path, model, key: str = "par
 def write_submission(out_dir: Path, sources: dict[str, str], pickle_name: str, obj, model) -> tuple[Path, list[str]]:
     """Write ``sources`` (path -> text, under ``out_dir``, with ``__init__.py`` in each package folder),
     ``models/<pickle_name>`` and the zip beside ``out_dir`` holding exactly those files; refuse a model over the
-    course's limits. ``out_dir`` must be new or one export wrote (its manifest, :mod:`common.owned_files`, says
+    course's limits. ``out_dir`` must be new or one export wrote (its manifest, :mod:`common.files.owned_files`, says
     so), and only files export wrote are replaced. Returns (the zip, the course's files in it)."""
     if count_params(model) >= MAX_PARAMS:
         raise ConfigError(f"the model has {count_params(model):,} parameters; the course takes fewer than "
@@ -87,8 +87,7 @@ def verify_submission(out_dir: Path, files: list[str], inputs: dict) -> tuple[in
     ``-B`` writes no ``__pycache__``."""
     import torch
 
-    from common import submission_check
-
+    from common.course import submission_check
     with tempfile.TemporaryDirectory(prefix="submission-check-") as tmp:
         path, copy = Path(tmp) / "inputs.pt", Path(tmp) / "submission"
         torch.save({**inputs, "limits": {"max_params": MAX_PARAMS, "max_bytes": MAX_MODEL_BYTES,

@@ -1,6 +1,6 @@
 """Check an exported course submission the way the course loads it. Run as a script in a fresh interpreter:
 
-    python -I common/submission_check.py EXPORT_DIR INPUTS.pt
+    python -I common/course/submission_check.py EXPORT_DIR INPUTS.pt
 
 It may import only the standard library, torch and the export folder (this repo's own packages are blocked, so
 a submission that still needs them fails here as it would on the course's server). ``INPUTS.pt`` holds the

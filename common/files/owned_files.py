@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 
 from common.errors import ConfigError
-from common.record import sha256_file as sha256
+from common.files.digest import sha256_file as sha256
 
 MANIFEST = ".i2dl-files.json"
 
@@ -63,7 +63,7 @@ class OwnedFolder:
 
     def record(self, name: str) -> Path:
         """Note that ``name`` (now written) is ours, and save the manifest."""
-        from common.atomic import atomic_write_text
+        from common.files.atomic import atomic_write_text
 
         self.written[name] = sha256(self.path(name))
         atomic_write_text(self.folder / MANIFEST, json.dumps({"written_by": f"i2dl-lab {self.what}",

@@ -4,8 +4,8 @@ the run record ``run.json``: whether the run is running, completed or failed (an
 Both exercises write the same files so runs, studies and reports read alike. A directory that already holds
 something is never written into unless the caller says it continues that run (``reuse``: ``--resume``, ex08's
 ``--step``) or replaces it (``replace``: ``--overwrite``, which removes only what runs write:
-:mod:`common.run_files`). A run that stopped before it saved anything is replaced by the same command. The
-process writing a run dir holds its lock (:class:`common.run_files.RunLock`) until the run ends.
+:mod:`common.run.run_files`). A run that stopped before it saved anything is replaced by the same command. The
+process writing a run dir holds its lock (:class:`common.run.run_files.RunLock`) until the run ends.
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import sys
 import time
 from pathlib import Path
 
-from common.atomic import atomic_write_text
 from common.config import save_config
 from common.errors import ConfigError, describe_error
-from common.json_files import read_json
-from common.run_files import LOCK, RunLock, check_replaceable, is_failed_start, remove_run_entries
+from common.files.atomic import atomic_write_text
+from common.files.json_files import read_json
+from common.run.run_files import LOCK, RunLock, check_replaceable, is_failed_start, remove_run_entries
 
 
 def default_run_dir(experiment: str, root: str | Path = "runs") -> Path:
@@ -117,7 +117,7 @@ class RunDir:
         self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)
 
     def record(self, **fields) -> None:
-        """Add ``fields`` to the run record (``run.json``, see :mod:`common.record`) and write it."""
+        """Add ``fields`` to the run record (``run.json``, see :mod:`common.run.record`) and write it."""
         self._record.update(fields)
         self._write_record()
 

@@ -3,7 +3,7 @@ may delete.
 
 ``--overwrite`` (and a failed start, which the same command replaces) removes a folder only when this repo wrote
 it, entry by entry: a run dir is recognised by its record (``run.json`` beside ``config.json``), a seeds dir by
-``seeds.json`` beside ``seed-N`` run dirs, an export folder by its manifest (:mod:`common.owned_files`), and each
+``seeds.json`` beside ``seed-N`` run dirs, an export folder by its manifest (:mod:`common.files.owned_files`), and each
 may hold only the files runs write. Anything else in it (a ``thesis.tex``, a ``src/``, a symlink) is named and
 nothing is deleted. A process that writes a run dir holds an exclusive ``flock`` on its ``.lock`` file, so a
 second process (a ``--resume`` of a run still training, an ``--overwrite`` of it) is refused naming the pid and
@@ -18,7 +18,7 @@ import socket
 from pathlib import Path
 
 from common.errors import ConfigError
-from common.json_files import read_json
+from common.files.json_files import read_json
 
 RUN_FILES = {"config.json", "run.json", "metrics.jsonl", "summary.json", "best.pt", "last.pt", "code.patch",
              "split.json", "pretrain.pt", "transfer.pt", "teacher.pt", "model.pt", "dropped_rows.txt", ".lock"}
@@ -48,7 +48,7 @@ def is_seeds_dir(path: Path) -> bool:
 
 def foreign_entries(path: Path) -> list[str]:
     """The entries of a run (or seeds) dir that no run wrote, as paths relative to it ('src/' for a folder)."""
-    from common.owned_files import foreign_in_owned_folder
+    from common.files.owned_files import foreign_in_owned_folder
 
     path, foreign = Path(path), []
     seeds = is_seeds_dir(path)
@@ -74,7 +74,7 @@ def foreign_entries(path: Path) -> list[str]:
 
 def _exported_zip(run_dir: Path, zip_path: Path) -> bool:
     """The zip beside ``submission/`` is export's when that folder's manifest lists it with these bytes."""
-    from common.owned_files import read_manifest, sha256
+    from common.files.owned_files import read_manifest, sha256
 
     recorded = (read_manifest(Path(run_dir) / SUBMISSION) or {}).get(f"../{zip_path.name}")
     return recorded is not None and zip_path.is_file() and sha256(zip_path) == recorded
@@ -109,7 +109,7 @@ def check_replaceable(path: Path, flag: str = "--overwrite") -> None:
 def remove_run_entries(path: Path, keep: tuple[str, ...] = ()) -> None:
     """Delete what :func:`check_replaceable` accepted, entry by entry (never a whole tree blindly): the run files,
     W&B's folder, export's files, the seed dirs. Call :func:`check_replaceable` first."""
-    from common.owned_files import remove_owned_folder
+    from common.files.owned_files import remove_owned_folder
 
     path = Path(path)
     for entry in sorted(path.iterdir()):

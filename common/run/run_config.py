@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-
 # numpy takes seeds below 2**32, and ex08 seeds each step with seed * 1000 + step
 MAX_SEED = 4_000_000
 
@@ -34,8 +33,8 @@ class RunConfig:
 def start_run(run: RunConfig):
     """Seed every generator, set the thread count, pick the device (refusing one this machine lacks).
     Returns ``(device, threads)``."""
-    from common.device import pick_device, set_threads
-    from common.seed import seed_everything
+    from common.run.device import pick_device, set_threads
+    from common.run.seed import seed_everything
 
     seed_everything(run.seed, run.deterministic)
     threads = set_threads(run.threads)

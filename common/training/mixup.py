@@ -1,6 +1,6 @@
 """Mixup (Zhang et al. 2018) on a whole batch: one lam ~ Beta(alpha, alpha) and one permutation per batch.
 
-Draws come from torch's global RNG, which :func:`common.seed.seed_everything` seeds.
+Draws come from torch's global RNG, which :func:`common.run.seed.seed_everything` seeds.
 """
 from __future__ import annotations
 

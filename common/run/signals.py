@@ -17,9 +17,26 @@ class Terminated(KeyboardInterrupt):
     signal_name = "SIGTERM"
 
 
+# The interrupts our handlers raised. Python runs a signal handler at the next bytecode boundary, which may be
+# inside a weakref or garbage-collector callback; an exception raised there is printed ("Exception ignored
+# in ...") and dropped, and the process goes on as if nothing came (a study worker trained on for minutes after
+# its parent forwarded Ctrl-C, seen in CI). Long loops call :func:`check_interrupted` to raise it again.
+_raised: list[KeyboardInterrupt] = []
+
+
 def exit_code(interrupt: BaseException) -> int:
-    """128 + the signal that interrupted us: 130 (Ctrl-C) or 143 (SIGTERM)."""
+    """128 + the signal that interrupted us: 130 (Ctrl-C) or 143 (SIGTERM). The interrupt is handled now."""
+    _raised.clear()
     return 128 + int(getattr(interrupt, "signum", signal.SIGINT))
+
+
+def check_interrupted() -> None:
+    """Raise again an interrupt that a callback swallowed (see ``_raised``); nothing when none came.
+
+    Call it where a loop can stop cleanly (after an epoch, between polls): a handled interrupt has already
+    ended the loop (and :func:`exit_code` forgot it), so one still pending here was swallowed."""
+    if _raised:
+        raise _raised.pop()
 
 
 def signal_name(interrupt: BaseException) -> str:
@@ -30,13 +47,23 @@ def _raise_terminated(signum, frame):
     # Once: a second SIGTERM (a parent forwarding the one its process group got too) must not cut short the
     # clean-up the first one started (marking a trial FAIL, writing the run record).
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise Terminated()
+    _raised.append(Terminated())
+    raise _raised[-1]
+
+
+def _raise_keyboard_interrupt(signum, frame):
+    _raised.append(KeyboardInterrupt())
+    raise _raised[-1]
 
 
 def raise_on_sigterm() -> None:
-    """From now on SIGTERM raises :class:`Terminated` in the main thread (where Python runs signal handlers)."""
+    """From now on SIGTERM raises :class:`Terminated` in the main thread (where Python runs signal handlers), and
+    SIGINT a KeyboardInterrupt that :func:`check_interrupted` can raise again. A SIGINT that the process was
+    started with ignored (a background job of a shell) stays ignored."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _raise_terminated)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
 
 
 def die_with_parent(parent_pid: int):

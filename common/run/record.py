@@ -1,13 +1,12 @@
 """The run record (``run.json``): which command, code, packages, machine and data made a run, so a number can
 be traced and made again (``python -m experiments.run rerun RUN_DIR``).
 
-Written when the run starts and completed when it ends (:class:`common.rundir.RunDir`). Cheap by design: three
+Written when the run starts and completed when it ends (:class:`common.run.rundir.RunDir`). Cheap by design: three
 ``git`` calls, package versions from their metadata, data files hashed once and then looked up by path, size
 and modification time (a cache in the cache dir).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -16,7 +15,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # common/run/record.py -> the checkout
 COMMAND: list[str] | None = None
 """The command line that started this run, set by the CLI (``python -m experiments.run ...``); else sys.argv."""
 PACKAGES = ("torch", "torchvision", "timm", "optuna", "wandb", "numpy", "scikit-learn", "scipy")
@@ -42,7 +41,7 @@ def code_state(patch_path: Path | None = None, repo: Path = REPO) -> dict:
     if status:
         out["untracked"] = [line[3:] for line in status if line.startswith("??")]
         if patch_path is not None:
-            from common.atomic import atomic_write_text
+            from common.files.atomic import atomic_write_text
 
             atomic_write_text(patch_path, _git(repo, "diff", "HEAD", "--binary"))
             out["patch"] = Path(patch_path).name
@@ -94,19 +93,11 @@ def host(threads: int, device) -> dict:
     return out
 
 
-def sha256_file(path: Path) -> str:
-    """The sha256 of a file's bytes, read in 1 MB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def sha256_files(paths: list[Path]) -> dict[str, str]:
     """``{path: sha256}``, each file hashed once per (path, size, mtime): a 50 MB CSV is not re-read every run."""
-    from common.atomic import atomic_write_text
-    from common.paths import cache_dir
+    from common.files.atomic import atomic_write_text
+    from common.files.digest import sha256_file
+    from common.run.paths import cache_dir
 
     cache_file = cache_dir() / "file-hashes.json"
     try:

@@ -1,4 +1,4 @@
-"""Checkpoints: written atomically (:mod:`common.atomic`), loaded with ``weights_only=True`` (no arbitrary pickle
+"""Checkpoints: written atomically (:mod:`common.files.atomic`), loaded with ``weights_only=True`` (no arbitrary pickle
 code), rebuilt only when their config fits their weights, and checked against the course's limits
 (:mod:`common.limits`)."""
 from __future__ import annotations
@@ -6,14 +6,17 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from common.atomic import atomic_torch_save
 from common.errors import ConfigError
+from common.files.atomic import atomic_torch_save
 from common.limits import MAX_MODEL_BYTES, MAX_PARAMS, mb
 
 
 class ModelTooLargeError(ConfigError):
     """A model over the course's limits: the user (or a study's sampler) asked for it, so a one-line error."""
 
+
+STATE_FORMAT = "i2dl-training-state-v1"
+"""The format of every training state (common.training.training_state): named here, where saved models are told apart."""
 
 def load(path: str | Path, map_location="cpu") -> dict:
     """``torch.load(weights_only=True)``; a missing, truncated or foreign file is a :class:`ConfigError` that
@@ -55,7 +58,7 @@ def load_model_blob(path: str | Path, fmt: str, what: str, **expect) -> dict:
     blob = load(path)
     found = {"format": blob.get("format"), **{k: blob.get(k) for k in expect}}
     if found != {"format": fmt, **expect}:
-        hint = " (it is a training state: continue it with --resume)" if "optimizer" in blob else ""
+        hint = " (it is a training state: continue it with --resume)" if found["format"] == STATE_FORMAT else ""
         raise ConfigError(f"{path} is not {what}: it holds "
                           f"{', '.join(f'{k} {v!r}' for k, v in found.items())}{hint}")
     return blob
