@@ -220,3 +220,39 @@ def test_the_record_keeps_torchs_build():
 
     build = package_versions()["torch_build"]
     assert build["version"] == torch.__version__ and build["cuda"] == torch.version.cuda and "cudnn" in build
+
+
+SWALLOWED_CTRL_C = """
+import os, signal, sys, weakref
+from common.run.signals import check_interrupted, raise_on_sigterm
+raise_on_sigterm()
+class Thing:
+    pass
+def callback(ref):  # Python runs the SIGINT handler inside this callback and drops what it raises
+    os.kill(os.getpid(), signal.SIGINT)
+    for _ in range(10000):
+        pass
+thing = Thing()
+ref = weakref.ref(thing, callback)
+del thing
+print("went on", flush=True)
+try:
+    check_interrupted()
+except KeyboardInterrupt:
+    print("raised again", flush=True)
+    sys.exit(130)
+"""
+
+
+def test_a_ctrl_c_that_python_drops_in_a_callback_is_raised_again():
+    """Python prints and drops an exception raised in a weakref callback, a signal handler's KeyboardInterrupt
+    too (a study worker trained on after Ctrl-C, seen in CI): the loops' check_interrupted() raises it again."""
+    import subprocess
+    import sys
+
+    from helpers import REPO, ctrl_c_works
+
+    proc = subprocess.run([sys.executable, "-c", SWALLOWED_CTRL_C], cwd=REPO, capture_output=True, text=True,
+                          timeout=60, preexec_fn=ctrl_c_works)
+    assert "KeyboardInterrupt" in proc.stderr and "Exception ignored" in proc.stderr, "Python dropped it"
+    assert proc.stdout.split() == ["went", "on", "raised", "again"] and proc.returncode == 130
