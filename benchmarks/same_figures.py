@@ -32,7 +32,7 @@ SUMMARY_KEYS = ("val/score", "val/acc", "test100/acc", "test10k/acc", "best_epoc
 
 def run(tree: Path, name: str, out: Path, data_dir: str | None) -> tuple[list[dict], dict, float]:
     args = RUNS[name]
-    fixed = ["--no-progress", *(["--data-dir", data_dir] if data_dir else []), "--out", str(out)]
+    fixed = ["--no-progress", *(["--data-dir", str(Path(data_dir).resolve())] if data_dir else []), "--out", str(out)]
     sets = ["track.mode=disabled", "run.threads=2"]
     cmd = [sys.executable, "-m", "experiments.run", *args[:1], *fixed, *args[1:]]
     cmd += sets if "--set" in args else ["--set", *sets]

@@ -52,6 +52,9 @@ def _add_study_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
                    help="artifact store for the trials' checkpoints and figures (default: <study dir>/artifacts; "
                         "a folder all machines mount when they share a study)")
+    g.add_argument("--enqueue", type=Path, action="append", default=None, metavar="FILE",
+                   help="run this config first (a config.json or a run dir, e.g. an earlier study's best trial); "
+                        "repeatable; a config the study already ran is not queued again")
     g.add_argument("--workers", type=int, default=1, metavar="K",
                    help="worker processes on this machine, sharing the cores (and the GPUs, round-robin)")
     g.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)

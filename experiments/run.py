@@ -130,7 +130,8 @@ def study(args) -> int:
     exp.check_flags(args, None, True)
     return run_study(args.experiment, args.study, config_overrides(exp, args), out=args.out, storage=args.storage,
                      trials=args.trials, timeout=args.timeout, workers=args.workers,
-                     worker_index=args.worker_index, worker_threads=args.worker_threads, artifacts=args.artifacts)
+                     worker_index=args.worker_index, worker_threads=args.worker_threads, artifacts=args.artifacts,
+                     enqueue=args.enqueue or [])
 
 
 def report(args) -> int:
@@ -201,6 +202,12 @@ def main(argv=None) -> int:
             if args.experiment == "rerun":
                 return runs.rerun(args.run_dir, args.out, args.overrides, progress=not args.no_progress)
             return runs.compare(*args.compare) if args.compare else runs.print_runs(args.root, args.json)
+        if not args.study:
+            given = [flag for flag, value in (("--trials", args.trials), ("--timeout", args.timeout),
+                                              ("--storage", args.storage), ("--artifacts", args.artifacts),
+                                              ("--enqueue", args.enqueue), ("--workers", args.workers != 1)) if value]
+            if given:
+                raise ConfigError(f"{given[0]} applies to a study only: add --study NAME, or drop it")
         return study(args) if args.study else run(args)
     except (ConfigError, DataError) as e:  # the user can fix these: one line, exit 2
         kind = "data error" if isinstance(e, DataError) else "error"

@@ -1,8 +1,9 @@
 """One trial: the sweep's fixed and sampled values become config overrides (the same typed system as
 ``--set``), and the experiment's own ``train`` runs them into ``<study dir>/trial-NNNN`` with one W&B run
-(group = study, name = ``<study>-<trial number>``). Every evaluation reports the sweep's metric to the pruner;
-a NaN/inf loss or metric, an infeasible config or a model over the course's limits prunes the trial with its
-reason, and the study goes on."""
+(group = study, name = ``<study>-<trial number>``). Every evaluation reports the sweep's metric to the pruner
+(its step: the epochs trained, :class:`EpochsTrained`); a parameter set that already ran is answered from that
+trial. A NaN/inf loss or metric, an infeasible config or a model over the course's limits prunes the trial with
+its reason, and the study goes on."""
 from __future__ import annotations
 
 import math
@@ -41,6 +42,31 @@ def upload_trial_artifacts(trial, run_dir: Path, store) -> dict[str, str]:
     return {f.name: upload_artifact(artifact_store=store, file_path=str(f), study_or_trial=trial) for f in files}
 
 
+class EpochsTrained:
+    """The pruner's step for a row: the epochs this trial has trained before it, over the training steps that
+    report the metric (one step: the epoch itself; rows tagged with a ``step``: that step's epochs come after
+    the earlier steps'), so that a pruner's ``min_resource`` and rungs are in epochs whatever the evaluation
+    cadence."""
+
+    def __init__(self):
+        self.offset, self.step, self.last = 0, None, -1
+
+    def __call__(self, epoch: int, row: dict) -> int:
+        if row.get("step") != self.step:  # a new step starts after the last one's epochs
+            self.offset, self.step = self.last + 1, row.get("step")
+        self.last = self.offset + epoch
+        return self.last
+
+
+def twin_of(trial):
+    """A finished trial (complete or pruned) with exactly this trial's parameters, or None: a sampler that proposes
+    a point again (TPE does, in a categorical space), or an enqueued config that already ran."""
+    from optuna.trial import TrialState
+
+    done = trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+    return next((t for t in done if t.number != trial.number and t.params == trial.params), None)
+
+
 def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, threads: int,
                    worker: int = 0, artifacts=None) -> Callable:
     """The Optuna objective: overrides -> config -> ``experiment.train`` with a pruning hook and a W&B run."""
@@ -65,6 +91,18 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
             raise optuna.TrialPruned(f"infeasible config: {e}") from None
         # Typed values as the config holds them: what --retrain-best and the report reuse.
         trial.set_user_attr("overrides", {k: _jsonable(get_value(cfg, k)) for k in overrides})
+        twin = twin_of(trial)
+        if twin is not None:  # answered from it, not trained again
+            objective.last = (trial.number, True)
+            trial.set_user_attr("duplicate_of", twin.number)
+            if twin.state.name == "PRUNED":
+                reason = f"the same parameters as trial {twin.number}, which was pruned"
+                trial.set_user_attr("reason", reason)
+                print(f"[study] trial {trial.number} (worker {worker}): pruned ({reason})", file=sys.stderr)
+                raise optuna.TrialPruned(reason)
+            print(f"[study] trial {trial.number} (worker {worker}): {sweep.metric} {twin.value:.4g}, answered from "
+                  f"trial {twin.number} (the same parameters)", file=sys.stderr, flush=True)
+            return twin.value
         if not int(sweep.fixed.get("run.threads") or 0):  # a thread count the user fixed wins
             cfg.run.threads = threads
         name = f"{sweep.study}-{trial.number}"
@@ -76,7 +114,7 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
                                                         "study": sweep.study}, **to_dict(cfg)},
                           run_dir, cfg.track.mode, name=name, group=sweep.study,
                           job_type=f"{experiment.name}-trial", tags=[sweep.study])
-        evals = 0
+        evals, epochs_trained = 0, EpochsTrained()
 
         def on_epoch(epoch: int, row: dict) -> None:
             nonlocal evals
@@ -85,7 +123,7 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
             value = row[sweep.metric]
             if not math.isfinite(value):
                 raise optuna.TrialPruned(f"{sweep.metric} is {value} at epoch {epoch}")
-            trial.report(value, evals)
+            trial.report(value, epochs_trained(epoch, row))
             evals += 1
             trial.set_user_attr("evals_run", evals)
             if trial.should_prune():

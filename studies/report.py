@@ -35,6 +35,59 @@ def compute_stats(study) -> dict[str, Any]:
             "trial_wall_s": sum(walls), "trials": len(trials)}
 
 
+def rung_steps(pruner: dict, last: int) -> list[int]:
+    """The pruner steps (epochs trained) where early values are compared with final ones: a Hyperband or
+    successive-halving sweep's rungs (min_resource * reduction_factor^k), else 1/9 and 1/3 of the way."""
+    if pruner.get("type") in ("hyperband", "successive_halving") and isinstance(pruner.get("min_resource"), int):
+        rf = int(pruner.get("reduction_factor", 3 if pruner["type"] == "hyperband" else 4))
+        steps, step = [], max(1, pruner["min_resource"])
+        while step < last:
+            steps.append(step)
+            step *= max(2, rf)
+        return steps
+    return sorted({s for s in (last // 9, last // 3) if 0 < s < last})
+
+
+def rung_correlations(study, pruner: dict) -> list[dict]:
+    """Over complete trials: the Spearman rank correlation between each rung's value (the first reported at or
+    after it) and the trial's final value. High: the rungs predict the end and pruning there is safe; low: the
+    pruner stops trials that would have won (raise min_resource)."""
+    from optuna.trial import TrialState
+    from scipy.stats import spearmanr
+
+    complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE
+                and t.intermediate_values and t.value is not None]
+    if not complete:
+        return []
+    out = []
+    for step in rung_steps(pruner, max(max(t.intermediate_values) for t in complete)):
+        pairs = [(t.intermediate_values[min(s for s in t.intermediate_values if s >= step)], t.value)
+                 for t in complete if max(t.intermediate_values) >= step]
+        rho = None
+        if len(pairs) >= 3 and len({a for a, _ in pairs}) > 1 and len({b for _, b in pairs}) > 1:
+            rho = float(spearmanr([a for a, _ in pairs], [b for _, b in pairs]).statistic)
+        out.append({"epochs": step, "trials": len(pairs), "spearman": rho})
+    return out
+
+
+def _rung_lines(study, pruner: dict) -> list[str]:
+    rows = rung_correlations(study, pruner)
+    if not rows:
+        return []
+    lines = ["## Do early epochs predict the end?", "",
+             "Spearman rank correlation, over complete trials, between the value after so many epochs and the "
+             "final value (1: the same order).", "", "| epochs trained | trials | Spearman |", "|---|---|---|"]
+    for r in rows:
+        rho = "n/a (< 3 trials that differ)" if r["spearman"] is None else f"{r['spearman']:.2f}"
+        lines.append(f"| {r['epochs']} | {r['trials']} | {rho} |")
+    weak = [r for r in rows if r["spearman"] is not None and r["spearman"] < 0.5]
+    if weak:
+        lines += ["", f"**Warning**: after {weak[0]['epochs']} epochs the order is a poor guide to the end "
+                      f"(Spearman {weak[0]['spearman']:.2f} < 0.5): pruning there may stop winners; raise the "
+                      "pruner's min_resource."]
+    return lines + [""]
+
+
 def _figures(study, study_dir: Path) -> dict[str, str]:
     """Optuna's matplotlib plots; a plot that cannot be drawn yet (too few trials) is reported, not raised."""
     import matplotlib
@@ -88,9 +141,10 @@ def fetch_best_artifacts(study, store, dest: Path) -> dict[str, Path]:
     return fetched
 
 
-def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | None = None) -> Path:
+def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | None = None,
+                 pruner: dict | None = None) -> Path:
     """Write ``report.md`` (+ PNGs) into ``study_dir``; returns its path. ``best_files``: the best trial's files
-    fetched from the artifact store."""
+    fetched from the artifact store; ``pruner``: the sweep's pruner (where its rungs are)."""
     from optuna.trial import TrialState
 
     study_dir = Path(study_dir)
@@ -133,6 +187,7 @@ def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | Non
                   f"{t.user_attrs.get('wall_s', 0):.0f} | "
                   + ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()) + " |" for t in ranked]
         lines.append("")
+    lines += _rung_lines(study, pruner or {})
     stopped = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.PRUNED, TrialState.FAIL)]
     if stopped:
         lines += ["## Pruned and failed trials", "", "| trial | state | reason |", "|---|---|---|"]
@@ -217,7 +272,7 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
         best_files = fetch_best_artifacts(study, artifact_store(store_dir), study_dir / "best-trial")
         for name, path in best_files.items():
             print(f"best trial's {name}: {path}")
-    print(f"report: {write_report(study, study_dir, best_files)}")
+    print(f"report: {write_report(study, study_dir, best_files, sweep.pruner)}")
     for png in sorted(study_dir.glob("study_*.png")):
         print(f"figure: {png}")
     if retrain:

@@ -2,9 +2,14 @@
 creating one study at once race) or loaded, with the preset's own values queued as the baseline trial."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from common.errors import ConfigError
 from studies.storage import lazy_optuna, open_storage, redact
-from studies.sweep import Sweep, baseline_params
+from studies.sweep import Sweep, baseline_params, suggest
+
+ENQUEUE_MAY_DIFFER = ("data.data_dir", "track.", "run.threads", "run.device", "train.time_limit_s", "preset")
+"""Keys in which an enqueued config may differ from the trial that runs it: where things are, not what is computed."""
 
 
 def make_sampler(spec: dict, seed_offset: int = 0):
@@ -34,8 +39,10 @@ def make_pruner(spec: dict):
     kind = spec["type"]
     if kind == "median":
         return optuna.pruners.MedianPruner(**kwargs)
-    if kind == "hyperband":
+    if kind == "hyperband":  # brackets of successive halving (Li et al. 2018); rungs at min_resource * rf^k epochs
         return optuna.pruners.HyperbandPruner(**kwargs)
+    if kind == "successive_halving":  # asynchronous SH (ASHA, Li et al. 2020): one bracket
+        return optuna.pruners.SuccessiveHalvingPruner(**kwargs)
     return optuna.pruners.NopPruner()
 
 
@@ -62,6 +69,30 @@ def create_or_load_study(sweep: Sweep, storage, seed_offset: int = 0, baseline_c
         raise ConfigError(f"study {sweep.study!r} was created to {study.direction.name.lower()}, "
                           f"but {sweep.path} says {sweep.direction}")
     return study
+
+
+def params_of_config(sweep: Sweep, experiment, path: Path) -> dict:
+    """The study parameters that make a trial run the config in ``path`` (a ``config.json``, or a run dir such
+    as an earlier study's trial), for ``--enqueue``. Refused, naming the keys, when that config differs from the
+    sweep's preset and fixed values outside the searched keys: the trial would not run it."""
+    from optuna.trial import FixedTrial
+
+    from common.config import apply_overrides, changed_keys, to_dict
+    from exercises import config_from_file
+
+    file = Path(path) / "config.json" if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--enqueue {path}: no such config file; give a run dir or its config.json")
+    cfg = config_from_file(experiment, file)
+    params = baseline_params(sweep.space, cfg)
+    expected = apply_overrides(experiment.make_config(sweep.preset), {**sweep.fixed,
+                                                                      **suggest(FixedTrial(params), sweep.space)})
+    differ = changed_keys(to_dict(cfg), to_dict(expected), prefix="", ignore=ENQUEUE_MAY_DIFFER)
+    if differ:
+        raise ConfigError(f"--enqueue {file} differs from the sweep's preset {sweep.preset!r} and fixed values in "
+                          f"keys it does not search ({', '.join(differ[:8])}{' ...' if len(differ) > 8 else ''}); "
+                          "search them, fix them with --set, or enqueue another config")
+    return params
 
 
 def load_study(sweep: Sweep, url: str, storage=None):

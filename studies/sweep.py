@@ -11,8 +11,8 @@ A sweep file (see ``sweeps/kp.yaml``)::
     trials: 40                  # total finished trials the study aims for (a re-run resumes towards it)
     timeout_s: 3600             # per worker, optional
     sampler: {type: tpe, seed: 0, n_startup_trials: 8}
-    pruner: {type: median, n_startup_trials: 4, n_warmup_steps: 3}
-    fixed: {train.epochs: 15}   # overrides every trial shares
+    pruner: {type: hyperband, min_resource: 8, reduction_factor: 3}   # or median, successive_halving, none
+    fixed: {run.threads: 1}     # overrides every trial shares
     space:
       depth: {type: int, low: 2, high: 4}                    # no dot: a helper, not a config key
       model.widths: {type: list, length: depth, item: {type: int, low: 16, high: 128, step: 16}}
@@ -44,8 +44,11 @@ SAMPLERS = {"tpe": {"seed", "n_startup_trials", "multivariate", "group", "consta
             "cmaes": {"seed", "n_startup_trials", "restart_strategy", "sigma0"},
             "gp": {"seed", "n_startup_trials", "deterministic_objective"}}
 PRUNERS = {"median": {"n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"},
-           "hyperband": {"min_resource", "max_resource", "reduction_factor"},
+           "hyperband": {"min_resource", "max_resource", "reduction_factor", "bootstrap_count"},
+           "successive_halving": {"min_resource", "reduction_factor", "min_early_stopping_rate", "bootstrap_count"},
            "none": set()}
+"""A pruner's steps are the epochs a trial has trained (over the training steps that report the metric), so
+``min_resource: 8`` is a first rung after 8 epochs."""
 STORAGE_KEYS = {"heartbeat_s", "grace_s", "max_retry"}
 PARAM_KEYS = {"int": {"low", "high", "step", "log"}, "float": {"low", "high", "step", "log"},
               "categorical": {"choices"}, "list": {"length", "item"}}

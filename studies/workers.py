@@ -26,7 +26,8 @@ from common.run import record
 from common.run.signals import Terminated, check_interrupted, die_with_parent, exit_code, signal_name
 from exercises import get_experiment
 from studies.objective import grace_s, make_objective, taken_over, trial_dir
-from studies.search import create_or_load_study, finished_count, load_study, make_pruner, make_sampler, state_counts
+from studies.search import (create_or_load_study, finished_count, load_study, make_pruner, make_sampler,
+                            params_of_config, state_counts)
 from studies.storage import (DEFAULT_MAX_RETRY, STORAGE_ENV, artifact_store, fail_dead_local_trials, lazy_optuna,
                              open_storage, redact, storage_url)
 from studies.sweep import Sweep, check_against_config, load_sweep, resolve_sweep_path
@@ -76,9 +77,10 @@ def check_study_dir(study_dir: Path) -> None:
 def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | None = None,
               storage: str | None = None, trials: int | None = None, timeout: float | None = None,
               workers: int = 1, worker_index: int | None = None, worker_threads: int | None = None,
-              artifacts: Path | None = None) -> int:
+              artifacts: Path | None = None, enqueue: list[Path] = ()) -> int:
     """``--study``: create the study once, then run trials here (``workers=1``) or in K worker processes.
-    ``overrides`` (``--set``, ``--data-dir``) apply to every trial, on top of the sweep's ``fixed``."""
+    ``overrides`` (``--set``, ``--data-dir``) apply to every trial, on top of the sweep's ``fixed``; ``enqueue``:
+    configs to run first (:func:`studies.search.enqueue_config`)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     most = MAX_WORKERS_PER_CORE * max(cores, len(gpu_ids()) if workers > cores else 0)
     if workers < 1 or workers > most:
@@ -104,8 +106,11 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
 
     check_study_dir(study_dir)
     baseline = apply_overrides(exp.make_config(sweep.preset), dict(sweep.fixed))
+    queued = [params_of_config(sweep, exp, path) for path in enqueue]  # all checked before the study is touched
     store = open_storage(url, sweep.storage)
     optuna_study = create_or_load_study(sweep, store, baseline_cfg=baseline)
+    for path, params in zip(enqueue, queued):
+        optuna_study.enqueue_trial(params, user_attrs={"enqueued": str(path)}, skip_if_exists=True)
     recovered = fail_dead_local_trials(optuna_study, store, sweep.storage.get("max_retry", DEFAULT_MAX_RETRY))
     threads = int(sweep.fixed.get("run.threads") or 0) or threads_per_worker(workers)  # the user's count wins
     print(f"[study] {sweep.study} ({sweep.experiment}, {sweep.direction} {sweep.metric}) in {redact(url)}; "

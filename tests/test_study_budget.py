@@ -1,0 +1,101 @@
+"""Studies at the real budget: rung-based pruners stop trials at the epochs they are set to, a known config can be
+queued first, a parameter set that already ran is answered from its trial, and the report says whether early
+epochs predict the end. Real Optuna studies (SQLite, worker processes), real training on synthetic faces."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import cli, load, trials_of, write_sweep
+
+optuna = pytest.importorskip("optuna")
+from optuna.trial import TrialState  # noqa: E402
+
+
+@pytest.mark.slow
+def test_successive_halving_stops_trials_at_its_rungs_in_epochs(synthetic_data_dir, tmp_path):
+    """Two workers, 8 epochs a trial, rungs after 2 and 4 epochs trained (min_resource 2, factor 2): every
+    pruned trial stopped at a rung, evaluated after every epoch or not (the pruner's step is the epoch)."""
+    url = f"sqlite:///{tmp_path / 'sh.db'}"
+    sweep = write_sweep(tmp_path / "sh.yaml", synthetic_data_dir, trials=8,
+                        fixed={"train.epochs": 8, "train.eval_every": 2, "train.eval_all_from": 1.0},
+                        pruner={"type": "successive_halving", "min_resource": 2, "reduction_factor": 2},
+                        space={"train.lr": {"type": "float", "low": 1e-5, "high": 4e-3, "log": True}})
+    r = cli("ex09", "--study", sweep, "--out", tmp_path / "sh", "--storage", url, "--workers", 2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trials = trials_of(url)
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert pruned and complete, [t.state for t in trials]
+    # evaluations after epochs 1, 3, 5, 7 (eval_every 2): steps are epochs, the rungs 2 and 4 are met at 3 and 5
+    assert all(sorted(t.intermediate_values) == [1, 3, 5, 7] for t in complete)
+    assert {max(t.intermediate_values) for t in pruned} <= {3, 5}, "stopped at a rung, never between"
+    assert all("pruner stopped it" in t.user_attrs["reason"] for t in pruned)
+    report = cli("report", "--study", sweep, "--out", tmp_path / "sh", "--storage", url)
+    assert report.returncode == 0, report.stderr[-2000:]
+    text = (tmp_path / "sh" / "report.md").read_text()
+    assert "## Do early epochs predict the end?" in text and "| 2 |" in text and "| 4 |" in text
+
+
+@pytest.mark.slow
+def test_enqueue_runs_a_given_config_first_and_refuses_one_it_would_not_run(synthetic_data_dir, tmp_path, capsys):
+    from helpers import run_main
+
+    space = {"train.lr": {"type": "float", "low": 1e-3, "high": 4e-3, "log": True}}
+    first = write_sweep(tmp_path / "a.yaml", synthetic_data_dir, trials=1, baseline=False, space=space)
+    assert cli("ex09", "--study", first, "--out", tmp_path / "a").returncode == 0
+    earlier = load(f"sqlite:///{tmp_path / 'a' / 'study.db'}").trials[0]
+    # another study starts from that trial's run dir: its first trial runs exactly that config
+    code, _, err = run_main(["ex09", "--study", first, "--out", tmp_path / "b", "--trials", 1,
+                             "--enqueue", tmp_path / "a" / "trial-0000"], capsys)
+    assert code == 0, err
+    (trial,) = load(f"sqlite:///{tmp_path / 'b' / 'study.db'}").trials
+    assert trial.params == earlier.params and trial.user_attrs["enqueued"].endswith("trial-0000")
+    assert json.loads((tmp_path / "b" / "trial-0000" / "config.json").read_text())["train"]["lr"] == \
+        json.loads((tmp_path / "a" / "trial-0000" / "config.json").read_text())["train"]["lr"]
+    # a config that differs in a key the sweep does not search would not be what the trial runs: refused
+    config = json.loads((tmp_path / "a" / "trial-0000" / "config.json").read_text())
+    config["train"]["batch_size"] = 8
+    (tmp_path / "other.json").write_text(json.dumps(config))
+    code, _, err = run_main(["ex09", "--study", first, "--out", tmp_path / "c", "--enqueue", tmp_path / "other.json"],
+                            capsys)
+    assert code == 2 and "train.batch_size" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "c").exists(), "checked before the study is created"
+    code, _, err = run_main(["ex09", "--enqueue", tmp_path / "other.json"], capsys)
+    assert code == 2 and "applies to a study only" in err
+
+
+@pytest.mark.slow
+def test_a_parameter_set_that_already_ran_is_answered_not_trained(synthetic_data_dir, tmp_path):
+    """Two choices, four trials: the sampler must repeat itself, and a repeat costs no training."""
+    sweep = write_sweep(tmp_path / "d.yaml", synthetic_data_dir, trials=4, baseline=False, pruner={"type": "none"},
+                        space={"train.lr": {"type": "categorical", "choices": [0.002, 0.003]}})
+    r = cli("ex09", "--study", sweep, "--out", tmp_path / "d")
+    assert r.returncode == 0, r.stderr[-3000:]
+    trials = load(f"sqlite:///{tmp_path / 'd' / 'study.db'}").trials
+    twins = [t for t in trials if "duplicate_of" in t.user_attrs]
+    assert len(twins) >= 2 and "answered from trial" in r.stderr
+    for t in twins:
+        original = trials[t.user_attrs["duplicate_of"]]
+        assert t.params == original.params and t.value == original.value and t.state == TrialState.COMPLETE
+        assert not (tmp_path / "d" / f"trial-{t.number:04d}").exists(), "not trained again"
+
+
+def test_rung_correlation_is_spearman_over_complete_trials():
+    """A real in-memory study whose early order is the final order at epoch 4 and reversed at epoch 1."""
+    from optuna.distributions import FloatDistribution
+
+    from studies.report import rung_correlations, rung_steps
+
+    study = optuna.create_study(direction="maximize")
+    for i, final in enumerate([1.0, 2.0, 3.0, 4.0]):
+        study.add_trial(optuna.trial.create_trial(
+            params={"x": float(i)}, distributions={"x": FloatDistribution(0, 10)}, value=final,
+            intermediate_values={0: 0.0, 1: 10.0 - final, 4: final / 2, 9: final}))
+    assert rung_steps({"type": "hyperband", "min_resource": 1, "reduction_factor": 2}, 9) == [1, 2, 4, 8]
+    rows = {r["epochs"]: r for r in rung_correlations(study, {"type": "hyperband", "min_resource": 1,
+                                                              "reduction_factor": 2})}
+    assert rows[1]["spearman"] == pytest.approx(-1.0) and rows[4]["spearman"] == pytest.approx(1.0)
+    assert rows[2]["spearman"] == pytest.approx(1.0), "a rung between reports reads the next one reported (4)"
+    assert rows[1]["trials"] == 4
