@@ -33,7 +33,7 @@ def _add_run_flags(p: argparse.ArgumentParser, presets, example: str) -> None:
 
 
 def _seeds(text: str) -> list[int]:
-    from experiments.seeds import parse_seeds
+    from common.run.seeds import parse_seeds
 
     return parse_seeds(text)
 
@@ -80,17 +80,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="summarise an Optuna study: Markdown + PNGs in the study dir",
                        description="Write report.md and PNGs (history, importances, intermediate values) for a "
-                                   "study; --retrain-best retrains the best trial's config as a normal run.")
+                                   "study; --retrain-best retrains the best trial's config as a normal run, --confirm K confirms "
+                                   "the top K on fresh seeds.")
     p.add_argument("--study", required=True, metavar="NAME|FILE", help="the sweep the study came from (e.g. kp)")
     p.add_argument("--storage", default=None, metavar="URL",
                    help="the study's storage (default: $I2DL_STUDY_STORAGE, else sqlite in the study dir)")
     p.add_argument("--out", type=Path, default=None, help="the study dir (default: runs/studies/<study>)")
     p.add_argument("--retrain-best", action="store_true",
                    help="retrain the best trial's config (plus --set) into <study dir>/best-retrain")
+    p.add_argument("--confirm", type=int, default=None, metavar="K",
+                   help="train the top K trials and the preset again on --seeds, rank them by mean +- sd with the "
+                        "paired difference to the preset, into <study dir>/confirm (resumable)")
+    p.add_argument("--seeds", type=_seeds, default=None, metavar="0,1,2",
+                   help="with --confirm: the seeds every candidate is trained with (default 0,1,2)")
     p.add_argument("--overwrite", action="store_true", help="with --retrain-best: replace an earlier retrain")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
-                   help="with --retrain-best: overrides on top of the best config, e.g. train.epochs=70")
-    p.add_argument("--data-dir", default=None, help="data root for --retrain-best")
+                   help="with --retrain-best or --confirm: overrides on top of each config, e.g. train.epochs=70")
+    p.add_argument("--data-dir", default=None, help="data root for --retrain-best or --confirm")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     p.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
                    help="the study's artifact store (default: <study dir>/artifacts)")

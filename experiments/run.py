@@ -67,7 +67,7 @@ def run(args) -> int:
         check_replaceable(out)
     try:
         if args.seeds:
-            from experiments.seeds import format_spread, run_seeds
+            from common.run.seeds import format_spread, run_seeds
 
             result = run_seeds(exp, cfg, out, args.seeds, progress=not args.no_progress, overwrite=args.overwrite,
                                resume=resume is not None)
@@ -135,11 +135,21 @@ def study(args) -> int:
 
 
 def report(args) -> int:
+    import shlex
+
+    from common.run import record
+    from common.run.signals import exit_code, signal_name
     from studies.report import report_study
 
     overrides = ([f"data.data_dir={args.data_dir}"] if args.data_dir else []) + args.overrides
-    return report_study(args.study, overrides, out=args.out, storage=args.storage, retrain=args.retrain_best,
-                        overwrite=args.overwrite, progress=not args.no_progress, artifacts=args.artifacts)
+    try:
+        return report_study(args.study, overrides, out=args.out, storage=args.storage, retrain=args.retrain_best,
+                            overwrite=args.overwrite, progress=not args.no_progress, artifacts=args.artifacts,
+                            confirm=args.confirm, seeds=args.seeds)
+    except KeyboardInterrupt as e:  # a retrain or a confirmation: its finished runs are kept
+        print(f"interrupted ({signal_name(e)}): finished runs are kept; go on with: {shlex.join(record.COMMAND)}"
+              if args.confirm else f"interrupted ({signal_name(e)})", file=sys.stderr)
+        return exit_code(e)
 
 
 def export(args) -> int:

@@ -13,6 +13,7 @@ from typing import Any
 from common.config import apply_overrides, format_override
 from common.errors import ConfigError
 from common.files.atomic import atomic_write_text
+from studies.confirm import confirm_lines
 from studies.search import state_counts
 
 
@@ -188,6 +189,7 @@ def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | Non
                   + ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()) + " |" for t in ranked]
         lines.append("")
     lines += _rung_lines(study, pruner or {})
+    lines += confirm_lines(study_dir)
     stopped = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.PRUNED, TrialState.FAIL)]
     if stopped:
         lines += ["## Pruned and failed trials", "", "| trial | state | reason |", "|---|---|---|"]
@@ -237,17 +239,22 @@ def _busy_errors() -> tuple[type, ...]:
 
 def report_study(study_name: str, overrides: list[str], *, out: Path | None = None, storage: str | None = None,
                  retrain: bool = False, overwrite: bool = False, progress: bool = True,
-                 artifacts: Path | None = None) -> int:
-    """``python -m experiments.run report``: write the report (and retrain the best trial when asked)."""
+                 artifacts: Path | None = None, confirm: int | None = None, seeds: list[int] | None = None) -> int:
+    """``python -m experiments.run report``: write the report (and retrain the best trial, or confirm the top
+    ``confirm`` trials on ``seeds``, when asked)."""
     import json
 
     from studies.search import load_study
     from studies.storage import storage_url
     from studies.workers import open_sweep, study_dir_of
 
-    if (overrides or overwrite) and not retrain:
-        raise ConfigError("--set, --data-dir and --overwrite apply to --retrain-best only; add --retrain-best or "
-                          "drop them")
+    if (overrides and not (retrain or confirm)) or (overwrite and not retrain):
+        raise ConfigError("--set, --data-dir and --overwrite apply to --retrain-best only (--set and --data-dir to "
+                          "--confirm too); add one or drop them")
+    if seeds and not confirm:
+        raise ConfigError("--seeds applies to --confirm K only; add it or drop --seeds")
+    if confirm and retrain:
+        raise ConfigError("--confirm and --retrain-best are two ways to retrain; give one")
     sweep, exp = open_sweep(study_name)
     study_dir = study_dir_of(sweep, out)
     url = storage_url(storage, study_dir)
@@ -272,6 +279,12 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
         best_files = fetch_best_artifacts(study, artifact_store(store_dir), study_dir / "best-trial")
         for name, path in best_files.items():
             print(f"best trial's {name}: {path}")
+    if confirm:
+        from studies import confirm as confirming
+
+        result = confirming.confirm(study, sweep, exp, study_dir, confirm, seeds or [0, 1, 2], overrides, progress)
+        print(f"confirm: {study_dir / 'confirm' / 'confirm.json'}; {study_dir / 'confirm' / 'best-config.json'}")
+        print(result["verdict"])
     print(f"report: {write_report(study, study_dir, best_files, sweep.pruner)}")
     for png in sorted(study_dir.glob("study_*.png")):
         print(f"figure: {png}")

@@ -126,7 +126,7 @@ def test_seeds_report_mean_and_spread_and_ex08_draws_a_split_per_seed(synthetic_
     assert code == 2 and "distinct seeds" in err
     cfg_dir = tmp_path / "ex08"
     from exercises import get_experiment
-    from experiments.seeds import run_seeds
+    from common.run.seeds import run_seeds
 
     run_seeds(get_experiment("ex08"), tiny_ex08_config(synthetic_mnist, **{"steps": ["pretrain"]}), cfg_dir, [0, 1],
               progress=False)

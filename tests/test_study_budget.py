@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import cli, load, trials_of, write_sweep
 
 optuna = pytest.importorskip("optuna")
@@ -99,3 +98,57 @@ def test_rung_correlation_is_spearman_over_complete_trials():
     assert rows[1]["spearman"] == pytest.approx(-1.0) and rows[4]["spearman"] == pytest.approx(1.0)
     assert rows[2]["spearman"] == pytest.approx(1.0), "a rung between reports reads the next one reported (4)"
     assert rows[1]["trials"] == 4
+
+
+@pytest.mark.slow
+def test_confirm_ranks_the_top_trials_against_the_preset_and_its_best_config_reproduces(synthetic_data_dir, tmp_path,
+                                                                                         capsys):
+    import signal
+    import subprocess
+    import sys
+
+    from helpers import REPO, ctrl_c_works, run_main, wait_for
+
+    from common.plots import read_metrics
+
+    sweep = write_sweep(tmp_path / "c.yaml", synthetic_data_dir, trials=3, pruner={"type": "none"},
+                        fixed={"train.epochs": 3})
+    assert cli("ex09", "--study", sweep, "--out", tmp_path / "c").returncode == 0
+    confirm = ["report", "--study", sweep, "--out", tmp_path / "c", "--confirm", 2, "--seeds", "0,1",
+               "--no-progress"]
+    # Ctrl-C in the middle: the same command goes on, keeping the seeds that finished
+    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *map(str, confirm)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works)
+    try:
+        wait_for(lambda: (tmp_path / "c" / "confirm" / "preset" / "seed-1" / "last.pt").is_file(), 240,
+                 "the preset's second seed under way")
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    code, out, err = run_main(confirm, capsys)
+    assert code == 0, err
+    assert "seed 0: complete" in err and "kept" in err, "the finished seed was not trained again"
+    result = json.loads((tmp_path / "c" / "confirm" / "confirm.json").read_text())
+    names = [c["name"] for c in result["candidates"]]
+    assert len(names) == 3 and "preset" in names and result["seeds"] == [0, 1]
+    values = [c["mean"] for c in result["candidates"]]
+    assert values == sorted(values, reverse=True), "ranked by the confirmed mean"
+    for c in result["candidates"]:
+        preset = next(p for p in result["candidates"] if p["name"] == "preset")
+        assert c["paired_diff"]["values"] == pytest.approx([a - b for a, b in zip(c["values"], preset["values"])])
+    assert result["verdict"] in out
+    report = (tmp_path / "c" / "report.md").read_text()
+    assert "## Confirmation on fresh runs" in report and "paired vs preset" in report
+    # --config best-config.json runs the winner again: the confirmed run of the first seed, to the last digit
+    winner = result["winner"]
+    code, _, err = run_main(["ex09", "--config", tmp_path / "c" / "confirm" / "best-config.json", "--out",
+                             tmp_path / "again", "--no-progress"], capsys)
+    assert code == 0, err
+    confirmed = tmp_path / "c" / "confirm" / winner / "seed-0"
+    strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]  # noqa: E731
+    assert strip(read_metrics(tmp_path / "again" / "metrics.jsonl")) == strip(read_metrics(confirmed / "metrics.jsonl"))
+    assert json.loads((tmp_path / "again" / "summary.json").read_text())["val/score"] == \
+        json.loads((confirmed / "summary.json").read_text())["val/score"]
