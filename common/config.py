@@ -214,8 +214,9 @@ def changed_keys(saved: dict, now: dict, prefix: str = "model.", ignore: tuple[s
             if saved.get(k) != now.get(k) and not (prefix + k).startswith(ignore)]
 
 
-# What a resumed run may change: where the data and W&B are, the wall-clock budget, which ex08 step is asked for.
-RESUME_MAY_CHANGE = ("data.data_dir", "track.", "train.time_limit_s", "only_step")
+# What a resumed run may change: where the data and W&B are, the wall-clock budget, which ex08 step is asked for,
+# whether finished steps may come from a cache (they are the same either way).
+RESUME_MAY_CHANGE = ("data.data_dir", "track.", "train.time_limit_s", "only_step", "cache_steps")
 
 
 def check_resumable(saved_config: dict, cfg, where) -> None:

@@ -176,6 +176,9 @@ class AutoencoderConfig:
     only_step: str | None = None
     """Run only this one of ``steps``, from the previous step's checkpoint in the same run dir (CLI ``--step``);
     None = all of them."""
+    cache_steps: bool = True
+    """Take a step that an earlier run computed exactly so from the step cache instead of training it again
+    (:mod:`ex08_autoencoder.step_cache`; CLI ``--no-cache`` turns it off)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)

@@ -36,10 +36,12 @@ def add_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recipe", dest="preset", choices=list(PRESETS), help=argparse.SUPPRESS)  # the old name
     p.add_argument("--step", default=None, choices=list(STEPS),
                    help="run only this step, from the previous step's checkpoint in --out (= --set only_step=...)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="train every step, even one an earlier run computed exactly so (= --set cache_steps=false)")
 
 
 def flag_overrides(args) -> dict:
-    return {"only_step": args.step} if args.step else {}
+    return {**({"only_step": args.step} if args.step else {}), **({"cache_steps": False} if args.no_cache else {})}
 
 
 def check_flags(args, cfg, study: bool) -> None:

@@ -33,7 +33,7 @@ from common.run.seed import seed_everything
 from common.run.timing import since_process_start
 from common.run.tracking import Tracker, open_tracker
 from common.training.training_state import TrainingState, read_state
-from ex08_autoencoder import plots
+from ex08_autoencoder import plots, step_cache
 from ex08_autoencoder.config import STEPS, AutoencoderConfig, make_config
 from ex08_autoencoder.data import FewLabelData, few_label_data, load_mnist, mnist_files
 from ex08_autoencoder.evaluate import accuracy, predict_logits, scores
@@ -166,9 +166,9 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
     with RunDir(out_dir, cfg, reuse=cfg.only_step is not None or resume is not None, replace=overwrite) as run:
         print(f"[ex08] preset {cfg.preset}: {param_report(cfg)}", file=sys.stderr, flush=True)
         run.record(**start_record(cfg, make_config, threads, device, run / "code.patch"))
-        split = json.dumps(data.split, sort_keys=True).encode()
+        split_sha256 = hashlib.sha256(json.dumps(data.split, sort_keys=True).encode()).hexdigest()
         run.record(data=data_record(resolve_data_dir(cfg.data.data_dir), mnist_files(cfg.data.data_dir),
-                                    split_sha256=hashlib.sha256(split).hexdigest()))
+                                    split_sha256=split_sha256))
         _split_file(run, data)
         summary_path = run / "summary.json"
         keep = cfg.only_step or resume is not None
@@ -184,8 +184,21 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
             going_on = [f"{s} from epoch {states[s].epoch + 1}" for s in steps]
             print(f"[ex08] resuming {run.path}: {', '.join(done) or 'no step'} done, running "
                   f"{', '.join(going_on) or 'nothing'}", file=sys.stderr)
+        # A step from the cache only where its earlier steps are this run's own (not --step's checkpoints).
+        digests = (step_cache.step_digests(cfg, split_sha256, threads, device, step_cache.code_digest())
+                   if cfg.cache_steps and cfg.only_step in (None, "pretrain") else {})
+        cached = dict(run.previous.get("cached_steps", {})) if resume is not None else {}
         for step in steps:
             t_step = time.perf_counter()
+            hit = step_cache.restore(digests[step], step, run.path) if step in digests else None
+            if hit is not None:
+                result = replay_cached(step, hit, run, on_epoch, t_step)
+                cached[step] = digests[step]
+                run.record(cached_steps=cached)
+                summary["steps"][step] = result
+                run.write_summary(summary)
+                states[step].finish()
+                continue
             seed_everything(cfg.run.seed * 1000 + STEPS.index(step), cfg.run.deterministic)
             with open_tracker(cfg.track, to_dict(cfg), run.path, tracker, group=cfg.track.group or run.path.name,
                               name=f"{cfg.track.name or run.path.name}-{step}", job_type=f"ex08-{step}",
@@ -201,6 +214,9 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
             summary["steps"][step] = result
             run.write_summary(summary)  # after every step: what a resumed run keeps
             states[step].finish()
+            if step in digests:
+                step_cache.store(digests[step], step, run.path, result,
+                                 [r for r in run.metrics_rows() if r.get("step") == step])
             print(f"[ex08] {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)),
                   file=sys.stderr)
         last = [s for s in cfg.steps if s in summary["steps"]][-1]
@@ -224,6 +240,22 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
         if tracker is not None:  # a study's one run: the final figures at the top level too
             tracker.summary({k: summary[k] for k in ("val/acc", "test100/acc", "test10k/acc") if k in summary})
     return summary
+
+
+def replay_cached(step: str, hit: tuple[dict, list[dict]], run: RunDir, on_epoch, t_step: float) -> dict:
+    """A step taken from the cache: its rows logged (and shown to ``on_epoch``, as a trained step's would be: a
+    study's pruner counts them), its result marked with the entry it came from."""
+    result, rows = hit
+    for row in rows:
+        row = {k: v for k, v in row.items() if k != "elapsed_s"}
+        run.log_metrics({**row, "elapsed_s": since_process_start()})
+        if on_epoch is not None:
+            on_epoch(row["epoch"], row)
+    result["cached"] = {"trained_in_s": result.get("wall_s")}
+    result["wall_s"] = time.perf_counter() - t_step
+    print(f"[ex08] {step}: from the step cache (trained in {result['cached']['trained_in_s']:.0f} s by an earlier "
+          f"run; --no-cache trains it)", file=sys.stderr)
+    return result
 
 
 def step_state(run_dir: Path, step: str, cfg: AutoencoderConfig, resume: bool) -> TrainingState:

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from common.config import RESUME_MAY_CHANGE
 from common.errors import ConfigError
 from studies.storage import lazy_optuna, open_storage, redact
 from studies.sweep import Sweep, baseline_params, suggest
 
-ENQUEUE_MAY_DIFFER = ("data.data_dir", "track.", "run.threads", "run.device", "train.time_limit_s", "preset")
+ENQUEUE_MAY_DIFFER = (*RESUME_MAY_CHANGE, "run.threads", "run.device", "preset")
 """Keys in which an enqueued config may differ from the trial that runs it: where things are, not what is computed."""
 
 

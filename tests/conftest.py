@@ -22,6 +22,13 @@ def _isolated_env(tmp_path_factory):
     yield
 
 
+@pytest.fixture(autouse=True)
+def _own_step_cache(tmp_path, monkeypatch):
+    """Each test its own ex08 step cache (its runs, CLI children included, share it): one test's steps are never
+    another's."""
+    monkeypatch.setenv("I2DL_STEP_CACHE_DIR", str(tmp_path / "step-cache"))
+
+
 @pytest.fixture(scope="session")
 def synthetic_data_dir(tmp_path_factory) -> Path:
     """A data root with facial_keypoints/{training,val}.csv of 96 + 32 synthetic faces."""

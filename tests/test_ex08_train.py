@@ -197,7 +197,7 @@ def test_an_interrupted_run_resumes_inside_its_step_to_exactly_the_same_model(sy
     monkeypatch.setattr(ex08_train, "SAVE_EVERY_S", 0.0)  # a state after every epoch of these tiny steps
     # teacher.align's running class mean is part of the teacher step's state, and VAT draws from its generator
     epochs = {"pretrain.epochs": 4, "transfer.epochs": 4, "teacher.epochs": 4, "teacher.align": True,
-              "teacher.vat_weight": 0.5}
+              "teacher.vat_weight": 0.5, "cache_steps": False}  # the second run trains, not a cache lookup
     whole = train(tiny_ex08_config(synthetic_mnist, **epochs), tmp_path / "whole", progress=False)
     seen = []
 
@@ -221,3 +221,46 @@ def test_an_interrupted_run_resumes_inside_its_step_to_exactly_the_same_model(sy
     rows = read_metrics(tmp_path / "r" / "metrics.jsonl")
     assert [(r["step"], r["epoch"]) for r in rows] == [(s, e) for s in STEPS for e in range(4)], "no row twice"
     assert not list((tmp_path / "r").glob("*.state.pt")), "a finished step's training state is deleted"
+
+
+def test_steps_an_earlier_run_computed_come_from_the_cache_bit_for_bit(synthetic_mnist, tmp_path, capsys):
+    """The same config again: every step from the cache (the record says which), the figures to the last bit, in
+    a fraction of the time. A changed teacher key trains the teacher only; a changed pretrain key all three; an
+    entry whose files no longer match its manifest is deleted and rebuilt, never used."""
+    from ex08_autoencoder import step_cache
+
+    def run(name, **overrides):
+        summary = train(tiny_ex08_config(synthetic_mnist, **overrides), tmp_path / name, progress=False)
+        record = json.loads((tmp_path / name / "run.json").read_text())
+        return summary, record.get("cached_steps", {})
+
+    def rows(name):
+        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in read_metrics(tmp_path / name / "metrics.jsonl")]
+
+    first, cached = run("first")
+    assert cached == {}
+    again, cached = run("again")
+    assert list(cached) == list(STEPS) and "from the step cache" in capsys.readouterr().err
+    assert again["test10k/acc"] == first["test10k/acc"] and again["val/acc"] == first["val/acc"]
+    assert rows("again") == rows("first")
+    for step in STEPS:
+        a = torch.load(tmp_path / "first" / f"{step}.pt", weights_only=True)["state_dict"]
+        b = torch.load(tmp_path / "again" / f"{step}.pt", weights_only=True)["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+        assert again["steps"][step]["wall_s"] < first["steps"][step]["wall_s"]
+    _, cached = run("teacher-changed", **{"teacher.lr": 1e-4})
+    assert list(cached) == ["pretrain", "transfer"]
+    _, cached = run("pretrain-changed", **{"pretrain.lr": 1e-4})
+    assert cached == {}
+    # a damaged entry: found by its manifest, deleted, the step trained and stored again
+    entry = next(p for p in step_cache.root().iterdir() if json.loads((p / "manifest.json").read_text())["step"]
+                 == "pretrain" and (p / "rows.jsonl").read_text() == "".join(
+                     json.dumps(r) + "\n" for r in read_metrics(tmp_path / "first" / "metrics.jsonl")
+                     if r["step"] == "pretrain"))
+    (entry / "pretrain.pt").write_bytes(b"not a checkpoint")
+    repaired, cached = run("repaired")
+    assert list(cached) == ["transfer", "teacher"] and "does not match its manifest" in capsys.readouterr().err
+    assert repaired["test10k/acc"] == first["test10k/acc"]
+    assert step_cache._intact(entry, "pretrain") is not None, "stored anew"
+    _, cached = run("off", cache_steps=False)
+    assert cached == {}

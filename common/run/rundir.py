@@ -90,6 +90,11 @@ class RunDir:
     def log_metrics(self, row: dict) -> None:
         self._metrics.write(json.dumps(row) + "\n")
 
+    def metrics_rows(self) -> list[dict]:
+        """The rows written to ``metrics.jsonl`` so far."""
+        self._metrics.flush()
+        return [json.loads(line) for line in (self.path / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
     def write_summary(self, summary: dict) -> Path:
         atomic_write_text(self.path / "summary.json", json.dumps(summary, indent=2) + "\n")
         return self.path / "summary.json"
