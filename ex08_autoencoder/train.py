@@ -223,7 +223,8 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
         if last != "pretrain":
             final = load_step(run / CHECKPOINT_OF[last], "classifier")
             summary["model_bytes"] = save_step(final, "classifier", cfg, run / "model.pt", from_step=last)
-            summary.update({k: summary["steps"][last][k] for k in ("test100/acc", "test10k/acc", "val/acc")})
+            summary.update({k: summary["steps"][last][k]
+                            for k in ("test100/acc", "test10k/acc", "val/acc", "val/loss")})
         try:
             summary["figures"] = summary.get("figures", []) + [str(plots.learning_curves(run / "metrics.jsonl",
                                                                                          run / "curves.png"))]

@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="summarise an Optuna study: Markdown + PNGs in the study dir",
                        description="Write report.md and PNGs (history, importances, intermediate values) for a "
-                                   "study; --retrain-best retrains the best trial's config as a normal run, --confirm K confirms "
-                                   "the top K on fresh seeds.")
+                                   "study; --retrain-best retrains the best trial's config as a normal run, "
+                                   "--confirm K confirms the top K on fresh seeds.")
     p.add_argument("--study", required=True, metavar="NAME|FILE", help="the sweep the study came from (e.g. kp)")
     p.add_argument("--storage", default=None, metavar="URL",
                    help="the study's storage (default: $I2DL_STUDY_STORAGE, else sqlite in the study dir)")

@@ -97,7 +97,8 @@ def confirm_lines(study_dir: Path) -> list[str]:
         return []
     metric = result["metric"]
     lines = ["## Confirmation on fresh runs", "", result["verdict"] + ".", "",
-             f"| candidate | study's value | {metric} mean +- sd | paired vs preset | per seed |", "|---|---|---|---|---|"]
+             f"| candidate | study's value | {metric} mean +- sd | paired vs preset | per seed |",
+             "|---|---|---|---|---|"]
     for r in result["candidates"]:
         study_value = "" if r["study_value"] is None else f"{r['study_value']:.4g}"
         lines.append(f"| {r['name']} | {study_value} | {r['mean']:.4g} +- {r['sd']:.2g} | "

@@ -18,8 +18,9 @@ from common.config import apply_overrides, get_value, to_dict
 from common.errors import ConfigError
 from common.experiment import Experiment
 from common.run.signals import signal_name
+from studies.space import suggest
 from studies.storage import DEFAULT_GRACE_S, lazy_optuna
-from studies.sweep import Sweep, suggest
+from studies.sweep import Sweep
 
 
 def trial_dir(study_dir: Path, number: int) -> Path:
@@ -56,6 +57,17 @@ class EpochsTrained:
             self.offset, self.step = self.last + 1, row.get("step")
         self.last = self.offset + epoch
         return self.last
+
+
+def trial_value(sweep: Sweep, figures: dict) -> float | None:
+    """The sweep's metric in ``figures`` (a row or a summary), its tie-break added (``tie_break: {metric,
+    weight}``); None where the metric is not reported (e.g. a pretraining step)."""
+    if sweep.metric not in figures:
+        return None
+    value = float(figures[sweep.metric])
+    if sweep.tie_break is not None and sweep.tie_break["metric"] in figures:
+        value += float(sweep.tie_break["weight"]) * float(figures[sweep.tie_break["metric"]])
+    return value
 
 
 def twin_of(trial):
@@ -118,9 +130,9 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
 
         def on_epoch(epoch: int, row: dict) -> None:
             nonlocal evals
-            if sweep.metric not in row:
+            value = trial_value(sweep, row)
+            if value is None:
                 return  # e.g. a pretraining step reports a reconstruction loss, not the metric
-            value = row[sweep.metric]
             if not math.isfinite(value):
                 raise optuna.TrialPruned(f"{sweep.metric} is {value} at epoch {epoch}")
             trial.report(value, epochs_trained(epoch, row))
@@ -133,7 +145,9 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
         state, value, reason = "failed", None, None
         try:
             summary = experiment.train(cfg, run_dir, on_epoch=on_epoch, tracker=tracker, progress=False)
-            value = float(summary[sweep.metric])
+            value = trial_value(sweep, summary)
+            if value is None:
+                raise KeyError(f"the run's summary has no {sweep.metric}")
             if not math.isfinite(value):
                 raise optuna.TrialPruned(f"final {sweep.metric} is {value}")
             state = "complete"

@@ -32,6 +32,7 @@ def compute_stats(study) -> dict[str, Any]:
                 for t in trials if t.state == TrialState.PRUNED and "planned_evals" in t.user_attrs)
     walls = [float(t.user_attrs["wall_s"]) for t in trials if "wall_s" in t.user_attrs]
     return {"counts": counts, "evals_run": run, "evals_saved": saved,
+            "answered": sum("duplicate_of" in t.user_attrs for t in trials),
             "fraction_saved": saved / (run + saved) if run + saved else 0.0,
             "trial_wall_s": sum(walls), "trials": len(trials)}
 
@@ -180,6 +181,7 @@ def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | Non
     lines += ["## Compute", "",
               f"- evaluations (epochs) run: {stats['evals_run']}; saved by pruning: {stats['evals_saved']} "
               f"(**{stats['fraction_saved']:.0%}** of what running every trial to the end would have cost)",
+              f"- trials answered from an earlier trial with the same parameters (not trained): {stats['answered']}",
               f"- trial wall time: {stats['trial_wall_s'] / 3600:.2f} h in all", ""]
     ranked = sorted(complete, key=lambda t: t.value, reverse=direction == "maximize")[:10]
     if ranked:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 from common.config import RESUME_MAY_CHANGE
 from common.errors import ConfigError
+from studies.space import baseline_params, suggest
 from studies.storage import lazy_optuna, open_storage, redact
-from studies.sweep import Sweep, baseline_params, suggest
+from studies.sweep import Sweep
 
 ENQUEUE_MAY_DIFFER = (*RESUME_MAY_CHANGE, "run.threads", "run.device", "preset")
 """Keys in which an enqueued config may differ from the trial that runs it: where things are, not what is computed."""

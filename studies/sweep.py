@@ -9,7 +9,6 @@ A sweep file (see ``sweeps/kp.yaml``)::
     metric: val/score           # reported every epoch for the pruner; the trial's value is the run's summary
     direction: maximize
     trials: 40                  # total finished trials the study aims for (a re-run resumes towards it)
-    timeout_s: 3600             # per worker, optional
     sampler: {type: tpe, seed: 0, n_startup_trials: 8}
     pruner: {type: hyperband, min_resource: 8, reduction_factor: 3}   # or median, successive_halving, none
     fixed: {run.threads: 1}     # overrides every trial shares
@@ -17,28 +16,27 @@ A sweep file (see ``sweeps/kp.yaml``)::
       depth: {type: int, low: 2, high: 4}                    # no dot: a helper, not a config key
       model.widths: {type: list, length: depth, item: {type: int, low: 16, high: 128, step: 16}}
       train.lr: {type: float, low: 3.0e-4, high: 5.0e-3, log: true}
-      model.head: {type: categorical, choices: [flatten, gap]}
-      model.head_hidden: {type: int, low: 64, high: 512, log: true, when: {model.head: flatten}}
+      model.head_hidden: {type: int, low: 64, high: 512, log: true, when: {depth: [3, 4]}}
+    tie_break: {metric: val/loss, weight: -0.001}   # optional: value = metric + weight * val/loss
 
 A dotted name must be a key of the experiment's config (checked on load); an undotted name is a helper
-parameter that another one uses (as a list ``length`` or in a ``when``). ``when`` makes a parameter
-conditional: it is sampled only if each named parameter (defined above it) took one of the listed values.
+parameter that another one uses (as a list ``length`` or in a ``when``): :mod:`studies.space`.
 """
 from __future__ import annotations
 
-import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from common.config import apply_overrides, flat_keys
 from common.errors import ConfigError, short
+from studies.space import Param, _choice, _number, _parse_space, _typed_section, _unknown
 
 SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
 
 TOP_LEVEL = {"study", "experiment", "preset", "metric", "direction", "trials", "timeout_s", "sampler", "pruner",
-             "storage", "fixed", "space", "baseline"}
+             "storage", "fixed", "space", "baseline", "tie_break"}
 SAMPLERS = {"tpe": {"seed", "n_startup_trials", "multivariate", "group", "constant_liar"},
             "random": {"seed"},
             "cmaes": {"seed", "n_startup_trials", "restart_strategy", "sigma0"},
@@ -50,16 +48,7 @@ PRUNERS = {"median": {"n_startup_trials", "n_warmup_steps", "interval_steps", "n
 """A pruner's steps are the epochs a trial has trained (over the training steps that report the metric), so
 ``min_resource: 8`` is a first rung after 8 epochs."""
 STORAGE_KEYS = {"heartbeat_s", "grace_s", "max_retry"}
-PARAM_KEYS = {"int": {"low", "high", "step", "log"}, "float": {"low", "high", "step", "log"},
-              "categorical": {"choices"}, "list": {"length", "item"}}
 
-
-@dataclass
-class Param:
-    name: str
-    type: str
-    spec: dict
-    when: dict[str, list] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,6 +70,8 @@ class Sweep:
     space: list[Param]
     baseline: bool
     """Run the preset's own values (+ ``fixed``) as the study's first trial: the bar the search must beat."""
+    tie_break: dict | None
+    """``{metric, weight}``: the value is ``metric + weight * tie_break metric`` (a coarse metric's ties broken)."""
     text: str
     """The file as written (kept in the study so a report can show what was searched)."""
 
@@ -133,6 +124,12 @@ def load_sweep(path: str | Path, make_config: Callable[[str], Any] | None = None
     if not isinstance(fixed, dict):
         raise ConfigError(f"{where}: fixed must be a mapping of config key -> value")
     space = _parse_space(raw["space"], f"{where}: space")
+    tie_break = raw.get("tie_break")
+    if tie_break is not None and not (isinstance(tie_break, dict) and set(tie_break) == {"metric", "weight"}
+                                      and isinstance(tie_break["metric"], str)):
+        raise ConfigError(f"{where}: tie_break must be a mapping {{metric: NAME, weight: NUMBER}}")
+    if tie_break is not None:
+        _number(tie_break, "weight", f"{where}: tie_break", integer=False)
     study = str(raw.get("study", path.stem))
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", study):
         raise ConfigError(f"{where}: study: {short(study)} is not a plain name (letters, digits, . _ -; it names the "
@@ -140,7 +137,8 @@ def load_sweep(path: str | Path, make_config: Callable[[str], Any] | None = None
     sweep = Sweep(path=path, study=study, experiment=str(raw["experiment"]),
                   preset=str(raw.get("preset", "default")), metric=str(raw["metric"]), direction=direction,
                   trials=trials, timeout_s=float(timeout) if timeout else None, sampler=sampler, pruner=pruner,
-                  storage=storage, fixed=fixed, space=space, baseline=bool(raw.get("baseline", True)), text=text)
+                  storage=storage, fixed=fixed, space=space, baseline=bool(raw.get("baseline", True)),
+                  tie_break=tie_break, text=text)
     if make_config is not None:
         check_against_config(sweep, make_config)
     return sweep
@@ -162,154 +160,3 @@ def check_against_config(sweep: Sweep, make_config: Callable[[str], Any]) -> Non
         apply_overrides(cfg, dict(sweep.fixed))
     except ConfigError as e:
         raise ConfigError(f"{where}: fixed: {e}") from None
-
-
-def baseline_params(space: list[Param], cfg) -> dict[str, Any]:
-    """The Optuna parameters that reproduce ``cfg`` (the preset with the fixed overrides), for enqueueing it as
-    a trial: config keys read from ``cfg``, a list's length helper from the list's length."""
-    from common.config import get_value
-
-    values: dict[str, Any] = {}
-    lengths = {p.spec["length"]: p.name for p in space if p.type == "list"}
-    for p in space:
-        if "." in p.name:
-            values[p.name] = get_value(cfg, p.name)
-        elif p.name in lengths:
-            values[p.name] = len(get_value(cfg, lengths[p.name]))
-    params: dict[str, Any] = {}
-    for p in space:
-        if p.name not in values or any(values.get(dep, _MISSING) not in ok for dep, ok in p.when.items()):
-            continue
-        if p.type == "list":
-            params.update({f"{p.name}[{i}]": v for i, v in enumerate(values[p.name])})
-        else:
-            params[p.name] = values[p.name]
-    return params
-
-
-def suggest(trial, space: list[Param]) -> dict[str, Any]:
-    """Sample one point of ``space`` with an Optuna trial; returns the config overrides (dotted keys only)."""
-    values: dict[str, Any] = {}
-    for p in space:
-        if any(values.get(dep, _MISSING) not in allowed for dep, allowed in p.when.items()):
-            continue  # condition not met: this parameter does not exist in this trial
-        if p.type == "list":
-            n = values[p.spec["length"]]
-            values[p.name] = tuple(_suggest_one(trial, f"{p.name}[{i}]", p.spec["item"]) for i in range(n))
-        else:
-            values[p.name] = _suggest_one(trial, p.name, p.spec)
-    return {k: v for k, v in values.items() if "." in k}
-
-
-_MISSING = object()
-
-
-def _suggest_one(trial, name: str, spec: dict):
-    t = spec["type"]
-    if t == "categorical":
-        return trial.suggest_categorical(name, spec["choices"])
-    if t == "int":
-        return trial.suggest_int(name, spec["low"], spec["high"], step=spec.get("step", 1), log=spec.get("log", False))
-    return trial.suggest_float(name, spec["low"], spec["high"], step=spec.get("step"), log=spec.get("log", False))
-
-
-# --- validation helpers --------------------------------------------------------------------------------------
-
-def _unknown(d: dict, allowed: set, where: str) -> None:
-    bad = sorted(set(d) - allowed)
-    if bad:
-        raise ConfigError(f"{where}: unknown key {short(bad[0])}; valid keys: {', '.join(sorted(allowed))}")
-
-
-def _choice(value, valid, where: str) -> None:
-    if value not in valid:
-        raise ConfigError(f"{where}={short(value)} is not valid; choose one of {', '.join(valid)}")
-
-
-def _typed_section(section, table: dict[str, set], where: str) -> dict:
-    if isinstance(section, str):
-        section = {"type": section}
-    if not isinstance(section, dict) or "type" not in section:
-        raise ConfigError(f"{where}: expected a mapping with a 'type' ({', '.join(table)})")
-    _choice(section["type"], tuple(table), f"{where}.type")
-    _unknown({k: v for k, v in section.items() if k != "type"}, table[section["type"]], f"{where} ({section['type']})")
-    return dict(section)
-
-
-def _number(spec: dict, key: str, where: str, integer: bool) -> float:
-    v = spec.get(key)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
-        hint = ""
-        if isinstance(v, str):
-            try:
-                float(v)
-                hint = " (YAML reads exponents without a dot, like 1e-3, as text: write 1.0e-3)"
-            except ValueError:
-                pass
-        raise ConfigError(f"{where}.{key}={short(v)}: expected {'an integer' if integer else 'a number'}{hint}")
-    if not math.isfinite(v):
-        raise ConfigError(f"{where}.{key}={short(v)} must be finite")
-    return v
-
-
-def _check_param(spec, where: str, allow_list: bool) -> dict:
-    if not isinstance(spec, dict) or "type" not in spec:
-        raise ConfigError(f"{where}: expected a mapping with a 'type' (int, float, categorical"
-                          f"{', list' if allow_list else ''})")
-    t = spec["type"]
-    _choice(t, tuple(PARAM_KEYS) if allow_list else ("int", "float", "categorical"), f"{where}.type")
-    _unknown({k: v for k, v in spec.items() if k not in ("type", "when")}, PARAM_KEYS[t], f"{where} ({t})")
-    if t == "categorical":
-        choices = spec.get("choices")
-        if not isinstance(choices, list) or not choices:
-            raise ConfigError(f"{where}.choices must be a non-empty list")
-        for c in choices:
-            if c is not None and not isinstance(c, (bool, int, float, str)):
-                raise ConfigError(f"{where}.choices: {short(c)} is not a scalar; Optuna stores only None, bool, int, "
-                                  "float and str (use a list parameter or a helper for structured values)")
-    elif t in ("int", "float"):
-        integer = t == "int"
-        low, high = _number(spec, "low", where, integer), _number(spec, "high", where, integer)
-        if low > high:
-            raise ConfigError(f"{where}: low={low} is above high={high}")
-        if spec.get("log"):
-            if low <= 0:
-                raise ConfigError(f"{where}: log=true needs low > 0, got low={low}")
-            if spec.get("step") not in (None, 1):
-                raise ConfigError(f"{where}: log=true cannot be combined with step={spec['step']}")
-        if "step" in spec and spec["step"] is not None and _number(spec, "step", where, integer) <= 0:
-            raise ConfigError(f"{where}.step={spec['step']} must be > 0")
-    return spec
-
-
-def _parse_space(space, where: str) -> list[Param]:
-    if not isinstance(space, dict) or not space:
-        raise ConfigError(f"{where}: expected a non-empty mapping of parameter name -> spec")
-    params: list[Param] = []
-    seen: dict[str, Param] = {}
-    for name, spec in space.items():
-        here = f"{where}.{name}"
-        _check_param(spec, here, allow_list=True)
-        if spec["type"] == "list":
-            length = spec.get("length")
-            if length not in seen or seen[length].type != "int":
-                raise ConfigError(f"{here}.length={short(length)} must name an int parameter defined above it")
-            if seen[length].spec["low"] < 1:
-                raise ConfigError(f"{here}.length: {length} can be {seen[length].spec['low']}; lists need >= 1 item")
-            _check_param(spec.get("item"), f"{here}.item", allow_list=False)
-        when = spec.get("when") or {}
-        if not isinstance(when, dict):
-            raise ConfigError(f"{here}.when must map a parameter above it to a value or a list of values")
-        for dep, allowed in when.items():
-            if dep not in seen:
-                raise ConfigError(f"{here}.when: {short(dep)} is not a parameter defined above {short(name)}")
-        when = {dep: allowed if isinstance(allowed, list) else [allowed] for dep, allowed in when.items()}
-        param = Param(name=str(name), type=spec["type"], spec=spec, when=when)
-        params.append(param)
-        seen[param.name] = param
-    used = {p.spec.get("length") for p in params} | {dep for p in params for dep in p.when}
-    for p in params:
-        if "." not in p.name and p.name not in used:
-            raise ConfigError(f"{where}.{p.name}: not a config key (those look like section.field) and no other "
-                              "parameter uses it as a length or a 'when' condition")
-    return params

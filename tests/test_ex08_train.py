@@ -235,7 +235,8 @@ def test_steps_an_earlier_run_computed_come_from_the_cache_bit_for_bit(synthetic
         return summary, record.get("cached_steps", {})
 
     def rows(name):
-        return [{k: v for k, v in r.items() if k != "elapsed_s"} for r in read_metrics(tmp_path / name / "metrics.jsonl")]
+        return [{k: v for k, v in r.items() if k != "elapsed_s"}
+                for r in read_metrics(tmp_path / name / "metrics.jsonl")]
 
     first, cached = run("first")
     assert cached == {}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 from helpers import cli, load, trials_of, write_sweep
 
 optuna = pytest.importorskip("optuna")
@@ -152,3 +153,39 @@ def test_confirm_ranks_the_top_trials_against_the_preset_and_its_best_config_rep
     assert strip(read_metrics(tmp_path / "again" / "metrics.jsonl")) == strip(read_metrics(confirmed / "metrics.jsonl"))
     assert json.loads((tmp_path / "again" / "summary.json").read_text())["val/score"] == \
         json.loads((confirmed / "summary.json").read_text())["val/score"]
+
+
+def test_a_tie_break_orders_equal_metrics_by_the_second_one(tmp_path, synthetic_data_dir):
+    from studies.objective import trial_value
+    from studies.sweep import load_sweep
+
+    plain = load_sweep(write_sweep(tmp_path / "p.yaml", synthetic_data_dir))
+    broken = load_sweep(write_sweep(tmp_path / "b.yaml", synthetic_data_dir, metric="val/acc",
+                                    tie_break={"metric": "val/loss", "weight": -0.001}))
+    assert trial_value(plain, {"val/score": 5.0}) == 5.0 and trial_value(plain, {"train/loss": 1.0}) is None
+    better, worse = {"val/acc": 0.9, "val/loss": 0.3}, {"val/acc": 0.9, "val/loss": 0.5}
+    assert trial_value(broken, better) > trial_value(broken, worse) > trial_value(broken, {"val/acc": 0.89,
+                                                                                           "val/loss": 0.0})
+    with pytest.raises(Exception, match="tie_break must be a mapping"):
+        load_sweep(write_sweep(tmp_path / "x.yaml", synthetic_data_dir, tie_break="val/loss"))
+
+
+@pytest.mark.slow
+def test_a_teacher_step_study_trains_steps_one_and_two_once(synthetic_mnist, tmp_path):
+    """A space over the teacher step only: the first trial trains all three steps, the next takes steps 1-2 from
+    the step cache (its run record says so) and trains only the teacher, in less time."""
+    from helpers import write_ae_sweep
+
+    sweep = write_ae_sweep(tmp_path / "t.yaml", synthetic_mnist, **{"pretrain.epochs": 3, "transfer.epochs": 4})
+    spec = yaml.safe_load(sweep.read_text())
+    spec["space"] = {"teacher.lr": {"type": "float", "low": 2e-5, "high": 2e-4, "log": True}}
+    sweep.write_text(yaml.safe_dump(spec))
+    from experiments.run import main
+
+    assert main(["ex08", "--study", str(sweep), "--out", str(tmp_path / "t")]) == 0  # in-process: synthetic md5s
+    first, second = (json.loads((tmp_path / "t" / f"trial-000{i}" / "run.json").read_text()) for i in (0, 1))
+    assert "cached_steps" not in first and list(second["cached_steps"]) == ["pretrain", "transfer"]
+    trials = load(f"sqlite:///{tmp_path / 't' / 'study.db'}", "ae-tiny").trials
+    assert trials[1].user_attrs["wall_s"] < trials[0].user_attrs["wall_s"]
+    summary = json.loads((tmp_path / "t" / "trial-0001" / "summary.json").read_text())
+    assert "cached" in summary["steps"]["transfer"] and "cached" not in summary["steps"]["teacher"]

@@ -7,17 +7,19 @@ import yaml
 from helpers import write_sweep
 
 from common.errors import ConfigError
-from studies.sweep import SWEEPS_DIR, baseline_params, load_sweep, suggest
+from studies.space import baseline_params, suggest
+from studies.sweep import SWEEPS_DIR, load_sweep
 
 optuna = pytest.importorskip("optuna")
 
 
-@pytest.mark.parametrize("name,experiment", [("kp", "ex09"), ("ae", "ex08")])
-def test_shipped_sweeps_are_valid_against_their_configs(name, experiment):
+@pytest.mark.parametrize("name,experiment,params", [("kp", "ex09", 10), ("ae", "ex08", 10),
+                                                    ("ae-teacher", "ex08", 8)])
+def test_shipped_sweeps_are_valid_against_their_configs(name, experiment, params):
     from exercises import get_experiment
 
     sweep = load_sweep(SWEEPS_DIR / f"{name}.yaml", get_experiment(experiment).make_config)
-    assert sweep.experiment == experiment and sweep.study == name and len(sweep.space) >= 10
+    assert sweep.experiment == experiment and sweep.study == name and len(sweep.space) >= params
 
 
 @pytest.mark.parametrize("mutate,message", [
@@ -63,7 +65,7 @@ def test_invalid_yaml_and_the_cli_exit_code(tmp_path, capsys):
     assert main(["ex09", "--study", str(bad)]) == 2
     assert "bad.yaml" in capsys.readouterr().err
     assert main(["ex09", "--study", "no-such-sweep"]) == 2
-    assert "known: ae, kp" in capsys.readouterr().err
+    assert "known: ae, ae-teacher, kp" in capsys.readouterr().err
     ex08_sweep = write_sweep(tmp_path / "x.yaml", tmp_path)
     assert main(["ex08", "--study", str(ex08_sweep)]) == 2
     assert "is a sweep of ex09" in capsys.readouterr().err

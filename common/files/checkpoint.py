@@ -16,7 +16,8 @@ class ModelTooLargeError(ConfigError):
 
 
 STATE_FORMAT = "i2dl-training-state-v1"
-"""The format of every training state (common.training.training_state): named here, where saved models are told apart."""
+"""The format of every training state (common.training.training_state), named here where saved models are told
+apart."""
 
 def load(path: str | Path, map_location="cpu") -> dict:
     """``torch.load(weights_only=True)``; a missing, truncated or foreign file is a :class:`ConfigError` that

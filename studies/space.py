@@ -1,0 +1,172 @@
+"""A sweep's search space: its parameters (``int``, ``float``, ``categorical``, ``list``, any of them conditional
+with ``when``), validated with errors that name the parameter, sampled into config overrides for one Optuna
+trial, and read back from a config (the preset as the baseline trial, ``--enqueue``)."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from common.errors import ConfigError, short
+
+PARAM_KEYS = {"int": {"low", "high", "step", "log"}, "float": {"low", "high", "step", "log"},
+              "categorical": {"choices"}, "list": {"length", "item"}}
+
+
+@dataclass
+class Param:
+    name: str
+    type: str
+    spec: dict
+    when: dict[str, list] = field(default_factory=dict)
+
+
+def baseline_params(space: list[Param], cfg) -> dict[str, Any]:
+    """The Optuna parameters that reproduce ``cfg`` (the preset with the fixed overrides), for enqueueing it as
+    a trial: config keys read from ``cfg``, a list's length helper from the list's length."""
+    from common.config import get_value
+
+    values: dict[str, Any] = {}
+    lengths = {p.spec["length"]: p.name for p in space if p.type == "list"}
+    for p in space:
+        if "." in p.name:
+            values[p.name] = get_value(cfg, p.name)
+        elif p.name in lengths:
+            values[p.name] = len(get_value(cfg, lengths[p.name]))
+    params: dict[str, Any] = {}
+    for p in space:
+        if p.name not in values or any(values.get(dep, _MISSING) not in ok for dep, ok in p.when.items()):
+            continue
+        if p.type == "list":
+            params.update({f"{p.name}[{i}]": v for i, v in enumerate(values[p.name])})
+        else:
+            params[p.name] = values[p.name]
+    return params
+
+
+def suggest(trial, space: list[Param]) -> dict[str, Any]:
+    """Sample one point of ``space`` with an Optuna trial; returns the config overrides (dotted keys only)."""
+    values: dict[str, Any] = {}
+    for p in space:
+        if any(values.get(dep, _MISSING) not in allowed for dep, allowed in p.when.items()):
+            continue  # condition not met: this parameter does not exist in this trial
+        if p.type == "list":
+            n = values[p.spec["length"]]
+            values[p.name] = tuple(_suggest_one(trial, f"{p.name}[{i}]", p.spec["item"]) for i in range(n))
+        else:
+            values[p.name] = _suggest_one(trial, p.name, p.spec)
+    return {k: v for k, v in values.items() if "." in k}
+
+
+_MISSING = object()
+
+
+def _suggest_one(trial, name: str, spec: dict):
+    t = spec["type"]
+    if t == "categorical":
+        return trial.suggest_categorical(name, spec["choices"])
+    if t == "int":
+        return trial.suggest_int(name, spec["low"], spec["high"], step=spec.get("step", 1), log=spec.get("log", False))
+    return trial.suggest_float(name, spec["low"], spec["high"], step=spec.get("step"), log=spec.get("log", False))
+
+
+# --- validation helpers --------------------------------------------------------------------------------------
+
+def _unknown(d: dict, allowed: set, where: str) -> None:
+    bad = sorted(set(d) - allowed)
+    if bad:
+        raise ConfigError(f"{where}: unknown key {short(bad[0])}; valid keys: {', '.join(sorted(allowed))}")
+
+
+def _choice(value, valid, where: str) -> None:
+    if value not in valid:
+        raise ConfigError(f"{where}={short(value)} is not valid; choose one of {', '.join(valid)}")
+
+
+def _typed_section(section, table: dict[str, set], where: str) -> dict:
+    if isinstance(section, str):
+        section = {"type": section}
+    if not isinstance(section, dict) or "type" not in section:
+        raise ConfigError(f"{where}: expected a mapping with a 'type' ({', '.join(table)})")
+    _choice(section["type"], tuple(table), f"{where}.type")
+    _unknown({k: v for k, v in section.items() if k != "type"}, table[section["type"]], f"{where} ({section['type']})")
+    return dict(section)
+
+
+def _number(spec: dict, key: str, where: str, integer: bool) -> float:
+    v = spec.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (integer and not isinstance(v, int)):
+        hint = ""
+        if isinstance(v, str):
+            try:
+                float(v)
+                hint = " (YAML reads exponents without a dot, like 1e-3, as text: write 1.0e-3)"
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}.{key}={short(v)}: expected {'an integer' if integer else 'a number'}{hint}")
+    if not math.isfinite(v):
+        raise ConfigError(f"{where}.{key}={short(v)} must be finite")
+    return v
+
+
+def _check_param(spec, where: str, allow_list: bool) -> dict:
+    if not isinstance(spec, dict) or "type" not in spec:
+        raise ConfigError(f"{where}: expected a mapping with a 'type' (int, float, categorical"
+                          f"{', list' if allow_list else ''})")
+    t = spec["type"]
+    _choice(t, tuple(PARAM_KEYS) if allow_list else ("int", "float", "categorical"), f"{where}.type")
+    _unknown({k: v for k, v in spec.items() if k not in ("type", "when")}, PARAM_KEYS[t], f"{where} ({t})")
+    if t == "categorical":
+        choices = spec.get("choices")
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(f"{where}.choices must be a non-empty list")
+        for c in choices:
+            if c is not None and not isinstance(c, (bool, int, float, str)):
+                raise ConfigError(f"{where}.choices: {short(c)} is not a scalar; Optuna stores only None, bool, int, "
+                                  "float and str (use a list parameter or a helper for structured values)")
+    elif t in ("int", "float"):
+        integer = t == "int"
+        low, high = _number(spec, "low", where, integer), _number(spec, "high", where, integer)
+        if low > high:
+            raise ConfigError(f"{where}: low={low} is above high={high}")
+        if spec.get("log"):
+            if low <= 0:
+                raise ConfigError(f"{where}: log=true needs low > 0, got low={low}")
+            if spec.get("step") not in (None, 1):
+                raise ConfigError(f"{where}: log=true cannot be combined with step={spec['step']}")
+        if "step" in spec and spec["step"] is not None and _number(spec, "step", where, integer) <= 0:
+            raise ConfigError(f"{where}.step={spec['step']} must be > 0")
+    return spec
+
+
+def _parse_space(space, where: str) -> list[Param]:
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(f"{where}: expected a non-empty mapping of parameter name -> spec")
+    params: list[Param] = []
+    seen: dict[str, Param] = {}
+    for name, spec in space.items():
+        here = f"{where}.{name}"
+        _check_param(spec, here, allow_list=True)
+        if spec["type"] == "list":
+            length = spec.get("length")
+            if length not in seen or seen[length].type != "int":
+                raise ConfigError(f"{here}.length={short(length)} must name an int parameter defined above it")
+            if seen[length].spec["low"] < 1:
+                raise ConfigError(f"{here}.length: {length} can be {seen[length].spec['low']}; lists need >= 1 item")
+            _check_param(spec.get("item"), f"{here}.item", allow_list=False)
+        when = spec.get("when") or {}
+        if not isinstance(when, dict):
+            raise ConfigError(f"{here}.when must map a parameter above it to a value or a list of values")
+        for dep, allowed in when.items():
+            if dep not in seen:
+                raise ConfigError(f"{here}.when: {short(dep)} is not a parameter defined above {short(name)}")
+        when = {dep: allowed if isinstance(allowed, list) else [allowed] for dep, allowed in when.items()}
+        param = Param(name=str(name), type=spec["type"], spec=spec, when=when)
+        params.append(param)
+        seen[param.name] = param
+    used = {p.spec.get("length") for p in params} | {dep for p in params for dep in p.when}
+    for p in params:
+        if "." not in p.name and p.name not in used:
+            raise ConfigError(f"{where}.{p.name}: not a config key (those look like section.field) and no other "
+                              "parameter uses it as a length or a 'when' condition")
+    return params
