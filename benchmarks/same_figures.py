@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -24,6 +25,8 @@ RUNS = {  # name -> CLI arguments after "python -m experiments.run"
     "quick": ["ex09", "--preset", "quick"],
     "default-10": ["ex09", "--set", "train.epochs=10"],
     "default": ["ex09"],
+    "leaderboard": ["ex08", "--preset", "leaderboard"],
+    "pseudo-label": ["ex08", "--preset", "pseudo-label"],
     "leaderboard-short": ["ex08", "--preset", "leaderboard", "--set", *SHORT_EX08],
     "pseudo-label-short": ["ex08", "--preset", "pseudo-label", "--set", *SHORT_EX08],
 }
@@ -36,8 +39,10 @@ def run(tree: Path, name: str, out: Path, data_dir: str | None) -> tuple[list[di
     sets = ["track.mode=disabled", "run.threads=2"]
     cmd = [sys.executable, "-m", "experiments.run", *args[:1], *fixed, *args[1:]]
     cmd += sets if "--set" in args else ["--set", *sets]
+    # An empty ex08 step cache for each run: every step is computed, none taken from an earlier run.
+    env = {**os.environ, "I2DL_STEP_CACHE_DIR": str(out.parent / f".step-cache-{name}")}
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True)  # cwd first on sys.path: that tree's code
+    proc = subprocess.run(cmd, cwd=tree, capture_output=True, text=True, env=env)  # cwd first on sys.path
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} in {tree} failed:\n{proc.stderr[-3000:]}")
     rows = [{k: v for k, v in json.loads(line).items() if k != "elapsed_s"}

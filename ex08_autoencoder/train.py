@@ -247,6 +247,7 @@ def replay_cached(step: str, hit: tuple[dict, list[dict]], run: RunDir, on_epoch
     """A step taken from the cache: its rows logged (and shown to ``on_epoch``, as a trained step's would be: a
     study's pruner counts them), its result marked with the entry it came from."""
     result, rows = hit
+    run.keep_metrics(lambda row: row.get("step") != step)  # an interrupted attempt's rows (a resume) go
     for row in rows:
         row = {k: v for k, v in row.items() if k != "elapsed_s"}
         run.log_metrics({**row, "elapsed_s": since_process_start()})

@@ -112,6 +112,8 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
                 trial.set_user_attr("reason", reason)
                 print(f"[study] trial {trial.number} (worker {worker}): pruned ({reason})", file=sys.stderr)
                 raise optuna.TrialPruned(reason)
+            for step, value in sorted(twin.intermediate_values.items()):  # what the pruner would have seen
+                trial.report(value, step)
             print(f"[study] trial {trial.number} (worker {worker}): {sweep.metric} {twin.value:.4g}, answered from "
                   f"trial {twin.number} (the same parameters)", file=sys.stderr, flush=True)
             return twin.value

@@ -102,13 +102,13 @@ def test_rung_correlation_is_spearman_over_complete_trials():
 
 
 @pytest.mark.slow
-def test_confirm_ranks_the_top_trials_against_the_preset_and_its_best_config_reproduces(synthetic_data_dir, tmp_path,
-                                                                                         capsys):
+def test_confirm_ranks_the_top_trials_against_the_preset_and_its_best_config_reproduces(synthetic_data_dir,
+                                                                                         tmp_path):
     import signal
     import subprocess
     import sys
 
-    from helpers import REPO, ctrl_c_works, run_main, wait_for
+    from helpers import REPO, ctrl_c_works, wait_for
 
     from common.plots import read_metrics
 
@@ -116,7 +116,7 @@ def test_confirm_ranks_the_top_trials_against_the_preset_and_its_best_config_rep
                         fixed={"train.epochs": 3})
     assert cli("ex09", "--study", sweep, "--out", tmp_path / "c").returncode == 0
     confirm = ["report", "--study", sweep, "--out", tmp_path / "c", "--confirm", 2, "--seeds", "0,1",
-               "--no-progress"]
+               "--no-progress", "--set", "train.epochs=8"]  # the full budget of this tiny study, say
     # Ctrl-C in the middle: the same command goes on, keeping the seeds that finished
     proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *map(str, confirm)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works)
@@ -129,8 +129,9 @@ def test_confirm_ranks_the_top_trials_against_the_preset_and_its_best_config_rep
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
-    code, out, err = run_main(confirm, capsys)
-    assert code == 0, err
+    again = cli(*confirm)  # every run in a fresh process, as a user makes them: comparable to the last bit
+    out, err = again.stdout, again.stderr
+    assert again.returncode == 0, err[-3000:]
     assert "seed 0: complete" in err and "kept" in err, "the finished seed was not trained again"
     result = json.loads((tmp_path / "c" / "confirm" / "confirm.json").read_text())
     names = [c["name"] for c in result["candidates"]]
@@ -145,10 +146,11 @@ def test_confirm_ranks_the_top_trials_against_the_preset_and_its_best_config_rep
     assert "## Confirmation on fresh runs" in report and "paired vs preset" in report
     # --config best-config.json runs the winner again: the confirmed run of the first seed, to the last digit
     winner = result["winner"]
-    code, _, err = run_main(["ex09", "--config", tmp_path / "c" / "confirm" / "best-config.json", "--out",
-                             tmp_path / "again", "--no-progress"], capsys)
-    assert code == 0, err
+    rerun = cli("ex09", "--config", tmp_path / "c" / "confirm" / "best-config.json", "--out", tmp_path / "again",
+                "--no-progress")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
     confirmed = tmp_path / "c" / "confirm" / winner / "seed-0"
+    assert json.loads((confirmed / "summary.json").read_text())["epochs"] == 8, "--set reached every candidate"
     strip = lambda rows: [{k: v for k, v in r.items() if k != "elapsed_s"} for r in rows]  # noqa: E731
     assert strip(read_metrics(tmp_path / "again" / "metrics.jsonl")) == strip(read_metrics(confirmed / "metrics.jsonl"))
     assert json.loads((tmp_path / "again" / "summary.json").read_text())["val/score"] == \

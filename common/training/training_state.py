@@ -80,10 +80,10 @@ class TrainingState:
         set_rng_state(self.saved["rng"])
         return self.saved["loop"]
 
-    def save(self, epoch: int, loop: dict, force: bool = False) -> None:
+    def save(self, epoch: int, loop: dict) -> None:
         """Write the state after ``epoch`` with the loop's record ``loop`` (unless one was written less than
-        ``save_every_s`` ago and not ``force``)."""
-        if self.path is None or (not force and time.monotonic() - self._saved_at < self.save_every_s):
+        ``save_every_s`` ago)."""
+        if self.path is None or time.monotonic() - self._saved_at < self.save_every_s:
             return
         atomic_torch_save({"format": FORMAT, "kind": self.kind, "config": self.config, "epoch": epoch,
                            "loop": loop, "rng": rng_state(),
