@@ -80,7 +80,7 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
               artifacts: Path | None = None, enqueue: list[Path] = ()) -> int:
     """``--study``: create the study once, then run trials here (``workers=1``) or in K worker processes.
     ``overrides`` (``--set``, ``--data-dir``) apply to every trial, on top of the sweep's ``fixed``; ``enqueue``:
-    configs to run first (:func:`studies.search.enqueue_config`)."""
+    configs to run first (:func:`studies.search.params_of_config`)."""
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     most = MAX_WORKERS_PER_CORE * max(cores, len(gpu_ids()) if workers > cores else 0)
     if workers < 1 or workers > most:
