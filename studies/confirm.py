@@ -55,8 +55,6 @@ def _seeds_of(experiment, cfg, out: Path, seeds: list[int], progress: bool) -> d
 def confirm(study, sweep, experiment, study_dir: Path, k: int, seeds: list[int], overrides: list[str],
             progress: bool = True) -> dict:
     """Train and rank the candidates; write ``confirm.json`` and ``best-config.json``; returns the result."""
-    if k < 1:
-        raise ConfigError(f"--confirm {k}: give how many of the top trials to confirm (>= 1)")
     metric, sign = sweep.metric, 1 if sweep.direction == "maximize" else -1
     root = Path(study_dir) / "confirm"
     configs = candidates(study, sweep, experiment, k, overrides)

@@ -253,6 +253,8 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
     if (overrides and not (retrain or confirm)) or (overwrite and not retrain):
         raise ConfigError("--set, --data-dir and --overwrite apply to --retrain-best only (--set and --data-dir to "
                           "--confirm too); add one or drop them")
+    if confirm is not None and confirm < 1:  # checked before the study is read: 0 would silently confirm nothing
+        raise ConfigError(f"--confirm {confirm}: give how many of the top trials to confirm (>= 1)")
     if seeds and not confirm:
         raise ConfigError("--seeds applies to --confirm K only; add it or drop --seeds")
     if confirm and retrain:
