@@ -93,6 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "paired difference to the preset, into <study dir>/confirm (resumable)")
     p.add_argument("--seeds", type=_seeds, default=None, metavar="0,1,2",
                    help="with --confirm: the seeds every candidate is trained with (default 0,1,2)")
+    p.add_argument("--workers", type=int, default=1, metavar="K",
+                   help="with --confirm: train the candidates in K processes on this machine, sharing the cores")
+    p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--overwrite", action="store_true", help="with --retrain-best: replace an earlier retrain")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help="with --retrain-best or --confirm: overrides on top of each config, e.g. train.epochs=70")

@@ -145,7 +145,8 @@ def report(args) -> int:
     try:
         return report_study(args.study, overrides, out=args.out, storage=args.storage, retrain=args.retrain_best,
                             overwrite=args.overwrite, progress=not args.no_progress, artifacts=args.artifacts,
-                            confirm=args.confirm, seeds=args.seeds)
+                            confirm=args.confirm, seeds=args.seeds, workers=args.workers,
+                            worker_index=args.worker_index, worker_threads=args.worker_threads)
     except KeyboardInterrupt as e:  # a retrain or a confirmation: its finished runs are kept
         print(f"interrupted ({signal_name(e)}): finished runs are kept; go on with: {shlex.join(record.COMMAND)}"
               if args.confirm else f"interrupted ({signal_name(e)})", file=sys.stderr)

@@ -4,8 +4,9 @@ mean with the paired difference to the preset (seed by seed: the same seed share
 
 ``report --confirm K --seeds 0,1,2`` trains into ``<study dir>/confirm/<candidate>/seed-N/`` (each candidate a
 ``--seeds`` dir: an interrupted confirmation resumes where it stopped), then writes ``confirm.json``, the winner's
-``best-config.json`` (``--config`` runs it as it is; with the first seed it reproduces that confirmed run) and a
-section of ``report.md``.
+``best-config.json`` (the config the winner's first-seed run recorded: ``--config`` runs that confirmed run
+again) and a section of ``report.md``. ``--workers K`` trains the candidates in K processes (whole candidates
+each, ``cores / K`` threads), then ranks them here.
 """
 from __future__ import annotations
 
@@ -22,9 +23,10 @@ from common.files.json_files import read_json
 from common.run.seeds import run_seeds, spread
 
 
-def candidates(study, sweep, experiment, k: int, overrides: list[str]) -> dict:
-    """``{name: config}``: the preset (with the sweep's fixed values) and the top-``k`` complete trials with
-    distinct parameters (a trial answered from another is that one), each with ``overrides`` on top."""
+def candidates(study, sweep, experiment, k: int, overrides: list[str], threads: int = 0) -> dict:
+    """``{name: (config, study value)}``: the preset (with the sweep's fixed values) and the top-``k`` complete
+    trials with distinct parameters (a trial answered from another is that one), each with ``overrides`` on top
+    and ``threads`` (0 = all cores: one run at a time) unless ``--set run.threads=N`` says otherwise."""
     from optuna.trial import TrialState
 
     base = apply_overrides(experiment.make_config(sweep.preset), dict(sweep.fixed))
@@ -38,7 +40,7 @@ def candidates(study, sweep, experiment, k: int, overrides: list[str]) -> dict:
         configs[f"trial-{t.number:04d}"] = (apply_overrides(copy.deepcopy(base), t.user_attrs.get("overrides", {})),
                                             t.value)
     for name, (cfg, _) in configs.items():
-        cfg.run.threads = 0  # one run at a time: all cores, unless --set run.threads=N says otherwise
+        cfg.run.threads = threads
         apply_overrides(cfg, overrides)
         cfg.track.group, cfg.track.name = sweep.study, f"{sweep.study}-confirm-{name}"
     return configs
@@ -52,12 +54,48 @@ def _seeds_of(experiment, cfg, out: Path, seeds: list[int], progress: bool) -> d
     return run_seeds(experiment, cfg, out, seeds, progress=progress, resume=(out / "seeds.json").is_file())
 
 
+def train_share(study, sweep, experiment, study_dir: Path, k: int, seeds: list[int], overrides: list[str],
+                index: int, workers: int, threads: int) -> None:
+    """A ``--workers`` process: train candidates ``index``, ``index + workers``, ... (the parent ranks them)."""
+    configs = list(candidates(study, sweep, experiment, k, overrides, threads).items())
+    for name, (cfg, _) in configs[index::workers]:
+        print(f"[confirm] worker {index}: {name}, seeds {','.join(map(str, seeds))}", file=sys.stderr, flush=True)
+        _seeds_of(experiment, cfg, Path(study_dir) / "confirm" / name, seeds, progress=False)
+
+
+def train_in_workers(sweep, study_dir: Path, url: str, k: int, seeds: list[int], overrides: list[str],
+                     workers: int) -> int:
+    """Train the candidates in ``workers`` processes (``report ... --worker-index i``) and wait for them; returns
+    the threads each used (the parent then ranks what they trained, keeping every run)."""
+    from common.run.signals import Terminated
+    from studies.workers import spawn_workers, threads_per_worker
+
+    threads = threads_per_worker(workers)
+
+    def argv_for(i: int) -> list[str]:
+        return [sys.executable, "-m", "experiments.run", "report", "--study", str(sweep.path), "--out", str(study_dir),
+                "--confirm", str(k), "--seeds", ",".join(map(str, seeds)), "--no-progress", "--workers", str(workers),
+                "--worker-index", str(i), "--worker-threads", str(threads), *(["--set", *overrides] if overrides else [])]
+    code = spawn_workers(argv_for, workers, url, threads)
+    if code in (130, 143):  # the workers were interrupted: said as for one process (experiments/run.py)
+        raise Terminated() if code == 143 else KeyboardInterrupt()
+    if code:
+        print(f"[confirm] a worker failed (its error is above); the runs that finished are kept: run the same "
+              "command again to go on", file=sys.stderr)
+        raise SystemExit(code)
+    return threads
+
+
 def confirm(study, sweep, experiment, study_dir: Path, k: int, seeds: list[int], overrides: list[str],
-            progress: bool = True) -> dict:
-    """Train and rank the candidates; write ``confirm.json`` and ``best-config.json``; returns the result."""
+            progress: bool = True, workers: int = 1, url: str | None = None) -> dict:
+    """Train (what is not complete yet, in ``workers`` processes sharing the study at ``url``) and rank the
+    candidates; write ``confirm.json`` and ``best-config.json``; returns the result."""
+    from exercises import load_run
+
     metric, sign = sweep.metric, 1 if sweep.direction == "maximize" else -1
     root = Path(study_dir) / "confirm"
-    configs = candidates(study, sweep, experiment, k, overrides)
+    threads = train_in_workers(sweep, study_dir, url, k, seeds, overrides, workers) if workers > 1 else 0
+    configs = candidates(study, sweep, experiment, k, overrides, threads)
     rows = []
     for name, (cfg, study_value) in configs.items():
         print(f"[confirm] {name}: seeds {','.join(map(str, seeds))} -> {root / name}", file=sys.stderr, flush=True)
@@ -65,8 +103,9 @@ def confirm(study, sweep, experiment, study_dir: Path, k: int, seeds: list[int],
         if metric not in result["figures"]:
             raise ConfigError(f"the runs in {root / name} report no {metric}")
         rows.append({"name": name, "study_value": study_value, **result["figures"][metric],
-                     "figures": {key: f["mean"] for key, f in result["figures"].items()}, "config": cfg})
-    preset = rows[0]["values"]
+                     "figures": {key: f["mean"] for key, f in result["figures"].items()}})
+    preset_row = rows[0]
+    preset = preset_row["values"]
     for row in rows:
         row["paired_diff"] = spread([a - b for a, b in zip(row["values"], preset)])
     rows.sort(key=lambda r: sign * r["mean"], reverse=True)
@@ -74,16 +113,18 @@ def confirm(study, sweep, experiment, study_dir: Path, k: int, seeds: list[int],
     diff = winner["paired_diff"]
     beats = winner["name"] != "preset" and len(seeds) > 1 and sign * diff["mean"] > diff["sd"]
     curse = None if winner["study_value"] is None else winner["study_value"] - winner["mean"]
-    # with the first seed: what `--config best-config.json` runs is that confirmed run again
-    save_config(apply_overrides(copy.deepcopy(winner["config"]), {key: seeds[0] for key in experiment.seed_keys}),
-                root / "best-config.json")
+    walls = winner["figures"].get("wall_s"), preset_row["figures"].get("wall_s")
+    # what the winner's first seed ran (its threads too): `--config best-config.json` makes that run again
+    save_config(load_run(root / winner["name"] / f"seed-{seeds[0]}")[1], root / "best-config.json")
     verdict = (f"{winner['name']} {'beats' if beats else 'does not beat'} the preset by more than the paired sd: "
                f"{metric} {winner['mean']:.4g} +- {winner['sd']:.2g} against {statistics.fmean(preset):.4g}, paired "
                f"{diff['mean']:+.4g} +- {diff['sd']:.2g} over seeds {','.join(map(str, seeds))}"
+               + (f", at {walls[0] / walls[1]:.2f}x the preset's wall time" if all(walls) else "")
                + (f"; the study's value of it was {curse:+.4g} above its confirmed mean" if curse is not None else ""))
     out = {"metric": metric, "direction": sweep.direction, "seeds": seeds, "winner": winner["name"],
+           "preset_wall_s": walls[1],
            "beats_preset": beats, "winners_curse": curse, "verdict": verdict,
-           "candidates": [{k: v for k, v in r.items() if k != "config"} for r in rows]}
+           "candidates": rows}
     atomic_write_text(root / "confirm.json", json.dumps(out, indent=2) + "\n")
     return out
 
@@ -95,11 +136,14 @@ def confirm_lines(study_dir: Path) -> list[str]:
         return []
     metric = result["metric"]
     lines = ["## Confirmation on fresh runs", "", result["verdict"] + ".", "",
-             f"| candidate | study's value | {metric} mean +- sd | paired vs preset | per seed |",
-             "|---|---|---|---|---|"]
+             f"| candidate | study's value | {metric} mean +- sd | paired vs preset | per seed | wall s (x preset) |",
+             "|---|---|---|---|---|---|"]
+    preset_wall = result.get("preset_wall_s")
     for r in result["candidates"]:
         study_value = "" if r["study_value"] is None else f"{r['study_value']:.4g}"
+        wall = r["figures"].get("wall_s")
+        wall = "" if wall is None else f"{wall:.0f}" + (f" ({wall / preset_wall:.2f}x)" if preset_wall else "")
         lines.append(f"| {r['name']} | {study_value} | {r['mean']:.4g} +- {r['sd']:.2g} | "
                      f"{r['paired_diff']['mean']:+.4g} +- {r['paired_diff']['sd']:.2g} | "
-                     + ", ".join(f"{v:.4g}" for v in r["values"]) + " |")
+                     + ", ".join(f"{v:.4g}" for v in r["values"]) + f" | {wall} |")
     return lines + ["", "The winner's config: `confirm/best-config.json` (`--config` runs it).", ""]

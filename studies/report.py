@@ -241,9 +241,10 @@ def _busy_errors() -> tuple[type, ...]:
 
 def report_study(study_name: str, overrides: list[str], *, out: Path | None = None, storage: str | None = None,
                  retrain: bool = False, overwrite: bool = False, progress: bool = True,
-                 artifacts: Path | None = None, confirm: int | None = None, seeds: list[int] | None = None) -> int:
+                 artifacts: Path | None = None, confirm: int | None = None, seeds: list[int] | None = None,
+                 workers: int = 1, worker_index: int | None = None, worker_threads: int | None = None) -> int:
     """``python -m experiments.run report``: write the report (and retrain the best trial, or confirm the top
-    ``confirm`` trials on ``seeds``, when asked)."""
+    ``confirm`` trials on ``seeds`` in ``workers`` processes, when asked)."""
     import json
 
     from studies.search import load_study
@@ -259,6 +260,10 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
         raise ConfigError("--seeds applies to --confirm K only; add it or drop --seeds")
     if confirm and retrain:
         raise ConfigError("--confirm and --retrain-best are two ways to retrain; give one")
+    if workers != 1 and not confirm:
+        raise ConfigError("--workers applies to --confirm K only; add it or drop --workers")
+    from studies.workers import check_workers
+    check_workers(workers)
     sweep, exp = open_sweep(study_name)
     study_dir = study_dir_of(sweep, out)
     url = storage_url(storage, study_dir)
@@ -275,6 +280,10 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
             raise
         from studies.storage import busy_error
         raise busy_error(url, REPORT_WAIT_S) from None
+    if confirm and worker_index is not None:  # a --workers process started below: its share of the candidates
+        from studies.confirm import train_share
+        train_share(study, sweep, exp, study_dir, confirm, seeds, overrides, worker_index, workers, worker_threads)
+        return 0
     best_files = {}
     store_dir = Path(artifacts or study_dir / "artifacts")
     if store_dir.is_dir() and any(t.state.name == "COMPLETE" for t in study.get_trials(deepcopy=False)):
@@ -286,7 +295,8 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
     if confirm:
         from studies import confirm as confirming
 
-        result = confirming.confirm(study, sweep, exp, study_dir, confirm, seeds or [0, 1, 2], overrides, progress)
+        result = confirming.confirm(study, sweep, exp, study_dir, confirm, seeds or [0, 1, 2], overrides, progress,
+                                    workers, url)
         print(f"confirm: {study_dir / 'confirm' / 'confirm.json'}; {study_dir / 'confirm' / 'best-config.json'}")
         print(result["verdict"])
     print(f"report: {write_report(study, study_dir, best_files, sweep.pruner)}")
@@ -301,3 +311,4 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
                                overwrite=overwrite)
         print(json.dumps({k: summary.get(k) for k in (sweep.metric, "params", "epochs", "wall_s") if k in summary}))
     return 0
+

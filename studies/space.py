@@ -10,7 +10,7 @@ from typing import Any
 from common.errors import ConfigError, short
 
 PARAM_KEYS = {"int": {"low", "high", "step", "log"}, "float": {"low", "high", "step", "log"},
-              "categorical": {"choices"}, "list": {"length", "item"}}
+              "categorical": {"choices"}, "list": {"length", "item", "items"}}
 
 
 @dataclass
@@ -52,13 +52,19 @@ def suggest(trial, space: list[Param]) -> dict[str, Any]:
             continue  # condition not met: this parameter does not exist in this trial
         if p.type == "list":
             n = values[p.spec["length"]]
-            values[p.name] = tuple(_suggest_one(trial, f"{p.name}[{i}]", p.spec["item"]) for i in range(n))
+            values[p.name] = tuple(_suggest_one(trial, f"{p.name}[{i}]", item_spec(p.spec, i)) for i in range(n))
         else:
             values[p.name] = _suggest_one(trial, p.name, p.spec)
     return {k: v for k, v in values.items() if "." in k}
 
 
 _MISSING = object()
+
+
+def item_spec(spec: dict, i: int) -> dict:
+    """A list's ``i``-th item: ``item`` (every position alike) or ``items[i]`` (a range per position: a CNN's
+    first block costs most, so its width wants a range of its own)."""
+    return spec["items"][i] if "items" in spec else spec["item"]
 
 
 def _suggest_one(trial, name: str, spec: dict):
@@ -153,7 +159,18 @@ def _parse_space(space, where: str) -> list[Param]:
                 raise ConfigError(f"{here}.length={short(length)} must name an int parameter defined above it")
             if seen[length].spec["low"] < 1:
                 raise ConfigError(f"{here}.length: {length} can be {seen[length].spec['low']}; lists need >= 1 item")
-            _check_param(spec.get("item"), f"{here}.item", allow_list=False)
+            if ("item" in spec) == ("items" in spec):
+                raise ConfigError(f"{here}: give 'item' (one spec for every position) or 'items' (a list of specs, "
+                                  "one per position), not both or neither")
+            if "items" in spec:
+                items = spec["items"]
+                if not isinstance(items, list) or len(items) < seen[length].spec["high"]:
+                    raise ConfigError(f"{here}.items: expected a list of at least {seen[length].spec['high']} specs "
+                                      f"({length} goes up to {seen[length].spec['high']})")
+                for i, item in enumerate(items):
+                    _check_param(item, f"{here}.items[{i}]", allow_list=False)
+            else:
+                _check_param(spec.get("item"), f"{here}.item", allow_list=False)
         when = spec.get("when") or {}
         if not isinstance(when, dict):
             raise ConfigError(f"{here}.when must map a parameter above it to a value or a list of values")

@@ -74,6 +74,14 @@ def check_study_dir(study_dir: Path) -> None:
                           "study")
 
 
+def check_workers(workers: int) -> None:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    most = MAX_WORKERS_PER_CORE * max(cores, len(gpu_ids()) if workers > cores else 0)
+    if workers < 1 or workers > most:
+        raise ConfigError(f"--workers={workers} must be between 1 and {most} ({MAX_WORKERS_PER_CORE} per core or GPU "
+                          f"of the {cores} cores here); each worker is a whole training process")
+
+
 def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | None = None,
               storage: str | None = None, trials: int | None = None, timeout: float | None = None,
               workers: int = 1, worker_index: int | None = None, worker_threads: int | None = None,
@@ -81,11 +89,7 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
     """``--study``: create the study once, then run trials here (``workers=1``) or in K worker processes.
     ``overrides`` (``--set``, ``--data-dir``) apply to every trial, on top of the sweep's ``fixed``; ``enqueue``:
     configs to run first (:func:`studies.search.params_of_config`)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    most = MAX_WORKERS_PER_CORE * max(cores, len(gpu_ids()) if workers > cores else 0)
-    if workers < 1 or workers > most:
-        raise ConfigError(f"--workers={workers} must be between 1 and {most} ({MAX_WORKERS_PER_CORE} per core or GPU "
-                          f"of the {cores} cores here); each worker is a whole training process")
+    check_workers(workers)
     if trials is not None and trials < 1:
         raise ConfigError(f"--trials={trials} must be >= 1 (finished trials the whole study aims for)")
     if timeout is not None and not timeout > 0:

@@ -116,8 +116,9 @@ def test_confirm_ranks_the_top_trials_against_the_preset_and_its_best_config_rep
                         fixed={"train.epochs": 3})
     assert cli("ex09", "--study", sweep, "--out", tmp_path / "c").returncode == 0
     confirm = ["report", "--study", sweep, "--out", tmp_path / "c", "--confirm", 2, "--seeds", "0,1",
-               "--no-progress", "--set", "train.epochs=8"]  # the full budget of this tiny study, say
-    # Ctrl-C in the middle: the same command goes on, keeping the seeds that finished
+               "--no-progress", "--workers", 2, "--set", "train.epochs=8"]  # the full budget of this tiny study, say
+    # Ctrl-C in the middle (the parent alone: it passes it on to its workers): the same command goes on, keeping
+    # the seeds that finished
     proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *map(str, confirm)], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works)
     try:
@@ -143,7 +144,11 @@ def test_confirm_ranks_the_top_trials_against_the_preset_and_its_best_config_rep
         assert c["paired_diff"]["values"] == pytest.approx([a - b for a, b in zip(c["values"], preset["values"])])
     assert result["verdict"] in out
     report = (tmp_path / "c" / "report.md").read_text()
-    assert "## Confirmation on fresh runs" in report and "paired vs preset" in report
+    assert "## Confirmation on fresh runs" in report and "paired vs preset" in report and "x the preset's wall" in out
+    threads = {json.loads((tmp_path / "c" / "confirm" / c / f"seed-{s}" / "config.json").read_text())["run"]["threads"]
+               for c in names for s in (0, 1)}
+    from studies.workers import threads_per_worker
+    assert threads == {threads_per_worker(2)}, "two workers share the cores, every candidate alike"
     # --config best-config.json runs the winner again: the confirmed run of the first seed, to the last digit
     winner = result["winner"]
     rerun = cli("ex09", "--config", tmp_path / "c" / "confirm" / "best-config.json", "--out", tmp_path / "again",

@@ -40,6 +40,10 @@ def test_shipped_sweeps_are_valid_against_their_configs(name, experiment, params
      "'arch' is not a parameter defined above"),
     (lambda s: s["space"].update({"width": {"type": "int", "low": 3, "high": 5}}), "no other parameter uses it"),
     (lambda s: s["space"]["model.widths"].update(length="train.lr"), "must name an int parameter"),
+    (lambda s: s["space"]["model.widths"].update(items=[{"type": "int", "low": 8, "high": 16}, {"type": "int", "low": 8, "high": 16}]),
+     "give 'item'"),
+    (lambda s: s["space"]["model.widths"].update(items=[{"type": "int", "low": 8, "high": 16}], item=None) or
+     s["space"]["model.widths"].pop("item"), "expected a list of at least 2 specs"),
     (lambda s: s.update(sampler={"type": "grid"}), "sampler.type='grid'"),
     (lambda s: s.update(pruner={"type": "median", "patience": 3}), "unknown key 'patience'"),
     (lambda s: s.update(trials=0), "trials=0 must be a positive integer"),
@@ -71,24 +75,31 @@ def test_invalid_yaml_and_the_cli_exit_code(tmp_path, capsys):
     assert "is a sweep of ex09" in capsys.readouterr().err
 
 
-def test_conditional_and_list_parameters_and_the_baseline_round_trip():
+def test_conditional_and_list_parameters_and_the_baseline_round_trip(tmp_path):
     from ex09_keypoints.config import make_config
 
-    sweep = load_sweep(SWEEPS_DIR / "kp.yaml")
+    sweep = load_sweep(SWEEPS_DIR / "kp.yaml")  # its widths: a range per block
     cnn = dict(baseline_params(sweep.space, make_config("default")))
     assert cnn["depth"] == 3 and [cnn[f"model.widths[{i}]"] for i in range(3)] == [48, 96, 192]
     overrides = suggest(optuna.trial.FixedTrial(cnn), sweep.space)
     cfg = make_config("default")
     assert overrides["model.widths"] == cfg.model.widths and overrides["train.lr"] == cfg.train.lr
-    assert overrides["model.members"] == cfg.model.members == 1
     assert overrides["train.swa_from"] == cfg.train.swa_from == 0.0
     assert "depth" not in overrides  # a helper, not a config key
-    shared = ("model.head_hidden", "model.head_dropout", "model.members", "model.tta_shift_px", "model.tta_diagonals")
-    timm = {k: v for k, v in cnn.items() if k in shared or k.startswith(("train.", "augment."))}
-    timm["model.arch"] = "timm:lcnet_050"
-    overrides = suggest(optuna.trial.FixedTrial(timm), sweep.space)
-    assert overrides["model.arch"] == "timm:lcnet_050"
-    assert not any(k in overrides for k in ("model.widths", "model.kernel", "model.head")), "conditional on cnn"
+    items = sweep.space[[p.name for p in sweep.space].index("model.widths")].spec["items"]
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    for _ in range(30):  # each position samples from its own range
+        widths = suggest(study.ask(), sweep.space)["model.widths"]
+        assert all(items[i]["low"] <= w <= items[i]["high"] for i, w in enumerate(widths)), widths
+    space = {"model.arch": {"type": "categorical", "choices": ["cnn", "timm:lcnet_050"]},
+             "depth": {"type": "int", "low": 1, "high": 2, "when": {"model.arch": "cnn"}},
+             "model.widths": {"type": "list", "length": "depth", "item": {"type": "int", "low": 8, "high": 24},
+                              "when": {"model.arch": "cnn"}},
+             "model.kernel": {"type": "categorical", "choices": [3, 5], "when": {"model.arch": "cnn"}},
+             "train.lr": {"type": "float", "low": 1e-3, "high": 4e-3, "log": True}}
+    conditional = load_sweep(write_sweep(tmp_path / "c.yaml", tmp_path, space=space))
+    overrides = suggest(optuna.trial.FixedTrial({"model.arch": "timm:lcnet_050", "train.lr": 2e-3}), conditional.space)
+    assert overrides == {"model.arch": "timm:lcnet_050", "train.lr": 2e-3}, "widths and kernel: conditional on cnn"
 
 
 @pytest.mark.parametrize("sampler,pruner,classes", [

@@ -17,6 +17,10 @@ from pathlib import Path
 from typing import Any
 
 ONLINE_INIT_TIMEOUT_S = 20.0
+# Offline, init waits only for wandb's local service process, never the network: on a loaded 2-core machine
+# (the test suite's subprocesses beside it) that took more than the online 20 s and the run lost its W&B record
+# (an offline file with no run in it), so the local waits get minutes, not seconds.
+LOCAL_WAIT_S = 300.0
 
 
 @dataclass
@@ -125,7 +129,8 @@ class Tracker:
         for mode in ([self.mode, "offline"] if self.mode == "online" else [self.mode]):
             try:
                 # Git capture on: the run's page shows the commit (the run record has it too, with the diff).
-                settings = wandb.Settings(init_timeout=ONLINE_INIT_TIMEOUT_S, silent=True, console="off",
+                settings = wandb.Settings(init_timeout=ONLINE_INIT_TIMEOUT_S if mode == "online" else LOCAL_WAIT_S,
+                                          x_service_wait=LOCAL_WAIT_S, silent=True, console="off",
                                           x_disable_stats=True, disable_git=False, save_code=False)
                 self.run = wandb.init(mode=mode, settings=settings, **kwargs)
                 self.mode = mode
