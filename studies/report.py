@@ -311,4 +311,3 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
                                overwrite=overwrite)
         print(json.dumps({k: summary.get(k) for k in (sweep.metric, "params", "epochs", "wall_s") if k in summary}))
     return 0
-
