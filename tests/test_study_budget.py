@@ -104,6 +104,7 @@ def test_rung_correlation_is_spearman_over_complete_trials():
 @pytest.mark.slow
 def test_confirm_ranks_the_top_trials_against_the_preset_and_its_best_config_reproduces(synthetic_data_dir,
                                                                                          tmp_path):
+    import os
     import signal
     import subprocess
     import sys
@@ -117,23 +118,27 @@ def test_confirm_ranks_the_top_trials_against_the_preset_and_its_best_config_rep
     assert cli("ex09", "--study", sweep, "--out", tmp_path / "c").returncode == 0
     confirm = ["report", "--study", sweep, "--out", tmp_path / "c", "--confirm", 2, "--seeds", "0,1",
                "--no-progress", "--workers", 2, "--set", "train.epochs=8"]  # the full budget of this tiny study, say
-    # Ctrl-C in the middle (the parent alone: it passes it on to its workers): the same command goes on, keeping
-    # the seeds that finished
+    # Ctrl-C in the middle, to the process group as a terminal sends it (parent and workers at once): the same
+    # command goes on, keeping the seeds that finished
     proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *map(str, confirm)], cwd=REPO,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=ctrl_c_works,
+                            start_new_session=True)
+    finished = tmp_path / "c" / "confirm" / "preset" / "seed-0" / "summary.json"
     try:
         wait_for(lambda: (tmp_path / "c" / "confirm" / "preset" / "seed-1" / "last.pt").is_file(), 240,
                  "the preset's second seed under way")
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err[-2000:]
+    before = finished.stat().st_mtime_ns
     again = cli(*confirm)  # every run in a fresh process, as a user makes them: comparable to the last bit
     out, err = again.stdout, again.stderr
     assert again.returncode == 0, err[-3000:]
-    assert "seed 0: complete" in err and "kept" in err, "the finished seed was not trained again"
+    assert finished.stat().st_mtime_ns == before, "the finished seed was not trained again"
+    assert "seed 1 -> " in err and "(resumed)" in err, "the interrupted seed went on from its last.pt"
     result = json.loads((tmp_path / "c" / "confirm" / "confirm.json").read_text())
     names = [c["name"] for c in result["candidates"]]
     assert len(names) == 3 and "preset" in names and result["seeds"] == [0, 1]
