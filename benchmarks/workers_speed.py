@@ -20,6 +20,7 @@ import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 
 
 def start(out: Path, args, threads: int) -> subprocess.Popen:
@@ -34,8 +35,9 @@ def seconds(proc: subprocess.Popen, out: Path) -> float:
     _, err = proc.communicate()
     if proc.returncode != 0:
         sys.exit(f"run into {out} failed:\n{err[-2000:]}")
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    return float(rows[-1]["elapsed_s"])
+    from common.plots import read_metrics
+
+    return float(read_metrics(out / "metrics.jsonl")[-1]["elapsed_s"])
 
 
 def main() -> None:

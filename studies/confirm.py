@@ -75,12 +75,13 @@ def train_in_workers(sweep, study_dir: Path, url: str, k: int, seeds: list[int],
     def argv_for(i: int) -> list[str]:
         return [sys.executable, "-m", "experiments.run", "report", "--study", str(sweep.path), "--out", str(study_dir),
                 "--confirm", str(k), "--seeds", ",".join(map(str, seeds)), "--no-progress", "--workers", str(workers),
-                "--worker-index", str(i), "--worker-threads", str(threads), *(["--set", *overrides] if overrides else [])]
+                "--worker-index", str(i), "--worker-threads", str(threads),
+                *(["--set", *overrides] if overrides else [])]
     code = spawn_workers(argv_for, workers, url, threads)
     if code in (130, 143):  # the workers were interrupted: said as for one process (experiments/run.py)
         raise Terminated() if code == 143 else KeyboardInterrupt()
     if code:
-        print(f"[confirm] a worker failed (its error is above); the runs that finished are kept: run the same "
+        print("[confirm] a worker failed (its error is above); the runs that finished are kept: run the same "
               "command again to go on", file=sys.stderr)
         raise SystemExit(code)
     return threads

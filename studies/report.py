@@ -249,7 +249,7 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
 
     from studies.search import load_study
     from studies.storage import storage_url
-    from studies.workers import open_sweep, study_dir_of
+    from studies.workers import check_workers, open_sweep, study_dir_of
 
     if (overrides and not (retrain or confirm)) or (overwrite and not retrain):
         raise ConfigError("--set, --data-dir and --overwrite apply to --retrain-best only (--set and --data-dir to "
@@ -262,7 +262,6 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
         raise ConfigError("--confirm and --retrain-best are two ways to retrain; give one")
     if workers != 1 and not confirm:
         raise ConfigError("--workers applies to --confirm K only; add it or drop --workers")
-    from studies.workers import check_workers
     check_workers(workers)
     sweep, exp = open_sweep(study_name)
     study_dir = study_dir_of(sweep, out)

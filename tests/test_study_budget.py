@@ -112,6 +112,7 @@ def test_confirm_ranks_the_top_trials_against_the_preset_and_its_best_config_rep
     from helpers import REPO, ctrl_c_works, wait_for
 
     from common.plots import read_metrics
+    from studies.workers import threads_per_worker
 
     sweep = write_sweep(tmp_path / "c.yaml", synthetic_data_dir, trials=3, pruner={"type": "none"},
                         fixed={"train.epochs": 3})
@@ -152,7 +153,6 @@ def test_confirm_ranks_the_top_trials_against_the_preset_and_its_best_config_rep
     assert "## Confirmation on fresh runs" in report and "paired vs preset" in report and "x the preset's wall" in out
     threads = {json.loads((tmp_path / "c" / "confirm" / c / f"seed-{s}" / "config.json").read_text())["run"]["threads"]
                for c in names for s in (0, 1)}
-    from studies.workers import threads_per_worker
     assert threads == {threads_per_worker(2)}, "two workers share the cores, every candidate alike"
     # --config best-config.json runs the winner again: the confirmed run of the first seed, to the last digit
     winner = result["winner"]

@@ -40,9 +40,9 @@ def test_shipped_sweeps_are_valid_against_their_configs(name, experiment, params
      "'arch' is not a parameter defined above"),
     (lambda s: s["space"].update({"width": {"type": "int", "low": 3, "high": 5}}), "no other parameter uses it"),
     (lambda s: s["space"]["model.widths"].update(length="train.lr"), "must name an int parameter"),
-    (lambda s: s["space"]["model.widths"].update(items=[{"type": "int", "low": 8, "high": 16}, {"type": "int", "low": 8, "high": 16}]),
-     "give 'item'"),
-    (lambda s: s["space"]["model.widths"].update(items=[{"type": "int", "low": 8, "high": 16}], item=None) or
+    (lambda s: s["space"]["model.widths"].update(items=[{"type": "int", "low": 8, "high": 16},
+                                                        {"type": "int", "low": 8, "high": 16}]), "give 'item'"),
+    (lambda s: s["space"]["model.widths"].update(items=[{"type": "int", "low": 8, "high": 16}]) or
      s["space"]["model.widths"].pop("item"), "expected a list of at least 2 specs"),
     (lambda s: s.update(sampler={"type": "grid"}), "sampler.type='grid'"),
     (lambda s: s.update(pruner={"type": "median", "patience": 3}), "unknown key 'patience'"),
