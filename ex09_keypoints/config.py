@@ -25,7 +25,8 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     arch: str = "cnn"
-    """``cnn`` (the configurable CNN below) or ``timm:<name>`` for any timm backbone (e.g. timm:resnet10t)."""
+    """``cnn`` (the configurable CNN below), ``mlp`` (fully connected layers on the 96x96 pixels: ``mlp_widths``)
+    or ``timm:<name>`` for any timm backbone (e.g. timm:resnet10t)."""
     stem: str = "unshuffle"
     """How the 96x96 input is reduced before the first conv: ``unshuffle`` (lossless space-to-depth: 96x96x1 ->
     (96/f)x(96/f)x f^2), ``avgpool`` (area downsampling by ``stem_factor``) or ``none``."""
@@ -41,8 +42,19 @@ class ModelConfig:
     """Halve the resolution at the end of each block with ``maxpool`` or a stride-2 conv (``stride``)."""
     final_pool: bool = True
     """Halve the resolution after the last block too; False leaves the head a finer map (6x6, not 3x3)."""
+    norm: str = "batch"
+    """The normalisation after each conv: ``batch`` (BatchNorm2d), ``group`` (GroupNorm, ``norm_groups``
+    groups), ``layer`` (GroupNorm with one group), ``instance`` (InstanceNorm2d) or ``none``."""
+    norm_groups: int = 8
+    """Groups of ``norm=group``; every width must be a multiple of it."""
     dropout2d: float = 0.0
-    """Channel dropout (Dropout2d) after each block."""
+    """The rate of the dropout after each conv block (its kind: ``conv_dropout``)."""
+    conv_dropout: str = "dropout2d"
+    """Which dropout follows each conv block at rate ``dropout2d``: ``dropout2d`` (whole feature maps),
+    ``dropout`` (single entries, nn.Dropout) or ``none``."""
+    mlp_widths: tuple[int, ...] = (256, 256)
+    """``arch=mlp`` only: hidden widths (Linear-BatchNorm1d-ReLU each, ``head_dropout`` after each); the first
+    layer has 9216 x width weights (256: 2.4M)."""
     head: str = "flatten"
     """``flatten`` keeps where features are (good for coordinates) or ``gap`` (global average pooling)."""
     head_hidden: int = 512
@@ -140,12 +152,19 @@ class KeypointsConfig:
         choices = {"model.stem": (m.stem, ("unshuffle", "avgpool", "none")),
                    "model.downsample": (m.downsample, ("maxpool", "stride")),
                    "model.head": (m.head, ("flatten", "gap")),
+                   "model.norm": (m.norm, ("batch", "group", "layer", "instance", "none")),
+                   "model.conv_dropout": (m.conv_dropout, ("dropout2d", "dropout", "none")),
                    "train.loss": (self.train.loss, ("mse", "l1", "smooth_l1", "wing"))}
         for key, (value, valid) in choices.items():
             if value not in valid:
                 raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(valid)}")
-        if not (m.arch == "cnn" or m.arch.startswith("timm:")):
-            raise ConfigError(f"model.arch={m.arch!r}: use 'cnn' or 'timm:<model name>'")
+        if not (m.arch in ("cnn", "mlp") or m.arch.startswith("timm:")):
+            raise ConfigError(f"model.arch={m.arch!r}: use 'cnn', 'mlp' or 'timm:<model name>'")
+        if m.arch == "mlp" and self.train.batch_size < 2:
+            raise ConfigError("train.batch_size=1 with model.arch=mlp: its BatchNorm1d needs 2 or more images a batch")
+        if m.norm == "group" and any(w % max(m.norm_groups, 1) for w in m.widths):
+            raise ConfigError(f"model.widths={','.join(map(str, m.widths))} must be multiples of "
+                              f"model.norm_groups={m.norm_groups} for model.norm=group")
         if m.stem_factor < 1 or 96 % m.stem_factor:
             raise ConfigError(f"model.stem_factor={m.stem_factor} must divide 96")
         if not m.widths:
@@ -155,7 +174,7 @@ class KeypointsConfig:
         check_ranges(self, {
             "model.widths": ">= 1", "model.convs_per_block": ">= 1", "model.kernel": ">= 1",
             "model.dropout2d": "[0, 1)", "model.head_hidden": ">= 0", "model.head_dropout": "[0, 1)",
-            "model.input_size": ">= 16", "model.tta_shift_px": "[0, 16]", "model.members": ">= 1",
+            "model.input_size": ">= 16", "model.norm_groups": ">= 1", "model.mlp_widths": ">= 1", "model.tta_shift_px": "[0, 16]", "model.members": ">= 1",
             "train.epochs": ">= 1", "train.batch_size": ">= 1", "train.lr": "> 0", "train.weight_decay": ">= 0",
             "train.warmup_epochs": ">= 0", "train.min_lr_ratio": "[0, 1]", "train.smooth_l1_beta": "> 0",
             "train.wing_w_px": "> 0", "train.wing_eps_px": "> 0", "train.ema_decay": "[0, 1)",

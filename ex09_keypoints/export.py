@@ -24,9 +24,9 @@ def export(cfg, run_dir: Path, out_dir: Path) -> tuple[int, dict]:
         raise ConfigError(f"{run_dir} has no best.pt: no epoch of that run finished; train (or --resume) it first")
     model = load_model(best)
     check_against_record(run_dir, best, model)
-    if model.hparams["arch"] != "cnn":
+    if model.hparams["arch"] not in ("cnn", "mlp"):
         raise ConfigError(f"{best} is a {model.hparams['arch']} backbone: the course's server has no timm, so it "
-                          "cannot rebuild it; export a model trained with model.arch=cnn")
+                          "cannot rebuild it; export a model trained with model.arch=cnn or mlp")
     val = load_keypoints(cfg.data.data_dir, cfg.data.drop_bad_rows)["val"]  # checked before anything is written
     constants = (f"FLIP_PERMUTATION = {tuple(FLIP_PERMUTATION)!r}\nIMAGE_SIZE = {IMAGE_SIZE}\n"
                  f"KEYPOINT_GRID_OFFSET = {KEYPOINT_GRID_OFFSET!r}  # the data's 1-based pixel centres")

@@ -1,4 +1,4 @@
-"""Keypoint regressors: a configurable CNN and any timm backbone, behind one wrapper.
+"""Keypoint regressors: a configurable CNN, an MLP and any timm backbone, behind one wrapper.
 
 Every model takes the course's input, (N,1,96,96) floats in [0,1], and returns (N,30) so that the course's
 ``model(image).view(-1,15,2)`` works unchanged: resizing, normalisation and test-time flip averaging all
@@ -22,13 +22,34 @@ from ex09_keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, KEYPOINT_GRID_OFFS
 N_OUTPUTS = 30
 
 
-def conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=False),
-            nn.BatchNorm2d(c_out), nn.ReLU(inplace=True)]
+def norm_layer(kind: str, channels: int, groups: int = 8) -> nn.Module:
+    """The normalisation after a conv: each of them averages over other axes of (N, C, H, W)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)  # per channel, over N, H, W (running statistics at eval)
+    if kind == "group":
+        return nn.GroupNorm(groups, channels)  # per image, over each group of C/groups channels and H, W
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)  # per image, over C, H, W (GroupNorm with one group)
+    if kind == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)  # per image and channel, over H, W
+    return nn.Identity()  # "none"
+
+
+def conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1, norm: str = "batch",
+                 groups: int = 8) -> list[nn.Module]:
+    return [nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2, bias=norm == "none"),
+            norm_layer(norm, c_out, groups), nn.ReLU(inplace=True)]
+
+
+def conv_dropout(kind: str, p: float) -> list[nn.Module]:
+    """After each conv block: none, ``nn.Dropout`` (single entries) or ``nn.Dropout2d`` (whole feature maps)."""
+    if p == 0 or kind == "none":
+        return []
+    return [nn.Dropout(p) if kind == "dropout" else nn.Dropout2d(p)]
 
 
 class KeypointCNN(nn.Module):
-    """stem -> [conv-BN-ReLU x n, downsample, Dropout2d] per width -> head -> 30 numbers."""
+    """stem -> [conv-norm-ReLU x n, downsample, dropout] per width -> head -> 30 numbers."""
 
     def __init__(self, cfg):
         super().__init__()
@@ -40,12 +61,11 @@ class KeypointCNN(nn.Module):
             for i in range(cfg.convs_per_block):
                 last = i == cfg.convs_per_block - 1
                 stride = 2 if (halve and last and cfg.downsample == "stride") else 1
-                layers += conv_bn_relu(channels, width, cfg.kernel, stride)
+                layers += conv_bn_relu(channels, width, cfg.kernel, stride, cfg.norm, cfg.norm_groups)
                 channels = width
             if halve and cfg.downsample == "maxpool":
                 layers.append(nn.MaxPool2d(2))
-            if cfg.dropout2d > 0:
-                layers.append(nn.Dropout2d(cfg.dropout2d))
+            layers += conv_dropout(cfg.conv_dropout, cfg.dropout2d)
         self.features = nn.Sequential(*layers)
         with torch.no_grad():
             fmap = self.features(self.stem(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)))
@@ -70,6 +90,24 @@ class KeypointCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.stem(x)))
+
+
+class KeypointMLP(nn.Module):
+    """Fully connected layers only, on all 96x96 input pixels: [Linear-BatchNorm1d-ReLU-Dropout] per hidden
+    width -> 30 numbers (the tutorial's "why not just an MLP"; its first layer alone has 9216 x width weights)."""
+
+    def __init__(self, cfg):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        n_in = IMAGE_SIZE * IMAGE_SIZE
+        for width in cfg.mlp_widths:
+            layers += [nn.Linear(n_in, width, bias=False), nn.BatchNorm1d(width), nn.ReLU(inplace=True),
+                       nn.Dropout(cfg.head_dropout)]
+            n_in = width
+        self.net = nn.Sequential(*layers, nn.Linear(n_in, N_OUTPUTS))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * 2.0 - 1.0)
 
 
 class TimmRegressor(nn.Module):
@@ -127,8 +165,10 @@ class KeypointModel(nn.Module):
         super().__init__()
         self.hparams = dataclasses.asdict(hparams) if dataclasses.is_dataclass(hparams) else dict(hparams)
         # A model saved before these fields existed was made without them.
-        cfg = SimpleNamespace(**{"tta_shift_px": 0, "tta_diagonals": False, "members": 1, **self.hparams})
-        backbone = TimmRegressor if cfg.arch.startswith("timm:") else KeypointCNN
+        cfg = SimpleNamespace(**{"tta_shift_px": 0, "tta_diagonals": False, "members": 1, "norm": "batch",
+                                 "norm_groups": 8, "conv_dropout": "dropout2d", **self.hparams})
+        backbone = (TimmRegressor if cfg.arch.startswith("timm:") else KeypointMLP if cfg.arch == "mlp"
+                    else KeypointCNN)
         self.net = backbone(cfg) if cfg.members == 1 else Members(lambda: backbone(cfg), cfg.members)
         self.members = cfg.members
         self.flip_tta = cfg.flip_tta

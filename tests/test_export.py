@@ -132,3 +132,26 @@ def test_the_default_ex09_model_exports_on_the_real_data(real_data, tmp_path, ca
     assert code == 0, err
     assert result["passes"] and result["score"] >= 100 and all(result["checks"].values())
     assert result["score"] == pytest.approx(json.loads((run / "summary.json").read_text())["val/score"], abs=1e-3)
+
+
+@pytest.mark.slow  # ~5 s each: a fresh interpreter imports every export
+@pytest.mark.parametrize("knobs, has, lacks", [
+    (["model.norm=group", "model.norm_groups=4"], "GroupNorm", "BatchNorm2d"),
+    (["model.norm=layer"], "GroupNorm", "BatchNorm2d"),
+    (["model.norm=instance"], "InstanceNorm2d", "BatchNorm2d"),
+    (["model.norm=none"], "Conv2d", "BatchNorm2d"),
+    (["model.conv_dropout=dropout", "model.dropout2d=0.2"], "Dropout", "Dropout2d"),
+    (["model.arch=mlp", "model.mlp_widths=[32,16]", "model.head_dropout=0.1"], "BatchNorm1d", "Conv2d")])
+def test_each_model_knob_trains_and_loads_with_the_course_loader(knobs, has, lacks, synthetic_data_dir, tmp_path,
+                                                                 capsys):
+    from ex09_keypoints.saved import load_model
+
+    run = tmp_path / "run"
+    argv = ["ex09", "--data-dir", synthetic_data_dir, "--out", run, *SMALL_EX09[:-1], "train.epochs=1", *knobs,
+            SMALL_EX09[-1]]
+    assert run_main(argv, capsys)[0] == 0
+    kinds = {type(m).__name__ for m in load_model(run / "best.pt").modules()}
+    assert has in kinds and lacks not in kinds, kinds
+    code, result, err = export(run, capsys)
+    assert mechanics_hold(code, result), err
+    assert result["max_abs_diff"] <= 1e-5
