@@ -6,7 +6,7 @@ from pathlib import Path
 
 from common.config import RESUME_MAY_CHANGE
 from common.errors import ConfigError
-from studies.space import baseline_params, suggest
+from studies.space import baseline_params, cell_covered, grid_values, suggest
 from studies.storage import lazy_optuna, open_storage, redact
 from studies.sweep import Sweep
 
@@ -14,15 +14,17 @@ ENQUEUE_MAY_DIFFER = (*RESUME_MAY_CHANGE, "run.threads", "run.device", "preset")
 """Keys in which an enqueued config may differ from the trial that runs it: where things are, not what is computed."""
 
 
-def make_sampler(spec: dict, seed_offset: int = 0):
-    """TPE (seeded by default), random, CMA-ES or a Gaussian process. ``seed_offset`` keeps workers (and resumed
-    runs) from proposing the same points: each gets ``seed + offset``."""
+def make_sampler(spec: dict, seed_offset: int = 0, space: list | None = None):
+    """TPE (seeded by default), random, CMA-ES, a Gaussian process or a grid over ``space``. ``seed_offset`` keeps
+    workers (and resumed runs) from proposing the same points: each gets ``seed + offset``."""
     optuna = lazy_optuna()
 
     kwargs = {k: v for k, v in spec.items() if k != "type"}
     if kwargs.get("seed") is not None:
         kwargs["seed"] = int(kwargs["seed"]) + seed_offset
     kind = spec["type"]
+    if kind == "grid":  # every cell once, in a seeded random order (workers pick cells nobody has started)
+        return optuna.samplers.GridSampler(grid_values(space or [], "space"), **kwargs)
     if kind == "random":
         return optuna.samplers.RandomSampler(**kwargs)
     # CMA-ES and GP model the numeric parameters they see in every trial; categorical or conditional ones are
@@ -54,7 +56,7 @@ def create_or_load_study(sweep: Sweep, storage, seed_offset: int = 0, baseline_c
     optuna = lazy_optuna()
 
     study = optuna.create_study(study_name=sweep.study, storage=storage, direction=sweep.direction,
-                                load_if_exists=True, sampler=make_sampler(sweep.sampler, seed_offset),
+                                load_if_exists=True, sampler=make_sampler(sweep.sampler, seed_offset, sweep.space),
                                 pruner=make_pruner(sweep.pruner))
     attrs = study.user_attrs
     if "experiment" not in attrs:
@@ -71,6 +73,29 @@ def create_or_load_study(sweep: Sweep, storage, seed_offset: int = 0, baseline_c
         raise ConfigError(f"study {sweep.study!r} was created to {study.direction.name.lower()}, "
                           f"but {sweep.path} says {sweep.direction}")
     return study
+
+
+def requeue_grid_cells(study, sweep: Sweep) -> list[dict]:
+    """Queue again the grid cells that no trial finished and none is running or queued for: ``GridSampler``
+    counts a failed cell (a Ctrl-C, a crash) as visited and would never run it again, so a resumed grid study
+    would end with holes. Returns the cells queued."""
+    import itertools
+
+    from optuna.trial import TrialState
+
+    if sweep.sampler["type"] != "grid":
+        return []
+    trials = study.get_trials(deepcopy=False)
+    failed = [t.params for t in trials if t.state == TrialState.FAIL and t.params]
+    live = [t.params or t.system_attrs.get("fixed_params", {}) for t in trials
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)]
+    grid = grid_values(sweep.space, f"{sweep.path}: space")
+    cells = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] if failed else []
+    missing = [cell for cell in cells if any(cell_covered(cell, params) for params in failed)
+               and not any(cell_covered(cell, params) for params in live)]
+    for cell in missing:
+        study.enqueue_trial(cell, user_attrs={"requeued_cell": True})
+    return missing
 
 
 def params_of_config(sweep: Sweep, experiment, path: Path) -> dict:

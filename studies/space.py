@@ -61,6 +61,28 @@ def suggest(trial, space: list[Param]) -> dict[str, Any]:
 _MISSING = object()
 
 
+def grid_values(space: list[Param], where: str) -> dict[str, list]:
+    """The grid of a ``sampler: grid`` sweep (Optuna's ``GridSampler``): every value of each parameter, from a
+    categorical's choices or an int's ``low..high`` by ``step``. A float range or a list has no finite grid."""
+    grid: dict[str, list] = {}
+    for p in space:
+        if p.type == "categorical":
+            grid[p.name] = list(p.spec["choices"])
+        elif p.type == "int" and not p.spec.get("log"):
+            grid[p.name] = list(range(p.spec["low"], p.spec["high"] + 1, p.spec.get("step", 1)))
+        else:
+            raise ConfigError(f"{where}.{p.name}: a grid sweep takes categorical or int parameters only "
+                              f"(this one is {p.type}{' with log' if p.spec.get('log') else ''}); list the values "
+                              "as choices")
+    return grid
+
+
+def cell_covered(cell: dict, params: dict) -> bool:
+    """Whether a trial with ``params`` ran grid ``cell``: the same value in every parameter the trial used (a
+    parameter its ``when`` switched off does not tell cells apart)."""
+    return bool(params) and all(cell.get(name, _MISSING) == value for name, value in params.items())
+
+
 def item_spec(spec: dict, i: int) -> dict:
     """A list's ``i``-th item: ``item`` (every position alike) or ``items[i]`` (a range per position: a CNN's
     first block costs most, so its width wants a range of its own)."""

@@ -9,7 +9,7 @@ A sweep file (see ``sweeps/kp.yaml``)::
     metric: val/score           # reported every epoch for the pruner; the trial's value is the run's summary
     direction: maximize
     trials: 40                  # total finished trials the study aims for (a re-run resumes towards it)
-    sampler: {type: tpe, seed: 0, n_startup_trials: 8}
+    sampler: {type: tpe, seed: 0, n_startup_trials: 8}   # or random, cmaes, gp, grid (every cell once)
     pruner: {type: hyperband, min_resource: 8, reduction_factor: 3}   # or median, successive_halving, none
     fixed: {run.threads: 1}     # overrides every trial shares
     space:
@@ -24,6 +24,7 @@ parameter that another one uses (as a list ``length`` or in a ``when``): :mod:`s
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +32,7 @@ from typing import Any, Callable
 
 from common.config import apply_overrides, flat_keys
 from common.errors import ConfigError, short
-from studies.space import Param, _choice, _number, _parse_space, _typed_section, _unknown
+from studies.space import Param, _choice, _number, _parse_space, _typed_section, _unknown, grid_values
 
 SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
 
@@ -40,7 +41,8 @@ TOP_LEVEL = {"study", "experiment", "preset", "metric", "direction", "trials", "
 SAMPLERS = {"tpe": {"seed", "n_startup_trials", "multivariate", "group", "constant_liar"},
             "random": {"seed"},
             "cmaes": {"seed", "n_startup_trials", "restart_strategy", "sigma0"},
-            "gp": {"seed", "n_startup_trials", "deterministic_objective"}}
+            "gp": {"seed", "n_startup_trials", "deterministic_objective"},
+            "grid": {"seed"}}
 PRUNERS = {"median": {"n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"},
            "hyperband": {"min_resource", "max_resource", "reduction_factor", "bootstrap_count"},
            "successive_halving": {"min_resource", "reduction_factor", "min_early_stopping_rate", "bootstrap_count"},
@@ -115,7 +117,8 @@ def load_sweep(path: str | Path, make_config: Callable[[str], Any] | None = None
     if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
         raise ConfigError(f"{where}: timeout_s={short(timeout)} must be a positive number of seconds")
     sampler = _typed_section(raw.get("sampler", {"type": "tpe", "seed": 0}), SAMPLERS, f"{where}: sampler")
-    pruner = _typed_section(raw.get("pruner", {"type": "median"}), PRUNERS, f"{where}: pruner")
+    grid = sampler["type"] == "grid"  # every cell of the space once: no pruning, no baseline unless asked
+    pruner = _typed_section(raw.get("pruner", {"type": "none" if grid else "median"}), PRUNERS, f"{where}: pruner")
     storage = raw.get("storage") or {}
     if not isinstance(storage, dict):
         raise ConfigError(f"{where}: storage must be a mapping with any of {sorted(STORAGE_KEYS)}")
@@ -124,6 +127,9 @@ def load_sweep(path: str | Path, make_config: Callable[[str], Any] | None = None
     if not isinstance(fixed, dict):
         raise ConfigError(f"{where}: fixed must be a mapping of config key -> value")
     space = _parse_space(raw["space"], f"{where}: space")
+    if grid:  # checked here, not when a worker first builds the sampler; a grid's size is its default trials
+        cells = math.prod(len(v) for v in grid_values(space, f"{where}: space").values())
+        trials = trials or cells
     tie_break = raw.get("tie_break")
     if tie_break is not None and not (isinstance(tie_break, dict) and set(tie_break) == {"metric", "weight"}
                                       and isinstance(tie_break["metric"], str)):
@@ -137,7 +143,7 @@ def load_sweep(path: str | Path, make_config: Callable[[str], Any] | None = None
     sweep = Sweep(path=path, study=study, experiment=str(raw["experiment"]),
                   preset=str(raw.get("preset", "default")), metric=str(raw["metric"]), direction=direction,
                   trials=trials, timeout_s=float(timeout) if timeout else None, sampler=sampler, pruner=pruner,
-                  storage=storage, fixed=fixed, space=space, baseline=bool(raw.get("baseline", True)),
+                  storage=storage, fixed=fixed, space=space, baseline=bool(raw.get("baseline", not grid)),
                   tie_break=tie_break, text=text)
     if make_config is not None:
         check_against_config(sweep, make_config)

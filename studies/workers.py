@@ -27,7 +27,7 @@ from common.run.signals import Terminated, check_interrupted, die_with_parent, e
 from exercises import get_experiment
 from studies.objective import grace_s, make_objective, taken_over, trial_dir
 from studies.search import (create_or_load_study, finished_count, load_study, make_pruner, make_sampler,
-                            params_of_config, state_counts)
+                            params_of_config, requeue_grid_cells, state_counts)
 from studies.storage import (DEFAULT_MAX_RETRY, STORAGE_ENV, artifact_store, fail_dead_local_trials, lazy_optuna,
                              open_storage, redact, storage_url)
 from studies.sweep import Sweep, check_against_config, load_sweep, resolve_sweep_path
@@ -116,6 +116,7 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
     for path, params in zip(enqueue, queued):
         optuna_study.enqueue_trial(params, user_attrs={"enqueued": str(path)}, skip_if_exists=True)
     recovered = fail_dead_local_trials(optuna_study, store, sweep.storage.get("max_retry", DEFAULT_MAX_RETRY))
+    requeue_grid_cells(optuna_study, sweep)  # after the dead workers' trials are queued again
     threads = int(sweep.fixed.get("run.threads") or 0) or threads_per_worker(workers)  # the user's count wins
     print(f"[study] {sweep.study} ({sweep.experiment}, {sweep.direction} {sweep.metric}) in {redact(url)}; "
           f"dir {study_dir}; {workers} worker(s) x {threads} thread(s); target {trials or 'unlimited'} "
@@ -170,7 +171,7 @@ def run_worker(sweep: Sweep, experiment: Experiment, url: str, study_dir: Path, 
     storage = open_storage(url, sweep.storage)
     study = optuna.load_study(study_name=sweep.study, storage=storage, pruner=make_pruner(sweep.pruner))
     # Seeds differ per worker and per resume, so nobody re-proposes the points already tried.
-    study.sampler = make_sampler(sweep.sampler, len(study.get_trials(deepcopy=False)) + 7919 * worker)
+    study.sampler = make_sampler(sweep.sampler, len(study.get_trials(deepcopy=False)) + 7919 * worker, sweep.space)
     callbacks = [MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))] if trials else []
     store = artifact_store(artifacts) if artifacts is not None else None
     objective = make_objective(sweep, experiment, study_dir, threads, worker, store)
@@ -183,7 +184,9 @@ def run_worker(sweep: Sweep, experiment: Experiment, url: str, study_dir: Path, 
         try:
             study.optimize(objective, n_trials=remaining, timeout=time_left, callbacks=callbacks,
                            gc_after_trial=True)
-            return 0
+            # A grid stops the study once every cell has been visited, even with re-queued cells still waiting.
+            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                return 0
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (common.run.signals)
             print(f"[study] worker {worker}: interrupted ({signal_name(e)}); its running trial is marked FAIL. "
                   "Re-run the same command to resume.", file=sys.stderr)

@@ -220,3 +220,34 @@ def test_ctrl_c_inside_a_sqlite_query_leaves_the_study_writable(tmp_path):
     other.execute("ROLLBACK")
     other.close()
     assert [t.state for t in study.get_trials(deepcopy=False)] == [TrialState.WAITING]
+
+
+@pytest.mark.slow  # ~25 s: a grid interrupted by Ctrl-C, then resumed
+def test_a_grid_study_runs_every_cell_once_and_resumes_the_interrupted_one(synthetic_data_dir, tmp_path):
+    """A ``sampler: grid`` sweep (Optuna's GridSampler) trains each cell of norm x seed once; a parameter that
+    ``when`` switches off does not make a cell of its own; a cell interrupted by Ctrl-C (FAIL, which the grid
+    counts as visited) is queued again by the re-run, and the cells that finished are not trained again."""
+    from helpers import interrupt_when, trials_of
+
+    space = {"model.norm": {"type": "categorical", "choices": ["batch", "none"]},
+             "model.norm_groups": {"type": "categorical", "choices": [2, 4], "when": {"model.norm": "group"}},
+             "run.seed": {"type": "categorical", "choices": [0, 1]}}
+    sweep = write_sweep(tmp_path / "g.yaml", synthetic_data_dir, sampler={"type": "grid", "seed": 0}, trials=None,
+                        pruner={"type": "none"}, space=space, fixed={"train.epochs": 3})
+    assert load_sweep(sweep).trials == 8 and not load_sweep(sweep).baseline, "2 x 2 x 2 cells, no baseline"
+    out, url = tmp_path / "g", f"sqlite:///{tmp_path / 'g' / 'study.db'}"
+    code, err = interrupt_when(["ex09", "--study", sweep, "--out", out],
+                               lambda: any(t.state == TrialState.COMPLETE for t in trials_of(url))
+                               and any(t.state == TrialState.RUNNING and t.intermediate_values for t in trials_of(url)),
+                               "a finished cell and a running one")
+    assert code == 130, err[-2000:]
+    before = {t.number: (t.params, t.value) for t in trials_of(url) if t.state == TrialState.COMPLETE}
+    assert any(t.state == TrialState.FAIL for t in trials_of(url))
+    r = cli("ex09", "--study", sweep, "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = load(url)
+    trained = [t for t in study.trials if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    cells = sorted((t.params["model.norm"], t.params["run.seed"]) for t in trained)
+    assert cells == [("batch", 0), ("batch", 1), ("none", 0), ("none", 1)], "each cell trained exactly once"
+    assert {n: (t.params, t.value) for n, t in ((t.number, t) for t in study.trials) if n in before} == before
+    assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 8, "twins answered, not trained"
