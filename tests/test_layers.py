@@ -9,7 +9,8 @@ import ast
 
 from helpers import REPO
 
-LAYERS = {"common": 0, "ex08_autoencoder": 1, "ex09_keypoints": 1, "exercises": 2, "studies": 3, "experiments": 4}
+LAYERS = {"common": 0, "ex08_autoencoder": 1, "ex09_keypoints": 1, "exercises": 2, "studies": 3, "tutorial": 4,
+          "experiments": 5}
 COMMON_LAYERS = {"errors": 0, "limits": 0, "files": 1, "plots": 1, "config": 2, "run": 3, "training": 4,
                  "course": 4, "experiment": 5}
 """common's modules and role packages (common/<role>/), bottom first."""

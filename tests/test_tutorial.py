@@ -1,0 +1,69 @@
+"""The tutorial's demonstrations against hand computations: parameter counts against their formulas, the conv
+example against one pixel computed by hand, each normalisation's axes against a manual mean and variance, and the
+two dropout zero patterns (single entries vs whole maps)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+
+from tutorial import conv_example, counts, dropout_patterns, norm_axes
+
+
+def test_parameter_counts_match_the_formulas():
+    fc = counts.fully_connected(hidden=1000)
+    assert fc == {name: (c * h * w + 1) * 1000 for name, (c, h, w) in counts.IMAGE_SIZES.items()}
+    assert fc["238x238"] == 56_645_000, "a 238x238 image to 1000 units: 57M parameters"
+    assert counts.conv_vs_dense(filters=6) == {"conv_5x5x3": 6 * (5 * 5 * 3 + 1),
+                                               "dense_same_outputs": (32 * 32 * 3 + 1) * 6 * 28 * 28, "filters": 6}
+
+
+def test_the_conv_example_matches_a_hand_computed_pixel():
+    torch.manual_seed(0)
+    images = torch.randint(0, 256, (2, 1, 12, 10), dtype=torch.uint8)
+    maps = conv_example.feature_maps(images)
+    assert maps.shape == (2, 2, 10, 8)
+    x = images.float() / 255
+    n, i, j = 1, 4, 6  # output pixel (i, j) sees input rows i..i+2, columns j..j+2
+    patch = x[n, 0, i:i + 3, j:j + 3]
+    horizontal = patch[2].sum() - patch[0].sum()  # bottom row minus top row
+    vertical = patch[:, 2].sum() - patch[:, 0].sum()  # right column minus left column (the transpose)
+    assert maps[n, 0, i, j].item() == pytest.approx(horizontal.item(), abs=1e-6)
+    assert maps[n, 1, i, j].item() == pytest.approx(vertical.item(), abs=1e-6)
+    flat = torch.full((1, 1, 5, 5), 0.5)
+    assert conv_example.feature_maps(flat).abs().max() == 0, "no edge, no response"
+
+
+def test_each_normalisation_centres_exactly_its_own_axes():
+    torch.manual_seed(0)
+    acts = torch.randn(6, 8, 7, 7) * 3 + torch.randn(6, 1, 1, 1) * 2 + torch.randn(1, 8, 1, 1)  # image and channel
+    stats = norm_axes.statistics(acts, groups=4)
+    for name, s in stats.items():
+        if name != "BatchNorm2d, per image":
+            assert s["max_abs_mean"] < 1e-5 and s["max_abs_var_minus_1"] < 2e-3, (name, s)
+    assert stats["BatchNorm2d, per image"]["max_abs_mean"] > 0.1, "batch norm does not centre each image's map"
+    # BatchNorm2d by hand: per channel over N, H, W, biased variance, eps 1e-5
+    mean, var = acts.mean((0, 2, 3), keepdim=True), acts.var((0, 2, 3), keepdim=True, unbiased=False)
+    manual = (acts - mean) / torch.sqrt(var + 1e-5)
+    assert torch.allclose(nn.BatchNorm2d(8, affine=False).train()(acts), manual, atol=1e-5)
+    feats = acts.mean((2, 3))  # BatchNorm1d by hand: per feature over N
+    manual = (feats - feats.mean(0)) / torch.sqrt(feats.var(0, unbiased=False) + 1e-5)
+    assert torch.allclose(nn.BatchNorm1d(8, affine=False).train()(feats), manual, atol=1e-5)
+
+
+def test_dropout_zeroes_entries_and_dropout2d_whole_maps():
+    mlp = dropout_patterns.dropout_mlp(seed=0)
+    assert set(mlp.unique().tolist()) == {0.0, 2.0}, "kept entries are scaled by 1 / (1 - p)"
+    spatial = dropout_patterns.zero_pattern(dropout_patterns.dropout_cnn(seed=0))
+    assert spatial["maps_mixed"] == 0 and 0 < spatial["maps_all_zero"] < 1
+    torch.manual_seed(0)
+    regular = dropout_patterns.zero_pattern(nn.Dropout(0.5).train()(torch.ones(2, 4, 5, 5)))
+    assert regular["maps_mixed"] == 1.0 and 0.3 < regular["zero_fraction"] < 0.7
+    assert torch.equal(dropout_patterns.dropout_cnn(seed=3), dropout_patterns.dropout_cnn(seed=3)), "seeded"
+
+
+def test_the_figures_are_written(tmp_path):
+    images = torch.randint(0, 256, (2, 1, 96, 96), dtype=torch.uint8)
+    for path in (conv_example.figure(images, tmp_path / "conv.png"), norm_axes.figure(tmp_path / "norms.png"),
+                 dropout_patterns.figure(tmp_path / "dropout.png")):
+        assert path.stat().st_size > 5000 and path.read_bytes()[:4] == b"\x89PNG"
