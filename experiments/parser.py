@@ -61,15 +61,16 @@ def _add_study_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
 
 
-DESCRIPTION = ("python -m experiments.run {<exercise>,report,rerun,runs,export} ... [--set key=value ...] "
-               "[--out DIR]")
+DESCRIPTION = ("python -m experiments.run {<exercise>,report,rerun,runs,export,tutorial} ... "
+               "[--set key=value ...] [--out DIR]")
 
 
 def build_parser() -> argparse.ArgumentParser:
     from exercises import all_experiments  # light: the declarations and their config dataclasses, no torch
+    from tutorial.flags import add_tutorial_parser  # light too
 
     experiments = all_experiments()
-    commands = [e.name for e in experiments] + ["report", "rerun", "runs", "export"]
+    commands = [e.name for e in experiments] + ["report", "rerun", "runs", "export", "tutorial"]
     parser = Parser(prog="python -m experiments.run", description=DESCRIPTION)
     sub = parser.add_subparsers(dest="experiment", required=True, metavar="{" + ",".join(commands) + "}")
     for exp in experiments:
@@ -127,4 +128,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run")
     p.add_argument("--out", type=Path, default=None, help="the submission folder (default: RUN_DIR/submission)")
     p.add_argument("--data-dir", default=None, help="data for the check (default: the run's)")
+
+    add_tutorial_parser(sub, _seeds)
     return parser

@@ -1,4 +1,4 @@
-"""``python -m experiments.run {<exercise>,report,rerun,runs,export} ... [--set key=value ...] [--out DIR]``
+"""``python -m experiments.run {<exercise>,report,rerun,runs,export,tutorial} ... [--set key=value ...] [--out DIR]``
 
 Parse -> config (preset, then the flags that are config values, then ``--set``) -> dispatch: one run, an Optuna
 study (``--study kp``) whose trials are runs with overrides, or a study's ``report``. Heavy imports (torch,
@@ -207,6 +207,10 @@ def main(argv=None) -> int:
             return report(args)
         if args.experiment == "export":
             return export(args)
+        if args.experiment == "tutorial":
+            from tutorial.run import main as tutorial
+
+            return tutorial(args)
         if args.experiment in ("rerun", "runs"):
             from experiments import runs
 

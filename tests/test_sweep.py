@@ -16,7 +16,8 @@ optuna = pytest.importorskip("optuna")
 
 
 @pytest.mark.parametrize("name,experiment,params", [("kp", "ex09", 10), ("ae", "ex08", 10),
-                                                    ("ae-teacher", "ex08", 8)])
+                                                    ("ae-teacher", "ex08", 8), ("tutorial-mlp", "ex09", 2),
+                                                    ("tutorial-norms", "ex09", 3), ("tutorial-dropout", "ex09", 3)])
 def test_shipped_sweeps_are_valid_against_their_configs(name, experiment, params):
     from exercises import get_experiment
 

@@ -56,8 +56,7 @@ def test_dropout_zeroes_entries_and_dropout2d_whole_maps():
     assert set(mlp.unique().tolist()) == {0.0, 2.0}, "kept entries are scaled by 1 / (1 - p)"
     spatial = dropout_patterns.zero_pattern(dropout_patterns.dropout_cnn(seed=0))
     assert spatial["maps_mixed"] == 0 and 0 < spatial["maps_all_zero"] < 1
-    torch.manual_seed(0)
-    regular = dropout_patterns.zero_pattern(nn.Dropout(0.5).train()(torch.ones(2, 4, 5, 5)))
+    regular = dropout_patterns.zero_pattern(dropout_patterns.regular_on_maps(seed=0))
     assert regular["maps_mixed"] == 1.0 and 0.3 < regular["zero_fraction"] < 0.7
     assert torch.equal(dropout_patterns.dropout_cnn(seed=3), dropout_patterns.dropout_cnn(seed=3)), "seeded"
 
@@ -67,3 +66,48 @@ def test_the_figures_are_written(tmp_path):
     for path in (conv_example.figure(images, tmp_path / "conv.png"), norm_axes.figure(tmp_path / "norms.png"),
                  dropout_patterns.figure(tmp_path / "dropout.png")):
         assert path.stat().st_size > 5000 and path.read_bytes()[:4] == b"\x89PNG"
+
+
+TINY = ["model.widths=[8,16]", "model.head_hidden=16", "train.epochs=1", "train.eval_every=1", "run.threads=1",
+        "model.tta_shift_px=0"]
+
+
+@pytest.mark.slow  # ~2 min: 17 tiny grid cells, interrupted once and resumed
+def test_the_tutorial_writes_every_section_and_resumes_without_retraining(synthetic_data_dir, synthetic_mnist,
+                                                                          tmp_path):
+    import optuna
+    from helpers import cli, interrupt_when, tiny_ex08_config, trials_of
+    from optuna.trial import TrialState
+
+    from ex08_autoencoder.train import train
+
+    case = tmp_path / "case"
+    train(tiny_ex08_config(synthetic_mnist, "case-study"), case, progress=False)
+    out = tmp_path / "tut"
+    args = ["tutorial", "--seeds", "0", "--out", out, "--data-dir", synthetic_data_dir, "--ex08-run", case,
+            "--no-progress", "--set", *TINY]
+    norms_url = f"sqlite:///{out / 'studies' / 'tutorial-norms' / 'study.db'}"
+    code, err = interrupt_when(args, lambda: any(t.state == TrialState.COMPLETE for t in trials_of(norms_url)),
+                               "a finished cell of the second grid")
+    assert code == 130, err[-2000:]
+    mlp_db = f"sqlite:///{out / 'studies' / 'tutorial-mlp' / 'study.db'}"
+    before = {t.number: t.datetime_complete for t in optuna.load_study(study_name="tutorial-mlp",
+                                                                       storage=mlp_db).trials}
+    done_norms = {t.number: t.datetime_complete for t in trials_of(norms_url) if t.state == TrialState.COMPLETE}
+    assert len(before) == 2 and done_norms
+    r = cli(*args)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = {t.number: t.datetime_complete for t in optuna.load_study(study_name="tutorial-mlp", storage=mlp_db).trials}
+    assert after == before, "the finished grid was not trained again"
+    norms = {t.number: t for t in trials_of(norms_url)}
+    assert all(norms[n].datetime_complete == when for n, when in done_norms.items()), "finished cells kept"
+    trained = [t for t in norms.values() if t.state == TrialState.COMPLETE and "duplicate_of" not in t.user_attrs]
+    assert len(trained) == 10, "5 norms x 2 batch sizes x 1 seed, each once"
+    text = (out / "TUTORIAL.md").read_text()
+    for n, title in enumerate(["Why not just an MLP", "Convolution by example", "Batch norm, fully connected",
+                               "Other normalisations", "Dropout for convolutional layers", "Exercise 8 case study",
+                               "The ex09 metric"], 1):
+        assert f"## {n}. {title}" in text
+    for png in text.split("](figures/")[1:]:
+        assert (out / "figures" / png.split(")")[0]).stat().st_size > 5000
+    assert "**What the data says:**" in text and "nan" not in text.lower()

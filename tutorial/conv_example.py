@@ -24,10 +24,9 @@ def feature_maps(images: torch.Tensor) -> torch.Tensor:
 
 
 def figure(images: torch.Tensor, path: Path) -> Path:
-    import matplotlib
+    from common.plots import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     maps = feature_maps(images)
     fig, axes = plt.subplots(len(images), 3, figsize=(7.5, 2.6 * len(images)), squeeze=False)
@@ -40,7 +39,4 @@ def figure(images: torch.Tensor, path: Path) -> Path:
         row[0].set_title("val face" if i == 0 else "", fontsize=9)
         for ax in row:
             ax.axis("off")
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=90)

@@ -23,6 +23,12 @@ def dropout_cnn(seed: int = 0, shape: tuple[int, ...] = (2, 4, 5, 5)) -> torch.T
     return nn.Dropout2d(P).train()(torch.ones(shape))
 
 
+def regular_on_maps(seed: int = 0, shape: tuple[int, ...] = (2, 4, 5, 5)) -> torch.Tensor:
+    """``nn.Dropout(0.5)`` on the same conv maps as :func:`dropout_cnn`: single entries, whatever the map."""
+    torch.manual_seed(seed)
+    return nn.Dropout(P).train()(torch.ones(shape))
+
+
 def zero_pattern(y: torch.Tensor) -> dict[str, float]:
     """How the zeros fall in (N, C, H, W): the fraction of zero entries, and of maps that are all zero or mixed."""
     maps = (y == 0).flatten(2)
@@ -31,15 +37,11 @@ def zero_pattern(y: torch.Tensor) -> dict[str, float]:
 
 
 def figure(path: Path, seed: int = 0) -> Path:
-    import matplotlib
+    from common.plots import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
-    regular = nn.Dropout(P).train()
-    torch.manual_seed(seed)
-    per_entry = regular(torch.ones(2, 4, 5, 5))  # nn.Dropout on conv maps, for the side-by-side
-    spatial = dropout_cnn(seed)
+    per_entry, spatial = regular_on_maps(seed), dropout_cnn(seed)
     fig, axes = plt.subplots(2, 8, figsize=(12, 3.6))
     for r, (name, y) in enumerate((("nn.Dropout", per_entry), ("nn.Dropout2d", spatial))):
         for k in range(8):
@@ -49,7 +51,4 @@ def figure(path: Path, seed: int = 0) -> Path:
             ax.set_title(f"img {k // 4} ch {k % 4}", fontsize=7)
         axes[r, 0].set_ylabel(name, fontsize=9)
     fig.suptitle("p = 0.5 on all-ones feature maps: black = dropped (0), white = kept (x2)", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=90)

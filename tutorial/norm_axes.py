@@ -50,10 +50,9 @@ def statistics(acts: torch.Tensor, groups: int = 4) -> dict[str, dict[str, float
 def figure(path: Path, n: int = 6, c: int = 8, groups: int = 4) -> Path:
     """The four normalisations as the cells (image n, channel c) one mean/variance is taken over, each cell
     standing for its H x W map."""
-    import matplotlib
+    from common.plots import pyplot, save
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     masks = {"Batch norm": torch.zeros(n, c), "Layer norm": torch.zeros(n, c), "Instance norm": torch.zeros(n, c),
              f"Group norm ({groups} groups)": torch.zeros(n, c)}
@@ -73,7 +72,4 @@ def figure(path: Path, n: int = 6, c: int = 8, groups: int = 4) -> Path:
         ax.set_xlabel("channel C (each cell: all of H x W)", fontsize=8)
         ax.set_ylabel("image N in the batch", fontsize=8)
     fig.suptitle("One mean and variance is taken over the shaded cells", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save(fig, path, dpi=90)

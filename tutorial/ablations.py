@@ -1,0 +1,101 @@
+"""The tutorial's ablations as grid studies: a ``sweeps/tutorial-*.yaml`` grid (variant x seed) is written into
+the tutorial's dir with the seeds and the budget filled in (that file is the record of what ran), run like any
+study (resumable, ``--workers``, any storage) and summarised per variant as mean +- sd over the seeds."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from common.errors import ConfigError
+from common.files.atomic import atomic_write_text
+
+BUDGETS = {
+    "quick": {"model.convs_per_block": 1, "train.epochs": 8, "train.eval_every": 8, "train.eval_all_from": 1.0},
+    "default": {},
+}
+"""Overrides on each sweep's ``default`` preset: ``quick`` (one conv per block, 8 epochs, one val score at the
+end: every cell of all three grids, 3 seeds, in the tutorial's time budget; RESULTS.md) or the default recipe."""
+
+SWEEPS = ("tutorial-mlp", "tutorial-norms", "tutorial-dropout")
+
+
+def grid_sweep(name: str, seeds: list[int], budget: str, out: Path, extra: dict | None = None) -> Path:
+    """``out/sweeps/<name>.yaml``: the shipped grid with ``run.seed`` over ``seeds`` and ``extra`` (the
+    budget's overrides, ``--set``) in ``fixed``. An existing file must say the same: a re-run with other seeds,
+    budget or overrides would mix cells of two experiments in one study."""
+    import yaml
+
+    from common.files.safe_yaml import load_yaml
+    from studies.sweep import SWEEPS_DIR
+
+    spec = load_yaml(SWEEPS_DIR / f"{name}.yaml", "sweep file")
+    spec["space"]["run.seed"] = {"type": "categorical", "choices": list(seeds)}
+    spec["fixed"] = {**(spec.get("fixed") or {}), **(extra or {})}
+    text = (f"# written by the tutorial from sweeps/{name}.yaml: seeds {','.join(map(str, seeds))}, budget "
+            f"{budget}\n" + yaml.safe_dump(spec, sort_keys=False))
+    path = Path(out) / "sweeps" / f"{name}.yaml"
+    if path.is_file() and path.read_text() != text:
+        raise ConfigError(f"{path} was written for other seeds, budget or data; give another --out, or the same "
+                          "--seeds and --budget as that run")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, text)
+    return path
+
+
+def run_grid(sweep_path: Path, study_dir: Path, workers: int, overrides: list[str]) -> int:
+    """Train the grid's cells that have not finished (a re-run trains only what is missing)."""
+    from studies.workers import run_study
+
+    return run_study("ex09", str(sweep_path), overrides, out=study_dir, workers=workers)
+
+
+def cells(sweep_path: Path, study_dir: Path) -> list[dict]:
+    """One row per variant (the grid's parameters but the seed): the seeds' val scores, their mean +- sd, the
+    model's parameters and its training seconds per epoch (each seed's run summary, mean)."""
+    import statistics
+
+    from optuna.trial import TrialState
+
+    from common.files.json_files import read_json
+    from studies.objective import trial_dir
+    from studies.search import load_study
+    from studies.sweep import load_sweep
+
+    sweep = load_sweep(sweep_path)
+    study = load_study(sweep, f"sqlite:///{Path(study_dir).resolve() / 'study.db'}")
+    rows: dict[tuple, dict] = {}
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if "duplicate_of" in t.user_attrs:
+            continue  # a twin cell (a parameter its 'when' switched off): the same run as the one it names
+        variant = tuple((k, v) for k, v in sorted(t.params.items()) if k != "run.seed")
+        summary = read_json(trial_dir(study_dir, t.number) / "summary.json") or {}
+        row = rows.setdefault(variant, {"variant": dict(variant), "seeds": {}, "params": summary.get("params"),
+                                        "s_per_epoch": []})
+        row["seeds"][t.params["run.seed"]] = t.value
+        if summary.get("wall_s") and summary.get("epochs"):
+            row["s_per_epoch"].append(summary["wall_s"] / summary["epochs"])
+    out = []
+    for row in rows.values():
+        values = [row["seeds"][s] for s in sorted(row["seeds"])]
+        row["mean"] = statistics.fmean(values)
+        row["sd"] = statistics.stdev(values) if len(values) > 1 else 0.0
+        row["s_per_epoch"] = statistics.fmean(row["s_per_epoch"]) if row["s_per_epoch"] else None
+        out.append(row)
+    return out
+
+
+def best_cell_run(sweep_path: Path, study_dir: Path, variant: dict) -> Path:
+    """The trial dir of the first seed's run of ``variant`` (a trained model of this tutorial, for the metric
+    section)."""
+    from optuna.trial import TrialState
+
+    from studies.objective import trial_dir
+    from studies.search import load_study
+    from studies.sweep import load_sweep
+
+    study = load_study(load_sweep(sweep_path), f"sqlite:///{Path(study_dir).resolve() / 'study.db'}")
+    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    runs = sorted((t.params["run.seed"], t.number) for t in complete
+                  if all(t.params.get(k) == v for k, v in variant.items()) and "duplicate_of" not in t.user_attrs)
+    if not runs:
+        raise ConfigError(f"{study_dir}: no finished run of {variant}")
+    return trial_dir(study_dir, runs[0][1])
