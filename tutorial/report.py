@@ -56,8 +56,9 @@ def table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _find(rows: list[dict], **want) -> dict:
-    return next(r for r in rows if all(r["variant"].get(k.replace("__", ".")) == v for k, v in want.items()))
+def _find(rows: list[dict], want: dict) -> dict:
+    """The row whose variant has the values of ``want`` (``{"model.norm": "batch"}``)."""
+    return next(r for r in rows if all(r["variant"].get(k) == v for k, v in want.items()))
 
 
 def write_report(out: Path, *, seeds, budget, workers, demo, grids, case, agreement, wall_s) -> Path:
@@ -72,7 +73,7 @@ def write_report(out: Path, *, seeds, budget, workers, demo, grids, case, agreem
              "the course score on the 298 val faces, mean +- sd over the seeds.", ""]
 
     mlp = grids["tutorial-mlp"]
-    cnn, fc = _find(mlp, model__arch="cnn"), _find(mlp, model__arch="mlp")
+    cnn, fc = _find(mlp, {"model.arch": "cnn"}), _find(mlp, {"model.arch": "mlp"})
     bars(mlp, fig / "mlp_vs_cnn.png", "MLP vs CNN at a matched parameter count")
     lines += ["## 1. Why not just an MLP", "", "*Claim: a fully connected layer's weights grow with the image; a "
               "convolution shares a small filter over it.*", "",
@@ -109,19 +110,19 @@ def write_report(out: Path, *, seeds, budget, workers, demo, grids, case, agreem
     sizes = sorted({r["variant"]["train.batch_size"] for r in norms})
     drops = []
     for kind in ("batch", "group", "layer", "instance", "none"):
-        small, big = (_find(norms, model__norm=kind, train__batch_size=b) for b in (sizes[0], sizes[-1]))
+        small, big = (_find(norms, {"model.norm": kind, "train.batch_size": b}) for b in (sizes[0], sizes[-1]))
         drops.append(f"{kind}: {small['mean'] - big['mean']:+.1f}")
     lines += ["## 4. Other normalisations", "", "*Claim: layer, instance and group norm each reduce the network's "
               "dependence on the mini-batch.*", "", *table(norms), "", "![norms](figures/norms.png)", "",
               f"Score at batch {sizes[0]} minus batch {sizes[-1]}: " + "; ".join(drops) + ".", "",
               "**What the data says:** " + "; ".join(
-                  says(_find(norms, model__norm="batch", train__batch_size=b),
-                       _find(norms, model__norm="group", train__batch_size=b), "batch norm", "group norm")
+                  says(_find(norms, {"model.norm": "batch", "train.batch_size": b}),
+                       _find(norms, {"model.norm": "group", "train.batch_size": b}), "batch norm", "group norm")
                   + f" at batch {b}" for b in (sizes[-1], sizes[0])) + ".", ""]
 
     drop = grids["tutorial-dropout"]
     bars(drop, fig / "dropout.png", "Dropout after each conv block")
-    none = _find(drop, model__conv_dropout="none")
+    none = _find(drop, {"model.conv_dropout": "none"})
     best = {k: max((r for r in drop if r["variant"]["model.conv_dropout"] == k), key=lambda r: r["mean"])
             for k in ("dropout", "dropout2d")}
     lines += ["## 5. Dropout for convolutional layers", "", "*Claim: regular dropout barely helps in conv layers; "

@@ -16,19 +16,19 @@ DEFAULT_OUT = Path("runs") / "tutorial"
 
 
 def matched_mlp_widths(cnn_overrides: dict) -> list[int]:
-    """Two equal hidden widths that give the MLP about as many parameters as the CNN of ``cnn_overrides``
-    (both counted on the real modules)."""
+    """Two equal hidden widths w that give the MLP about as many parameters as the CNN of ``cnn_overrides``
+    (counted on the real module): 9216 w (first layer, no bias) + w^2 (second) + 4 w (two BatchNorm1d) + 30 w + 30
+    (the output layer), solved for w."""
+    import math
+
     from common.config import apply_overrides
     from ex09_keypoints.config import make_config
-    from ex09_keypoints.models import build_model
+    from ex09_keypoints.data import IMAGE_SIZE
+    from ex09_keypoints.models import N_OUTPUTS, build_model
 
     target = counts.n_params(build_model(apply_overrides(make_config(), dict(cnn_overrides)).model))
-    width = 8
-    while counts.n_params(build_model(apply_overrides(make_config(), {"model.arch": "mlp",
-                                                                      "model.mlp_widths": [width + 1] * 2}).model)) \
-            <= target:
-        width += 1
-    return [width, width]
+    b = IMAGE_SIZE ** 2 + 4 + N_OUTPUTS
+    return [int((-b + math.sqrt(b * b + 4 * (target - N_OUTPUTS))) / 2)] * 2
 
 
 def ex08_case_study(out: Path, given: Path | None, data_dir: str | None, progress: bool) -> Path:
