@@ -76,9 +76,9 @@ def create_or_load_study(sweep: Sweep, storage, seed_offset: int = 0, baseline_c
 
 
 def requeue_grid_cells(study, sweep: Sweep) -> list[dict]:
-    """Queue again the grid cells that no trial finished and none is running or queued for: ``GridSampler``
-    counts a failed cell (a Ctrl-C, a crash) as visited and would never run it again, so a resumed grid study
-    would end with holes. Returns the cells queued."""
+    """Queue again the grid cells a failed trial ran (a Ctrl-C, a crash) that no other trial finished, runs or
+    waits for: ``GridSampler`` counts a failed cell as visited and would never run it again, so a resumed grid
+    study would end with holes. Returns the cells queued."""
     import itertools
 
     from optuna.trial import TrialState
