@@ -20,11 +20,12 @@ def make_sampler(spec: dict, seed_offset: int = 0, space: list | None = None):
     optuna = lazy_optuna()
 
     kwargs = {k: v for k, v in spec.items() if k != "type"}
+    kind = spec["type"]
+    if kind == "grid":  # every cell once; the seed shuffles which grid id is which cell, so every worker and
+        # every resume must share it (an offset would map the ids already run to other cells: holes and repeats)
+        return optuna.samplers.GridSampler(grid_values(space or [], "space"), **kwargs)
     if kwargs.get("seed") is not None:
         kwargs["seed"] = int(kwargs["seed"]) + seed_offset
-    kind = spec["type"]
-    if kind == "grid":  # every cell once, in a seeded random order (workers pick cells nobody has started)
-        return optuna.samplers.GridSampler(grid_values(space or [], "space"), **kwargs)
     if kind == "random":
         return optuna.samplers.RandomSampler(**kwargs)
     # CMA-ES and GP model the numeric parameters they see in every trial; categorical or conditional ones are
