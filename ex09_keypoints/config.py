@@ -174,7 +174,8 @@ class KeypointsConfig:
         check_ranges(self, {
             "model.widths": ">= 1", "model.convs_per_block": ">= 1", "model.kernel": ">= 1",
             "model.dropout2d": "[0, 1)", "model.head_hidden": ">= 0", "model.head_dropout": "[0, 1)",
-            "model.input_size": ">= 16", "model.norm_groups": ">= 1", "model.mlp_widths": ">= 1", "model.tta_shift_px": "[0, 16]", "model.members": ">= 1",
+            "model.input_size": ">= 16", "model.norm_groups": ">= 1", "model.mlp_widths": ">= 1",
+            "model.tta_shift_px": "[0, 16]", "model.members": ">= 1",
             "train.epochs": ">= 1", "train.batch_size": ">= 1", "train.lr": "> 0", "train.weight_decay": ">= 0",
             "train.warmup_epochs": ">= 0", "train.min_lr_ratio": "[0, 1]", "train.smooth_l1_beta": "> 0",
             "train.wing_w_px": "> 0", "train.wing_eps_px": "> 0", "train.ema_decay": "[0, 1)",

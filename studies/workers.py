@@ -170,7 +170,8 @@ def run_worker(sweep: Sweep, experiment: Experiment, url: str, study_dir: Path, 
     logging.getLogger("optuna.study._optimize").addFilter(_QuietInterrupt())
     storage = open_storage(url, sweep.storage)
     study = optuna.load_study(study_name=sweep.study, storage=storage, pruner=make_pruner(sweep.pruner))
-    # Seeds differ per worker and per resume, so nobody re-proposes the points already tried.
+    # Seeds differ per worker and per resume, so nobody re-proposes the points already tried (a grid keeps its one
+    # seed: make_sampler).
     study.sampler = make_sampler(sweep.sampler, len(study.get_trials(deepcopy=False)) + 7919 * worker, sweep.space)
     callbacks = [MaxTrialsCallback(trials, states=(TrialState.COMPLETE, TrialState.PRUNED))] if trials else []
     store = artifact_store(artifacts) if artifacts is not None else None

@@ -15,8 +15,6 @@ BUDGETS = {
 """Overrides on each sweep's ``default`` preset: ``quick`` (one conv per block, 8 epochs, one val score at the
 end: every cell of all three grids, 3 seeds, in the tutorial's time budget; RESULTS.md) or the default recipe."""
 
-SWEEPS = ("tutorial-mlp", "tutorial-norms", "tutorial-dropout")
-
 
 def grid_sweep(name: str, seeds: list[int], budget: str, out: Path, extra: dict | None = None) -> Path:
     """``out/sweeps/<name>.yaml``: the shipped grid with ``run.seed`` over ``seeds`` and ``extra`` (the
@@ -49,8 +47,8 @@ def run_grid(sweep_path: Path, study_dir: Path, workers: int, overrides: list[st
 
 
 def cells(sweep_path: Path, study_dir: Path) -> list[dict]:
-    """One row per variant (the grid's parameters but the seed): the seeds' val scores, their mean +- sd, the
-    model's parameters and its training seconds per epoch (each seed's run summary, mean)."""
+    """One row per variant (the grid's parameters but the seed): the seeds' val scores and run dirs, their mean
+    +- sd, the model's parameters and its training seconds per epoch (each seed's run summary, mean)."""
     import statistics
 
     from optuna.trial import TrialState
@@ -58,19 +56,20 @@ def cells(sweep_path: Path, study_dir: Path) -> list[dict]:
     from common.files.json_files import read_json
     from studies.objective import trial_dir
     from studies.search import load_study
+    from studies.storage import default_storage
     from studies.sweep import load_sweep
 
-    sweep = load_sweep(sweep_path)
-    study = load_study(sweep, f"sqlite:///{Path(study_dir).resolve() / 'study.db'}")
+    study = load_study(load_sweep(sweep_path), default_storage(study_dir))
     rows: dict[tuple, dict] = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         if "duplicate_of" in t.user_attrs:
             continue  # a twin cell (a parameter its 'when' switched off): the same run as the one it names
         variant = tuple((k, v) for k, v in sorted(t.params.items()) if k != "run.seed")
         summary = read_json(trial_dir(study_dir, t.number) / "summary.json") or {}
-        row = rows.setdefault(variant, {"variant": dict(variant), "seeds": {}, "params": summary.get("params"),
-                                        "s_per_epoch": []})
+        row = rows.setdefault(variant, {"variant": dict(variant), "seeds": {}, "runs": {},
+                                        "params": summary.get("params"), "s_per_epoch": []})
         row["seeds"][t.params["run.seed"]] = t.value
+        row["runs"][t.params["run.seed"]] = trial_dir(study_dir, t.number)
         if summary.get("wall_s") and summary.get("epochs"):
             row["s_per_epoch"].append(summary["wall_s"] / summary["epochs"])
     out = []
@@ -81,21 +80,3 @@ def cells(sweep_path: Path, study_dir: Path) -> list[dict]:
         row["s_per_epoch"] = statistics.fmean(row["s_per_epoch"]) if row["s_per_epoch"] else None
         out.append(row)
     return out
-
-
-def best_cell_run(sweep_path: Path, study_dir: Path, variant: dict) -> Path:
-    """The trial dir of the first seed's run of ``variant`` (a trained model of this tutorial, for the metric
-    section)."""
-    from optuna.trial import TrialState
-
-    from studies.objective import trial_dir
-    from studies.search import load_study
-    from studies.sweep import load_sweep
-
-    study = load_study(load_sweep(sweep_path), f"sqlite:///{Path(study_dir).resolve() / 'study.db'}")
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    runs = sorted((t.params["run.seed"], t.number) for t in complete
-                  if all(t.params.get(k) == v for k, v in variant.items()) and "duplicate_of" not in t.user_attrs)
-    if not runs:
-        raise ConfigError(f"{study_dir}: no finished run of {variant}")
-    return trial_dir(study_dir, runs[0][1])

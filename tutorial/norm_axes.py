@@ -8,10 +8,6 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-AXES = {"BatchNorm1d (N, D)": (0,), "BatchNorm2d (N, C, H, W)": (0, 2, 3), "LayerNorm = GroupNorm(1)": (1, 2, 3),
-        "InstanceNorm2d": (2, 3), "GroupNorm(G)": "each group of C/G channels, with H, W"}
-"""What each layer averages over (the torch docs' definitions; what :func:`statistics` measures)."""
-
 
 def activations(images: torch.Tensor, channels: int = 8, seed: int = 0) -> torch.Tensor:
     """A real batch of conv activations: (N,1,96,96) faces through a seeded 3x3 conv -> (N, channels, 96, 96)."""
