@@ -105,29 +105,38 @@ def confirm(study, sweep, experiment, study_dir: Path, k: int, seeds: list[int],
             raise ConfigError(f"the runs in {root / name} report no {metric}")
         rows.append({"name": name, "study_value": study_value, **result["figures"][metric],
                      "figures": {key: f["mean"] for key, f in result["figures"].items()}})
+    ranked = rank(rows, metric, sign, seeds)
+    # what the winner's first seed ran (its threads too): `--config best-config.json` makes that run again
+    save_config(load_run(root / ranked["winner"] / f"seed-{seeds[0]}")[1], root / "best-config.json")
+    out = {"metric": metric, "direction": sweep.direction, "seeds": seeds, **ranked, "candidates": rows}
+    atomic_write_text(root / "confirm.json", json.dumps(out, indent=2) + "\n")
+    return out
+
+
+def rank(rows: list[dict], metric: str, sign: int, seeds: list[int]) -> dict:
+    """Sort ``rows`` (the preset's first: ``name``, ``values`` per seed, ``mean``, ``sd``, ``study_value``,
+    ``figures``) best first in place, each with its ``paired_diff`` to the preset; returns the winner and the
+    verdict, which is about the best candidate that is not the preset (also when the preset ranks first)."""
     preset_row = rows[0]
     preset = preset_row["values"]
     for row in rows:
         row["paired_diff"] = spread([a - b for a, b in zip(row["values"], preset)])
     rows.sort(key=lambda r: sign * r["mean"], reverse=True)
     winner = rows[0]
-    diff = winner["paired_diff"]
-    beats = winner["name"] != "preset" and len(seeds) > 1 and sign * diff["mean"] > diff["sd"]
-    curse = None if winner["study_value"] is None else winner["study_value"] - winner["mean"]
-    walls = winner["figures"].get("wall_s"), preset_row["figures"].get("wall_s")
-    # what the winner's first seed ran (its threads too): `--config best-config.json` makes that run again
-    save_config(load_run(root / winner["name"] / f"seed-{seeds[0]}")[1], root / "best-config.json")
-    verdict = (f"{winner['name']} {'beats' if beats else 'does not beat'} the preset by more than the paired sd: "
-               f"{metric} {winner['mean']:.4g} +- {winner['sd']:.2g} against {statistics.fmean(preset):.4g}, paired "
-               f"{diff['mean']:+.4g} +- {diff['sd']:.2g} over seeds {','.join(map(str, seeds))}"
+    challenger = next((r for r in rows if r is not preset_row), preset_row)
+    diff = challenger["paired_diff"]
+    beats = challenger is winner and winner is not preset_row and len(seeds) > 1 and sign * diff["mean"] > diff["sd"]
+    curse = None if challenger["study_value"] is None else challenger["study_value"] - challenger["mean"]
+    walls = challenger["figures"].get("wall_s"), preset_row["figures"].get("wall_s")
+    verdict = (("the preset ranks first; " if winner is preset_row and challenger is not preset_row else "")
+               + f"{challenger['name']} {'beats' if beats else 'does not beat'} the preset by more than the paired "
+               f"sd: {metric} {challenger['mean']:.4g} +- {challenger['sd']:.2g} against "
+               f"{statistics.fmean(preset):.4g}, paired {diff['mean']:+.4g} +- {diff['sd']:.2g} over seeds "
+               + ",".join(map(str, seeds))
                + (f", at {walls[0] / walls[1]:.2f}x the preset's wall time" if all(walls) else "")
                + (f"; the study's value of it was {curse:+.4g} above its confirmed mean" if curse is not None else ""))
-    out = {"metric": metric, "direction": sweep.direction, "seeds": seeds, "winner": winner["name"],
-           "preset_wall_s": walls[1],
-           "beats_preset": beats, "winners_curse": curse, "verdict": verdict,
-           "candidates": rows}
-    atomic_write_text(root / "confirm.json", json.dumps(out, indent=2) + "\n")
-    return out
+    return {"winner": winner["name"], "preset_wall_s": walls[1], "beats_preset": beats, "winners_curse": curse,
+            "verdict": verdict}
 
 
 def confirm_lines(study_dir: Path) -> list[str]:

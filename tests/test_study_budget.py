@@ -101,6 +101,31 @@ def test_rung_correlation_is_spearman_over_complete_trials():
     assert rows[1]["trials"] == 4
 
 
+def test_the_confirm_verdict_is_about_the_best_challenger_also_when_the_preset_ranks_first():
+    from studies.confirm import rank
+
+    def row(name, values, study_value=None):
+        return {"name": name, "values": values, "mean": sum(values) / len(values), "sd": 1.0,
+                "study_value": study_value, "figures": {"wall_s": 100.0}}
+
+    rows = [row("preset", [500.0, 510.0, 496.0]), row("trial-0018", [505.0, 482.0, 469.0], 505.0),
+            row("trial-0007", [470.0, 460.0, 465.0], 490.0)]
+    out = rank(rows, "val/score", 1, [0, 1, 2])
+    assert out["winner"] == "preset" and not out["beats_preset"]
+    assert out["verdict"].startswith("the preset ranks first; trial-0018 does not beat the preset"), out["verdict"]
+    assert "preset does not beat the preset" not in out["verdict"]
+    assert out["winners_curse"] == pytest.approx(505.0 - 485.333, abs=1e-3), "the challenger's, not the preset's"
+    assert [r["name"] for r in rows] == ["preset", "trial-0018", "trial-0007"]
+    assert rows[1]["paired_diff"]["values"] == pytest.approx([5.0, -28.0, -27.0])
+
+    rows = [row("preset", [500.0, 510.0, 496.0]), row("trial-0003", [520.0, 528.0, 519.0], 530.0)]
+    out = rank(rows, "val/score", 1, [0, 1, 2])
+    assert out["winner"] == "trial-0003" and out["beats_preset"], "+20.3 paired, sd 1.5"
+    assert out["verdict"].startswith("trial-0003 beats the preset by more than the paired sd")
+    lower = rank([row("preset", [0.20, 0.21]), row("trial-0001", [0.10, 0.12], 0.09)], "val/loss", -1, [0, 1])
+    assert lower["winner"] == "trial-0001" and lower["beats_preset"], "minimize: the lower loss wins"
+
+
 @pytest.mark.slow
 def test_confirm_ranks_the_top_trials_against_the_preset_and_its_best_config_reproduces(synthetic_data_dir,
                                                                                          tmp_path):
