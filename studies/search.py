@@ -99,6 +99,21 @@ def requeue_grid_cells(study, sweep: Sweep) -> list[dict]:
     return missing
 
 
+def grid_cells_left(study, sweep: Sweep) -> bool:
+    """Whether a grid study still has a cell for a new trial: a queued (re-queued) cell, or a grid id no trial has
+    taken. Once every cell has started, ``GridSampler`` gives a new trial a cell that another worker still runs
+    (a duplicate, seen with 2 workers); a worker asks this first and stops instead."""
+    import math
+
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    if any(t.state == TrialState.WAITING for t in trials):
+        return True
+    taken = {t.system_attrs["grid_id"] for t in trials if "grid_id" in t.system_attrs}
+    return len(taken) < math.prod(len(v) for v in grid_values(sweep.space, f"{sweep.path}: space").values())
+
+
 def params_of_config(sweep: Sweep, experiment, path: Path) -> dict:
     """The study parameters that make a trial run the config in ``path`` (a ``config.json``, or a run dir such
     as an earlier study's trial), for ``--enqueue``. Refused, naming the keys, when that config differs from the

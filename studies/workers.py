@@ -26,8 +26,8 @@ from common.run import record
 from common.run.signals import Terminated, check_interrupted, die_with_parent, exit_code, signal_name
 from exercises import get_experiment
 from studies.objective import grace_s, make_objective, taken_over, trial_dir
-from studies.search import (create_or_load_study, finished_count, load_study, make_pruner, make_sampler,
-                            params_of_config, requeue_grid_cells, state_counts)
+from studies.search import (create_or_load_study, finished_count, grid_cells_left, load_study, make_pruner,
+                            make_sampler, params_of_config, requeue_grid_cells, state_counts)
 from studies.storage import (DEFAULT_MAX_RETRY, STORAGE_ENV, artifact_store, fail_dead_local_trials, lazy_optuna,
                              open_storage, redact, storage_url)
 from studies.sweep import Sweep, check_against_config, load_sweep, resolve_sweep_path
@@ -177,16 +177,20 @@ def run_worker(sweep: Sweep, experiment: Experiment, url: str, study_dir: Path, 
     store = artifact_store(artifacts) if artifacts is not None else None
     objective = make_objective(sweep, experiment, study_dir, threads, worker, store)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    grid = sweep.sampler["type"] == "grid"
     while True:
         remaining = None if trials is None else trials - finished_count(study)
         time_left = None if deadline is None else deadline - time.monotonic()
         if (remaining is not None and remaining <= 0) or (time_left is not None and time_left <= 0):
             return 0
+        if grid and not grid_cells_left(study, sweep):  # every cell has started: a new trial would repeat one
+            return 0
         try:
-            study.optimize(objective, n_trials=remaining, timeout=time_left, callbacks=callbacks,
+            # A grid worker asks for its next cell one trial at a time (grid_cells_left first).
+            study.optimize(objective, n_trials=1 if grid else remaining, timeout=time_left, callbacks=callbacks,
                            gc_after_trial=True)
-            # A grid stops the study once every cell has been visited, even with re-queued cells still waiting.
-            if not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            # Other samplers: optimize returns when the study has its trials or time is up.
+            if not grid and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
                 return 0
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (common.run.signals)
             print(f"[study] worker {worker}: interrupted ({signal_name(e)}); its running trial is marked FAIL. "

@@ -251,3 +251,21 @@ def test_a_grid_study_runs_every_cell_once_and_resumes_the_interrupted_one(synth
     assert cells == [("batch", 0), ("batch", 1), ("none", 0), ("none", 1)], "each cell trained exactly once"
     assert {n: (t.params, t.value) for n, t in ((t.number, t) for t in study.trials) if n in before} == before
     assert len([t for t in study.trials if t.state == TrialState.COMPLETE]) == 8, "twins answered, not trained"
+
+
+@pytest.mark.slow  # ~30 s
+def test_two_workers_on_a_grid_train_each_cell_once(synthetic_data_dir, tmp_path):
+    """Once every cell has started, Optuna's GridSampler hands a free worker a cell the other worker still runs
+    (seen in the tutorial's grids: 31 trials for 30 cells); the worker stops instead, so each cell runs once."""
+    space = {"train.epochs": {"type": "categorical", "choices": [1, 12]},
+             "run.seed": {"type": "categorical", "choices": [0, 1, 2]}}
+    # Grid seed 5 puts a 12-epoch cell last and a 1-epoch cell before it: a worker is free while the last one runs.
+    sweep = write_sweep(tmp_path / "g.yaml", synthetic_data_dir, sampler={"type": "grid", "seed": 5}, trials=None,
+                        pruner={"type": "none"}, space=space)
+    out = tmp_path / "g"
+    r = cli("ex09", "--study", sweep, "--out", out, "--workers", 2)
+    assert r.returncode == 0, r.stderr[-3000:]
+    study = load(f"sqlite:///{out / 'study.db'}")
+    cells = sorted((t.params["train.epochs"], t.params["run.seed"]) for t in study.trials)
+    assert cells == [(e, s) for e in (1, 12) for s in (0, 1, 2)], "each cell exactly once"
+    assert all(t.state == TrialState.COMPLETE for t in study.trials)
