@@ -68,6 +68,8 @@ def cells(sweep_path: Path, study_dir: Path) -> list[dict]:
         summary = read_json(trial_dir(study_dir, t.number) / "summary.json") or {}
         row = rows.setdefault(variant, {"variant": dict(variant), "seeds": {}, "runs": {},
                                         "params": summary.get("params"), "s_per_epoch": []})
+        if t.params["run.seed"] in row["seeds"]:
+            continue  # a cell two workers ran at once (a rare race at a grid's end): its first run counts
         row["seeds"][t.params["run.seed"]] = t.value
         row["runs"][t.params["run.seed"]] = trial_dir(study_dir, t.number)
         if summary.get("wall_s") and summary.get("epochs"):
