@@ -12,13 +12,16 @@ from common.plots import pyplot, read_metrics, save
 
 @torch.no_grad()
 def reconstructions(ae, images_uint8, corrupt_fn, path: Path, n: int = 10) -> Path:
-    """Rows: clean, corrupted (the AE's input), reconstructed."""
+    """Rows: clean, corrupted (the AE's input; left out for a plain AE, whose input is the clean image),
+    reconstructed."""
     plt = pyplot()
     ae.eval()
     clean = images_uint8[:n].float() / 255.0
     noisy = corrupt_fn(clean)
     rows = [("clean", clean), ("corrupted", noisy.clamp(0, 1)), ("reconstructed", ae(noisy))]
-    fig, axes = plt.subplots(3, n, figsize=(n * 1.1, 3.6))
+    if torch.equal(noisy, clean):
+        del rows[1]
+    fig, axes = plt.subplots(len(rows), n, figsize=(n * 1.1, 1.2 * len(rows)), squeeze=False)
     for r, (title, imgs) in enumerate(rows):
         for i in range(n):
             ax = axes[r, i]
