@@ -72,6 +72,27 @@ TINY = ["model.widths=[8,16]", "model.head_hidden=16", "train.epochs=1", "train.
         "model.tta_shift_px=0", "track.mode=disabled"]  # the cells' W&B runs are tested with the studies
 
 
+
+def _norm_rows(means: dict) -> list[dict]:
+    return [{"variant": {"model.norm": kind, "train.batch_size": b}, "mean": m, "sd": 2.0, "seeds": {0: m, 1: m}}
+            for (kind, b), m in means.items()]
+
+
+def test_the_norms_verdict_separates_the_step_count_from_batch_statistics():
+    """At equal epochs a smaller batch is more steps for every norm; batch norm's own dependence is its gain beyond
+    no norm's, and the verdict says which way it goes (or that it does not show)."""
+    from tutorial.report import batch_dependence
+
+    free = {(k, b): m for k in ("group", "layer", "instance") for b, m in ((8, 270.0), (32, 200.0))}
+    same = batch_dependence(_norm_rows({**free, ("batch", 8): 250.0, ("batch", 32): 150.0,
+                                        ("none", 8): 245.0, ("none", 32): 146.0}), [8, 32])
+    assert "No norm at all gains +99.0" in same and "beyond it is +1.0" in same and "does not show" in same
+    assert "ahead of batch norm at each size (the worst of them by +20.0 at batch 8, +50.0 at batch 32)" in same
+    hurt = batch_dependence(_norm_rows({**free, ("batch", 8): 160.0, ("batch", 32): 150.0,
+                                        ("none", 8): 245.0, ("none", 32): 146.0}), [8, 32])
+    assert "beyond it is -89.0" in hurt and "the dependence the slide warns of" in hurt
+
+
 @pytest.mark.slow  # ~2 min: 17 tiny grid cells, interrupted once and resumed
 def test_the_tutorial_writes_every_section_and_resumes_without_retraining(synthetic_data_dir, synthetic_mnist,
                                                                           tmp_path):
