@@ -66,14 +66,18 @@ def _find(rows: list[dict], want: dict) -> dict:
     return next(r for r in rows if all(r["variant"].get(k) == v for k, v in want.items()))
 
 
+NORMS = ("batch", "group", "layer", "instance", "none")
+
+
+def _cell(norms: list[dict], kind: str, b: int) -> dict:
+    return _find(norms, {"model.norm": kind, "train.batch_size": b})
+
+
 def batch_size_gains(norms: list[dict], sizes: list[int]) -> dict[str, tuple[float, float]]:
     """Per norm: its score at the smallest batch size minus at the largest, and that difference's sd."""
-    def at(kind: str, b: int) -> dict:
-        return _find(norms, {"model.norm": kind, "train.batch_size": b})
-
-    return {kind: (at(kind, sizes[0])["mean"] - at(kind, sizes[-1])["mean"],
-                   (at(kind, sizes[0])["sd"] ** 2 + at(kind, sizes[-1])["sd"] ** 2) ** 0.5)
-            for kind in ("batch", "group", "layer", "instance", "none")}
+    small, big = ({kind: _cell(norms, kind, b) for kind in NORMS} for b in (sizes[0], sizes[-1]))
+    return {kind: (small[kind]["mean"] - big[kind]["mean"], (small[kind]["sd"] ** 2 + big[kind]["sd"] ** 2) ** 0.5)
+            for kind in NORMS}
 
 
 def batch_dependence(norms: list[dict], sizes: list[int]) -> str:
@@ -89,10 +93,8 @@ def batch_dependence(norms: list[dict], sizes: list[int]) -> str:
     else:
         verdict = "its dependence on the batch size does not show at these sizes"
 
-    def mean(kind: str, b: int) -> float:
-        return _find(norms, {"model.norm": kind, "train.batch_size": b})["mean"]
-
-    lead = {b: min(mean(k, b) for k in ("group", "layer", "instance")) - mean("batch", b) for b in sizes}
+    free = ("group", "layer", "instance")
+    lead = {b: min(_cell(norms, k, b)["mean"] for k in free) - _cell(norms, "batch", b)["mean"] for b in sizes}
     where = ", ".join(f"{lead[b]:+.1f} at batch {b}" for b in sizes)
     ahead = (f"every batch-free norm is ahead of batch norm at each size (the worst of them by {where})"
              if all(v > 0 for v in lead.values()) else f"the worst batch-free norm against batch norm: {where}")
