@@ -7,7 +7,8 @@ step's config section, the model, the data settings and the split's digest, the 
 thread count and device, torch's build, the source of the code, the earlier steps' digests and
 :data:`FORMAT`). It holds the step's checkpoint, its result, its metric rows and figures, and a manifest of
 their sha256s; an entry whose files do not match its manifest is deleted and the step trained again, never used.
-``--no-cache`` (``cache_steps=false``) turns the cache off.
+``--no-cache`` (``cache_steps=false``) turns the cache off. Two runs that want the same step at once (the
+two workers of a study starting together) do not both train it: the second waits for the first's entry.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import json
 import os
 import shutil
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 from common.config import to_dict
@@ -27,6 +29,8 @@ from ex08_autoencoder.saved import CHECKPOINT_OF
 FORMAT = 1
 """Bump when what an entry holds, or how a step is computed outside the hashed source, changes."""
 MANIFEST = "manifest.json"
+LOCKS = ".locks"
+"""The folder of the per-digest lock files (kept: deleting one that another run holds open would split the lock)."""
 _CODE = ("ex08_autoencoder", "common")
 
 
@@ -59,6 +63,28 @@ def step_digests(cfg, split_sha256: str, threads: int, device, code: str) -> dic
         blob = json.dumps({**common, "step": step, "section": config[step], "earlier": earlier}, sort_keys=True)
         digests[step] = earlier = hashlib.sha256(blob.encode()).hexdigest()
     return digests
+
+
+@contextmanager
+def computing(digest: str | None, step: str):
+    """Held while this run restores or trains the step ``digest`` (None: no cache, nothing held). A second run
+    asking for the same digest meanwhile waits, then finds the first run's entry instead of training the step
+    too. An exclusive ``flock``: the OS drops it when its process dies, so a killed run never leaves it taken."""
+    if digest is None:
+        yield
+        return
+    import fcntl
+
+    locks = root() / LOCKS
+    locks.mkdir(parents=True, exist_ok=True)
+    with open(locks / digest, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"[ex08] {step}: another run is computing this step; waiting to take it from the step cache",
+                  file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        yield  # closing the handle releases the lock
 
 
 def _files(run_dir: Path, step: str, result: dict) -> list[Path]:

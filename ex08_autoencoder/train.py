@@ -189,36 +189,38 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
                    if cfg.cache_steps and cfg.only_step in (None, "pretrain") else {})
         cached = dict(run.previous.get("cached_steps", {})) if resume is not None else {}
         for step in steps:
-            t_step = time.perf_counter()
-            hit = step_cache.restore(digests[step], step, run.path) if step in digests else None
-            if hit is not None:
-                result = replay_cached(step, hit, run, on_epoch, t_step)
-                cached[step] = digests[step]
-                run.record(cached_steps=cached)
+            # Held while the step is restored or trained: a second run wanting it at once waits for its entry.
+            with step_cache.computing(digests.get(step), step):
+                t_step = time.perf_counter()
+                hit = step_cache.restore(digests[step], step, run.path) if step in digests else None
+                if hit is not None:
+                    result = replay_cached(step, hit, run, on_epoch, t_step)
+                    cached[step] = digests[step]
+                    run.record(cached_steps=cached)
+                    summary["steps"][step] = result
+                    run.write_summary(summary)
+                    states[step].finish()
+                    continue
+                seed_everything(cfg.run.seed * 1000 + STEPS.index(step), cfg.run.deterministic)
+                with open_tracker(cfg.track, to_dict(cfg), run.path, tracker, group=cfg.track.group or run.path.name,
+                                  name=f"{cfg.track.name or run.path.name}-{step}", job_type=f"ex08-{step}",
+                                  run_id=wandb_runs.get(step, {}).get("id")) as step_tracker:
+                    wandb_runs[step] = step_tracker.info()
+                    run.record(wandb=wandb_runs)
+                    step_tracker.define_metric(f"{step}/*", step_metric=f"{step}/epoch")
+                    for key, how in (("val/acc", "max"), ("val/loss", "min")):
+                        step_tracker.define_metric(f"{step}/{key}", summary=how, step_metric=f"{step}/epoch")
+                    result = run_step(step, cfg, data, run, step_tracker, progress, on_epoch, states[step])
+                    result["wall_s"] = time.perf_counter() - t_step
+                    step_tracker.summary({f"{step}/{k}": v for k, v in result.items() if isinstance(v, (int, float))})
                 summary["steps"][step] = result
-                run.write_summary(summary)
+                run.write_summary(summary)  # after every step: what a resumed run keeps
                 states[step].finish()
-                continue
-            seed_everything(cfg.run.seed * 1000 + STEPS.index(step), cfg.run.deterministic)
-            with open_tracker(cfg.track, to_dict(cfg), run.path, tracker, group=cfg.track.group or run.path.name,
-                              name=f"{cfg.track.name or run.path.name}-{step}", job_type=f"ex08-{step}",
-                              run_id=wandb_runs.get(step, {}).get("id")) as step_tracker:
-                wandb_runs[step] = step_tracker.info()
-                run.record(wandb=wandb_runs)
-                step_tracker.define_metric(f"{step}/*", step_metric=f"{step}/epoch")
-                for key, how in (("val/acc", "max"), ("val/loss", "min")):
-                    step_tracker.define_metric(f"{step}/{key}", summary=how, step_metric=f"{step}/epoch")
-                result = run_step(step, cfg, data, run, step_tracker, progress, on_epoch, states[step])
-                result["wall_s"] = time.perf_counter() - t_step
-                step_tracker.summary({f"{step}/{k}": v for k, v in result.items() if isinstance(v, (int, float))})
-            summary["steps"][step] = result
-            run.write_summary(summary)  # after every step: what a resumed run keeps
-            states[step].finish()
-            if step in digests:
-                step_cache.store(digests[step], step, run.path, result,
-                                 [r for r in run.metrics_rows() if r.get("step") == step])
-            print(f"[ex08] {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)),
-                  file=sys.stderr)
+                if step in digests:
+                    step_cache.store(digests[step], step, run.path, result,
+                                     [r for r in run.metrics_rows() if r.get("step") == step])
+                print(f"[ex08] {step}: " + "  ".join(f"{k} {v:.4g}" for k, v in result.items() if isinstance(v, float)),
+                      file=sys.stderr)
         last = [s for s in cfg.steps if s in summary["steps"]][-1]
         if last != "pretrain":
             final = load_step(run / CHECKPOINT_OF[last], "classifier")

@@ -1,16 +1,21 @@
 """ex08 presets end to end: steps alone equal the whole preset, outputs, W&B runs, CLI errors, real-data learning."""
+import fcntl
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
-from helpers import tiny_ex08_config
+from helpers import REPO, tiny_ex08_config, wait_for
 from wandb_records import read_run
 
 from common.config import apply_overrides
 from common.errors import ConfigError
 from common.plots import read_metrics
 from ex08_autoencoder import train as ex08_train
-from ex08_autoencoder.config import STEPS
+from ex08_autoencoder.config import STEPS, make_config
 from ex08_autoencoder.train import train
 from experiments.run import main
 
@@ -254,7 +259,7 @@ def test_steps_an_earlier_run_computed_come_from_the_cache_bit_for_bit(synthetic
     _, cached = run("pretrain-changed", **{"pretrain.lr": 1e-4})
     assert cached == {}
     # a damaged entry: found by its manifest, deleted, the step trained and stored again
-    entry = next(p for p in step_cache.root().iterdir() if json.loads((p / "manifest.json").read_text())["step"]
+    entry = next(p for p in step_cache.root().glob("[!.]*") if json.loads((p / "manifest.json").read_text())["step"]
                  == "pretrain" and (p / "rows.jsonl").read_text() == "".join(
                      json.dumps(r) + "\n" for r in read_metrics(tmp_path / "first" / "metrics.jsonl")
                      if r["step"] == "pretrain"))
@@ -265,3 +270,47 @@ def test_steps_an_earlier_run_computed_come_from_the_cache_bit_for_bit(synthetic
     assert step_cache._intact(entry, "pretrain") is not None, "stored anew"
     _, cached = run("off", cache_steps=False)
     assert cached == {}
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_a_run_wanting_a_step_another_run_is_computing_waits_and_takes_it_from_the_cache(real_mnist, tmp_path,
+                                                                                          monkeypatch):
+    """Two runs starting at once (a study's two workers) train a shared step once: while the test holds the
+    pretrain step's lock, as a run computing it would, a second run (a real CLI process) waits; once the entry
+    is in its cache and the lock is free, the waiting run takes pretrain from the cache and trains the rest."""
+    from ex08_autoencoder import step_cache
+
+    sets = ["data.max_unlabeled=6000", "model.hidden=[64]", "model.latent=16", "model.head_hidden=[32]",
+            "pretrain.epochs=2", "pretrain.batch_size=128", "transfer.epochs=3", "transfer.samples_per_epoch=64",
+            "teacher.epochs=2", "teacher.unlabeled_per_epoch=2000", "teacher.unlabeled_batch=64", "run.threads=1",
+            "track.mode=disabled"]
+    monkeypatch.setenv("I2DL_STEP_CACHE_DIR", str(tmp_path / "computed"))  # the entry the "other run" makes
+    first = train(apply_overrides(make_config("leaderboard"), [f"data.data_dir={real_mnist}", *sets]),
+                  tmp_path / "first", progress=False)
+    entry = next(p for p in step_cache.root().glob("[!.]*")
+                 if json.loads((p / "manifest.json").read_text())["step"] == "pretrain")
+    cache = tmp_path / "shared-cache"
+    (cache / step_cache.LOCKS).mkdir(parents=True)
+    out, err = tmp_path / "second", tmp_path / "second.err"
+    with open(cache / step_cache.LOCKS / entry.name, "a") as lock, open(err, "w") as err_file:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # "another run is computing pretrain"
+        proc = subprocess.Popen([sys.executable, "-m", "experiments.run", "ex08", "--data-dir", str(real_mnist),
+                                 "--out", str(out), "--no-progress", "--set", *sets], cwd=REPO,
+                                env={**os.environ, "I2DL_STEP_CACHE_DIR": str(cache)},
+                                stdout=subprocess.DEVNULL, stderr=err_file)
+        try:
+            wait_for(lambda: "another run is computing" in err.read_text() or proc.poll() is not None, 120,
+                     "the second run to wait for pretrain")
+            assert proc.poll() is None and "pretrain: another run is computing this step" in err.read_text(), \
+                err.read_text()[-2000:]
+            shutil.copytree(entry, cache / entry.name)  # the other run's entry lands, then it lets go
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            assert proc.wait(timeout=300) == 0, err.read_text()[-2000:]
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    record = json.loads((out / "run.json").read_text())
+    assert list(record["cached_steps"]) == ["pretrain"], "pretrain from the cache; transfer and teacher trained"
+    second = json.loads((out / "summary.json").read_text())
+    assert second["test10k/acc"] == first["test10k/acc"] and second["val/acc"] == first["val/acc"]
