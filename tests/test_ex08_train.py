@@ -8,7 +8,7 @@ import sys
 
 import pytest
 import torch
-from helpers import REPO, tiny_ex08_config, wait_for
+from helpers import REPO, short_real_ex08_sets, tiny_ex08_config, wait_for
 from wandb_records import read_run
 
 from common.config import apply_overrides
@@ -281,10 +281,7 @@ def test_a_run_wanting_a_step_another_run_is_computing_waits_and_takes_it_from_t
     is in its cache and the lock is free, the waiting run takes pretrain from the cache and trains the rest."""
     from ex08_autoencoder import step_cache
 
-    sets = ["data.max_unlabeled=6000", "model.hidden=[64]", "model.latent=16", "model.head_hidden=[32]",
-            "pretrain.epochs=2", "pretrain.batch_size=128", "transfer.epochs=3", "transfer.samples_per_epoch=64",
-            "teacher.epochs=2", "teacher.unlabeled_per_epoch=2000", "teacher.unlabeled_batch=64", "run.threads=1",
-            "track.mode=disabled"]
+    sets = short_real_ex08_sets(**{"teacher.epochs": 2, "teacher.unlabeled_per_epoch": 2000})
     monkeypatch.setenv("I2DL_STEP_CACHE_DIR", str(tmp_path / "computed"))  # the entry the "other run" makes
     first = train(apply_overrides(make_config("leaderboard"), [f"data.data_dir={real_mnist}", *sets]),
                   tmp_path / "first", progress=False)

@@ -14,8 +14,8 @@ import zipfile
 
 import pytest
 import torch
-from helpers import (REPO, ctrl_c_works, run_main, serve_dir, snapshot, synthetic_faces, tiny_ex08_config, wait_for,
-                     write_course_csv)
+from helpers import (REPO, ctrl_c_works, run_main, serve_dir, short_real_ex08_sets, snapshot, synthetic_faces,
+                     tiny_ex08_config, wait_for, write_course_csv)
 
 from common.plots import read_metrics
 
@@ -334,10 +334,7 @@ def test_a_sigkilled_ex08_run_resumes_inside_its_step_to_the_uninterrupted_figur
     from ex08_autoencoder.config import make_config
     from ex08_autoencoder.train import train as train_ex08
 
-    sets = ["data.max_unlabeled=6000", "model.hidden=[64]", "model.latent=16", "model.head_hidden=[32]",
-            "pretrain.epochs=2", "pretrain.batch_size=128", "transfer.epochs=3", "transfer.samples_per_epoch=64",
-            "teacher.epochs=12", "teacher.unlabeled_per_epoch=4000", "teacher.unlabeled_batch=64", "run.threads=1",
-            "track.mode=disabled", "cache_steps=false"]  # the killed run trains its steps, not a cache lookup
+    sets = short_real_ex08_sets(cache_steps="false")  # the killed run trains its steps, not a cache lookup
     whole = train_ex08(apply_overrides(make_config("leaderboard"), [f"data.data_dir={real_mnist}", *sets]),
                        tmp_path / "whole", progress=False)
     out = tmp_path / "killed"
