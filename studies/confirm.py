@@ -134,7 +134,8 @@ def rank(rows: list[dict], metric: str, sign: int, seeds: list[int]) -> dict:
                f"{statistics.fmean(preset):.4g}, paired {diff['mean']:+.4g} +- {diff['sd']:.2g} over seeds "
                + ",".join(map(str, seeds))
                + (f", at {walls[0] / walls[1]:.2f}x the preset's wall time" if all(walls) else "")
-               + (f"; the study's value of it was {curse:+.4g} above its confirmed mean" if curse is not None else ""))
+               + (f"; the study's value of it {'overstated' if sign * curse > 0 else 'understated'} its confirmed "
+                  f"mean by {abs(curse):.4g}" if curse is not None else ""))
     return {"winner": winner["name"], "preset_wall_s": walls[1], "beats_preset": beats, "winners_curse": curse,
             "verdict": verdict}
 

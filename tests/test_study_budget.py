@@ -115,6 +115,7 @@ def test_the_confirm_verdict_is_about_the_best_challenger_also_when_the_preset_r
     assert out["verdict"].startswith("the preset ranks first; trial-0018 does not beat the preset"), out["verdict"]
     assert "preset does not beat the preset" not in out["verdict"]
     assert out["winners_curse"] == pytest.approx(505.0 - 485.333, abs=1e-3), "the challenger's, not the preset's"
+    assert out["verdict"].endswith("the study's value of it overstated its confirmed mean by 19.67"), out["verdict"]
     assert [r["name"] for r in rows] == ["preset", "trial-0018", "trial-0007"]
     assert rows[1]["paired_diff"]["values"] == pytest.approx([5.0, -28.0, -27.0])
 
@@ -124,6 +125,7 @@ def test_the_confirm_verdict_is_about_the_best_challenger_also_when_the_preset_r
     assert out["verdict"].startswith("trial-0003 beats the preset by more than the paired sd")
     lower = rank([row("preset", [0.20, 0.21]), row("trial-0001", [0.10, 0.12], 0.09)], "val/loss", -1, [0, 1])
     assert lower["winner"] == "trial-0001" and lower["beats_preset"], "minimize: the lower loss wins"
+    assert lower["verdict"].endswith("overstated its confirmed mean by 0.02"), "a loss below its mean overstates"
 
 
 @pytest.mark.slow
