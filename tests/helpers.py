@@ -74,16 +74,6 @@ def tiny_config(data_dir: Path, **overrides):
     return apply_overrides(cfg, base)
 
 
-def short_real_ex08_sets(**changes) -> list[str]:
-    """``--set`` items of a short leaderboard run on real MNIST (6000 unlabeled images, a small model); keys
-    with dots as ``**{"teacher.epochs": 2}``."""
-    sets = {"data.max_unlabeled": 6000, "model.hidden": "[64]", "model.latent": 16, "model.head_hidden": "[32]",
-            "pretrain.epochs": 2, "pretrain.batch_size": 128, "transfer.epochs": 3, "transfer.samples_per_epoch": 64,
-            "teacher.epochs": 12, "teacher.unlabeled_per_epoch": 4000, "teacher.unlabeled_batch": 64,
-            "run.threads": 1, "track.mode": "disabled", **changes}
-    return [f"{key}={value}" for key, value in sets.items()]
-
-
 def write_idx_gz(path: Path, array: np.ndarray) -> Path:
     """Write a uint8 array as a gzipped IDX file (the MNIST format)."""
     import gzip
@@ -122,6 +112,16 @@ def tiny_ex08_config(data_dir: Path, preset: str = "leaderboard", **overrides):
             "run.threads": 1, "track.mode": "disabled"}
     base.update(overrides)
     return apply_overrides(cfg, base)
+
+
+def short_real_ex08_sets(**changes) -> list[str]:
+    """``--set`` items of a short leaderboard run on real MNIST (6000 unlabeled images, a small model); keys
+    with dots as ``**{"teacher.epochs": 2}``."""
+    sets = {"data.max_unlabeled": 6000, "model.hidden": "[64]", "model.latent": 16, "model.head_hidden": "[32]",
+            "pretrain.epochs": 2, "pretrain.batch_size": 128, "transfer.epochs": 3, "transfer.samples_per_epoch": 64,
+            "teacher.epochs": 12, "teacher.unlabeled_per_epoch": 4000, "teacher.unlabeled_batch": 64,
+            "run.threads": 1, "track.mode": "disabled", **changes}
+    return [f"{key}={value}" for key, value in sets.items()]
 
 
 def cli(*args, timeout=600, env=None) -> subprocess.CompletedProcess:
