@@ -87,7 +87,13 @@ def requeue_grid_cells(study, sweep: Sweep) -> list[dict]:
     if sweep.sampler["type"] != "grid":
         return []
     trials = study.get_trials(deepcopy=False)
-    failed = [t.params for t in trials if t.state == TrialState.FAIL and t.params]
+    sampler = make_sampler(sweep.sampler, space=sweep.space)
+
+    def cell_of(t) -> dict:  # a trial stopped before it asked for a value (a Ctrl-C as it started) has no params,
+        grid_id = t.system_attrs.get("grid_id")  # but GridSampler gave it a grid id: that id's cell, its own lookup
+        return t.params or ({} if grid_id is None else dict(zip(sampler._param_names, sampler._all_grids[grid_id])))
+
+    failed = [cell for cell in (cell_of(t) for t in trials if t.state == TrialState.FAIL) if cell]
     live = [t.params or t.system_attrs.get("fixed_params", {}) for t in trials
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)]
     grid = grid_values(sweep.space, f"{sweep.path}: space")

@@ -269,3 +269,33 @@ def test_two_workers_on_a_grid_train_each_cell_once(synthetic_data_dir, tmp_path
     cells = sorted((t.params["train.epochs"], t.params["run.seed"]) for t in study.trials)
     assert cells == [(e, s) for e in (1, 12) for s in (0, 1, 2)], "each cell exactly once"
     assert all(t.state == TrialState.COMPLETE for t in study.trials)
+
+
+def test_a_grid_cell_whose_trial_failed_before_asking_for_a_value_is_queued_again(synthetic_data_dir, tmp_path):
+    """A Ctrl-C right as a grid trial starts leaves it FAIL with a grid id but no params (seen in CI: the resumed
+    tutorial's norms grid ended with a hole); its cell is queued again, the one the grid id stands for."""
+    import optuna
+
+    from studies.search import make_sampler, requeue_grid_cells
+
+    grid = {"model.norm": {"type": "categorical", "choices": ["batch", "group", "none"]},
+            "train.batch_size": {"type": "categorical", "choices": [8, 32]}}
+    sweep = load_sweep(write_sweep(tmp_path / "g.yaml", synthetic_data_dir, sampler={"type": "grid", "seed": 3},
+                                   space=grid))
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'g.db'}", study_name="g",
+                                sampler=make_sampler(sweep.sampler, space=sweep.space))
+    ran = []
+
+    def objective(trial):  # five cells run, then a trial is stopped before its first suggest
+        if len(ran) == 5:
+            raise KeyboardInterrupt
+        ran.append({name: trial.suggest_categorical(name, spec["choices"]) for name, spec in grid.items()})
+        return 1.0
+    with pytest.raises(KeyboardInterrupt):
+        study.optimize(objective, n_trials=6)
+    stopped = study.trials[-1]
+    assert stopped.state == TrialState.FAIL and stopped.params == {} and "grid_id" in stopped.system_attrs
+    hole = [{"model.norm": n, "train.batch_size": b} for n in ("batch", "group", "none") for b in (8, 32)
+            if {"model.norm": n, "train.batch_size": b} not in ran]
+    assert requeue_grid_cells(study, sweep) == hole and len(hole) == 1
+    assert study.trials[-1].state == TrialState.WAITING and requeue_grid_cells(study, sweep) == [], "queued once"
