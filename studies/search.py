@@ -89,8 +89,10 @@ def requeue_grid_cells(study, sweep: Sweep) -> list[dict]:
     trials = study.get_trials(deepcopy=False)
     sampler = make_sampler(sweep.sampler, space=sweep.space)
 
-    def cell_of(t) -> dict:  # a trial stopped before it asked for a value (a Ctrl-C as it started) has no params,
-        grid_id = t.system_attrs.get("grid_id")  # but GridSampler gave it a grid id: that id's cell, its own lookup
+    def cell_of(t) -> dict:
+        """A failed trial's cell: its params, or, stopped before it asked for one (a Ctrl-C as it started), the
+        cell of the grid id GridSampler gave it (the sampler's own lookup; every worker's is seeded alike)."""
+        grid_id = t.system_attrs.get("grid_id")
         return t.params or ({} if grid_id is None else dict(zip(sampler._param_names, sampler._all_grids[grid_id])))
 
     failed = [cell for cell in (cell_of(t) for t in trials if t.state == TrialState.FAIL) if cell]
