@@ -69,10 +69,17 @@ def parse_value(value: Any, typ, key: str):
     if origin in (tuple, list):
         if isinstance(value, str):
             text = value.strip()
-            try:
-                value = json.loads(text) if text.startswith("[") else [v for v in text.split(",") if v.strip()]
-            except json.JSONDecodeError:
-                raise ConfigError(f"{key}: expected a list like [32,64,128], got {short(value)}") from None
+            if text.startswith("["):
+                from common.files.json_files import loads
+
+                try:
+                    value = loads(text, key)
+                except ConfigError as e:
+                    if "nested" in str(e) or "too large" in str(e):
+                        raise
+                    raise ConfigError(f"{key}: expected a list like [32,64,128], got {short(value)}") from None
+            else:
+                value = [v for v in text.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)):
             value = [value]
         elem = args[0] if args else str
@@ -85,6 +92,8 @@ def parse_value(value: Any, typ, key: str):
         return value
     if typ is int and isinstance(value, float) and value.is_integer():
         return int(value)
+    if typ in (int, float) and isinstance(value, bool):  # JSON's true is no batch size (bool is an int to Python)
+        raise ConfigError(f"{key}: expected {'an integer' if typ is int else 'a number'}, got {short(value)}")
     if isinstance(value, typ):
         return value
     raise ConfigError(f"{key}: expected {getattr(typ, '__name__', typ)}, got {short(value)}")

@@ -31,6 +31,9 @@ class Experiment:
     """``(cfg, out_dir)`` -> the flags that continue an interrupted run there (None: nothing to continue)."""
     headline: tuple[str, ...]
     """The summary keys a finished run prints (its last line is them as one JSON object)."""
+    metrics: tuple[str, ...] = ()
+    """The val figures a run reports every evaluation and in its summary: what a sweep may optimise (its
+    ``metric`` and ``tie_break``), checked before anything trains."""
     seed_keys: tuple[str, ...] = ("run.seed",)
     """The config keys ``--seeds`` sets to each seed."""
     example_overrides: str = ""

@@ -70,5 +70,6 @@ EXPERIMENT = Experiment(
     description="Train an ex08 preset (all its steps, or one with --step) into one run dir.",
     presets=tuple(PRESETS), make_config=make_config, train=train, export=export, planned_evals=planned_evals,
     continue_flags=continue_flags, headline=("preset", "val/acc", "test100/acc", "test10k/acc", "params", "wall_s"),
+    metrics=("val/acc", "val/loss"),
     seed_keys=("run.seed", "data.split_seed"), example_overrides="teacher.epochs=10 model.hidden=[1024,512]",
     add_flags=add_flags, flag_overrides=flag_overrides, check_flags=check_flags, partial=partial)

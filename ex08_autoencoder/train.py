@@ -186,7 +186,7 @@ def train(cfg: AutoencoderConfig, out_dir: str | Path, *, resume: str | Path | N
                   f"{', '.join(going_on) or 'nothing'}", file=sys.stderr)
         # A step from the cache only where its earlier steps are this run's own (not --step's checkpoints).
         digests = (step_cache.step_digests(cfg, split_sha256, threads, device, step_cache.code_digest())
-                   if cfg.cache_steps and cfg.only_step in (None, "pretrain") else {})
+                   if cfg.cache_steps and cfg.only_step in (None, "pretrain") and step_cache.available() else {})
         cached = dict(run.previous.get("cached_steps", {})) if resume is not None else {}
         for step in steps:
             # Held while the step is restored or trained: a second run wanting it at once waits for its entry.

@@ -49,6 +49,11 @@ def command(args, cfg) -> int | None:
         if args.csv is not None:
             raise ConfigError("--csv goes with --evaluate CHECKPOINT; add --evaluate or drop --csv")
         return None
+    ignored = [flag for flag, given in (("--seeds", args.seeds), ("--resume", args.resume),
+                                        ("--overwrite", args.overwrite)) if given]
+    if ignored:
+        raise ConfigError(f"{ignored[0]} does not apply to --evaluate (it scores one checkpoint on --csv and trains "
+                          "nothing); drop it")
     from ex09_keypoints.score_csv import evaluate_csv
 
     return evaluate_csv(args, cfg)
@@ -64,5 +69,6 @@ EXPERIMENT = Experiment(
     description="Train the ex09 keypoint regressor, or score a saved model on a CSV.",
     presets=tuple(PRESETS), make_config=make_config, train=train, export=export, planned_evals=planned_evals,
     continue_flags=continue_flags, headline=("val/score", "val/rmse_px", "params", "epochs", "wall_s"),
+    metrics=("val/score", "val/rmse_px"),
     example_overrides="train.epochs=30 model.widths=[32,64,128]", add_flags=add_flags,
     flag_overrides=flag_overrides, command=command, check_flags=check_flags)

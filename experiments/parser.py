@@ -43,6 +43,9 @@ def _add_study_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--study", default=None, metavar="NAME|FILE",
                    help="search the space of sweeps/NAME.yaml (or a sweep file); --out is then the study dir "
                         "(default: runs/studies/<study>) and --set applies to every trial")
+    g.add_argument("--study-name", default=None, metavar="NAME",
+                   help="the study's name instead of the sweep's own: a new study of the same sweep (its dir: "
+                        "runs/studies/NAME)")
     g.add_argument("--trials", type=int, default=None,
                    help="finished (complete + pruned) trials the whole study aims for (default: the sweep's)")
     g.add_argument("--timeout", type=float, default=None, metavar="S", help="stop starting trials after S seconds")
@@ -84,6 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "study; --retrain-best retrains the best trial's config as a normal run, "
                                    "--confirm K confirms the top K on fresh seeds.")
     p.add_argument("--study", required=True, metavar="NAME|FILE", help="the sweep the study came from (e.g. kp)")
+    p.add_argument("--study-name", default=None, metavar="NAME", help="the study's name, if not the sweep's own")
     p.add_argument("--storage", default=None, metavar="URL",
                    help="the study's storage (default: $I2DL_STUDY_STORAGE, else sqlite in the study dir)")
     p.add_argument("--out", type=Path, default=None, help="the study dir (default: runs/studies/<study>)")

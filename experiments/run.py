@@ -23,9 +23,19 @@ def run(args) -> int:
     """One run of an exercise (or the exercise's own command instead, see Experiment.command)."""
     from common.config import apply_overrides, to_dict
     from common.errors import ConfigError
+    from common.files.json_files import read_json
     from exercises import get_experiment
 
     exp = get_experiment(args.experiment)
+    if args.resume is not None and not args.seeds:
+        from common.run.run_files import is_seeds_dir
+
+        if is_seeds_dir(args.resume):
+            seeds = (read_json(args.resume / "seeds.json") or {}).get("seeds") or []
+            raise ConfigError(f"--resume {args.resume} is a --seeds dir: add --seeds "
+                              f"{','.join(map(str, seeds)) or '0,1,2'} (the seeds it was started with)")
+    if args.config is not None and args.config.is_dir():  # a run dir, as --resume, --enqueue and rerun take
+        args.config = args.config / "config.json"
     if args.resume is not None and args.config is None and not args.preset:
         # --resume RUN_DIR alone goes on with the config the run was started with (--set on top is checked: a
         # key that changes the computation is refused by the run's resume check)
@@ -131,7 +141,7 @@ def study(args) -> int:
     return run_study(args.experiment, args.study, config_overrides(exp, args), out=args.out, storage=args.storage,
                      trials=args.trials, timeout=args.timeout, workers=args.workers,
                      worker_index=args.worker_index, worker_threads=args.worker_threads, artifacts=args.artifacts,
-                     enqueue=args.enqueue or [])
+                     enqueue=args.enqueue or [], study_name=args.study_name)
 
 
 def report(args) -> int:
@@ -146,7 +156,8 @@ def report(args) -> int:
         return report_study(args.study, overrides, out=args.out, storage=args.storage, retrain=args.retrain_best,
                             overwrite=args.overwrite, progress=not args.no_progress, artifacts=args.artifacts,
                             confirm=args.confirm, seeds=args.seeds, workers=args.workers,
-                            worker_index=args.worker_index, worker_threads=args.worker_threads)
+                            worker_index=args.worker_index, worker_threads=args.worker_threads,
+                            study_name=args.study_name)
     except KeyboardInterrupt as e:  # a retrain or a confirmation: its finished runs are kept
         print(f"interrupted ({signal_name(e)}): finished runs are kept; go on with: {shlex.join(record.COMMAND)}"
               if args.confirm else f"interrupted ({signal_name(e)})", file=sys.stderr)
@@ -197,6 +208,10 @@ def main(argv=None) -> int:
     from common.run.secrets import redact_argv
     from common.run.signals import raise_on_sigterm
 
+    if getattr(args, "data_dir", None) == "":  # --data-dir "$UNSET": not the same as leaving the flag out
+        print("error: --data-dir is empty (an unset shell variable?); give the data root, or leave the flag out "
+              "to use $I2DL_DATA_DIR or the cache dir", file=sys.stderr)
+        return 2
     raise_on_sigterm()  # SIGTERM ends a run or a study as Ctrl-C does (common/run/signals.py)
     # Whatever records the command line (run.json, the artifact store, W&B's metadata) sees no password.
     sys.argv[1:] = redact_argv(sys.argv[1:])
@@ -220,7 +235,8 @@ def main(argv=None) -> int:
         if not args.study:
             given = [flag for flag, value in (("--trials", args.trials), ("--timeout", args.timeout),
                                               ("--storage", args.storage), ("--artifacts", args.artifacts),
-                                              ("--enqueue", args.enqueue), ("--workers", args.workers != 1)) if value]
+                                              ("--enqueue", args.enqueue), ("--workers", args.workers != 1),
+                                              ("--study-name", args.study_name)) if value]
             if given:
                 raise ConfigError(f"{given[0]} applies to a study only: add --study NAME, or drop it")
         return study(args) if args.study else run(args)
@@ -229,6 +245,10 @@ def main(argv=None) -> int:
         print(one_line(f"{kind}: {e}"), file=sys.stderr)
         return 2
     except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            print(one_line(f"error: {e.filename or 'a path'}: file name too long (at most 255 bytes a name); choose "
+                           "a shorter --out or path"), file=sys.stderr)
+            return 2
         if e.errno not in DISK_FULL:
             raise
         print(one_line(f"error: cannot write {e.filename or 'a file'}: {e.strerror}. Free some space (or give "

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -82,7 +83,8 @@ def print_runs(root: Path, as_json: bool = False) -> int:
         print(f"{name:{width}s} {r['experiment']:4s} {str(r['preset'])[:11]:11s} {figure:>18s} {wall:>7s} "
               f"{r['commit']:14s} {r['started'][:19]:19s} {r['status']}")
         if r["status"] == "interrupted":
-            print(f"{'':{width}s}   continue it with: python -m experiments.run {r['experiment']} --resume {r['run']}")
+            again = shlex.join(["python", "-m", "experiments.run", r["experiment"], "--resume", r["run"]])
+            print(f"{'':{width}s}   continue it with: {again}")
     return 0
 
 

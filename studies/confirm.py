@@ -46,12 +46,34 @@ def candidates(study, sweep, experiment, k: int, overrides: list[str], threads: 
     return configs
 
 
+def check_same_settings(configs: dict, root: Path) -> None:
+    """An earlier confirmation in ``root`` is gone on with only under the settings it was trained with (``--set``
+    on top of each candidate): refused, naming the keys, before anything trains, rather than its runs being
+    reused as if they were this command's."""
+    from common.config import RESUME_MAY_CHANGE, changed_keys, flatten, to_dict
+
+    for name, (cfg, _) in configs.items():
+        saved = read_json(root / name / "seeds.json")
+        if not (isinstance(saved, dict) and isinstance(saved.get("config"), dict)):
+            continue
+        now = to_dict(cfg)
+        differ = changed_keys(saved["config"], now, prefix="", ignore=(*RESUME_MAY_CHANGE, "run.threads"))
+        if differ:
+            old, new = flatten(saved["config"]), flatten(now)
+            shown = ", ".join(f"{k}={old.get(k)!r} (now {new.get(k)!r})" for k in differ[:4])
+            raise ConfigError(f"{root / name} was confirmed with {shown}; give the --set of that confirmation, or "
+                              f"move {root} away to confirm anew (nothing was trained)")
+
+
 def _seeds_of(experiment, cfg, out: Path, seeds: list[int], progress: bool) -> dict:
-    """A candidate's seeds: kept when complete, resumed when interrupted, else trained."""
+    """A candidate's seeds: kept when complete (saying so), resumed when interrupted, else trained; a seed list
+    that differs from an earlier confirmation's keeps the seeds both have and trains the others."""
     saved = read_json(out / "seeds.json")
     if isinstance(saved, dict) and saved.get("status") == "complete" and saved.get("seeds") == seeds:
+        print(f"[confirm] {out.name}: seeds {','.join(map(str, seeds))} complete in {out}, kept", file=sys.stderr)
         return saved
-    return run_seeds(experiment, cfg, out, seeds, progress=progress, resume=(out / "seeds.json").is_file())
+    return run_seeds(experiment, cfg, out, seeds, progress=progress, resume=(out / "seeds.json").is_file(),
+                     other_seeds=True)
 
 
 def train_share(study, sweep, experiment, study_dir: Path, k: int, seeds: list[int], overrides: list[str],
@@ -73,7 +95,8 @@ def train_in_workers(sweep, study_dir: Path, url: str, k: int, seeds: list[int],
     threads = threads_per_worker(workers)
 
     def argv_for(i: int) -> list[str]:
-        return [sys.executable, "-m", "experiments.run", "report", "--study", str(sweep.path), "--out", str(study_dir),
+        return [sys.executable, "-m", "experiments.run", "report", "--study", str(sweep.path), "--study-name",
+                sweep.study, "--out", str(study_dir),
                 "--confirm", str(k), "--seeds", ",".join(map(str, seeds)), "--no-progress", "--workers", str(workers),
                 "--worker-index", str(i), "--worker-threads", str(threads),
                 *(["--set", *overrides] if overrides else [])]
@@ -95,6 +118,7 @@ def confirm(study, sweep, experiment, study_dir: Path, k: int, seeds: list[int],
 
     metric, sign = sweep.metric, 1 if sweep.direction == "maximize" else -1
     root = Path(study_dir) / "confirm"
+    check_same_settings(candidates(study, sweep, experiment, k, overrides), root)
     threads = train_in_workers(sweep, study_dir, url, k, seeds, overrides, workers) if workers > 1 else 0
     configs = candidates(study, sweep, experiment, k, overrides, threads)
     rows = []

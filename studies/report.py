@@ -239,17 +239,20 @@ def _busy_errors() -> tuple[type, ...]:
     return StorageInternalError, OperationalError
 
 
-def report_study(study_name: str, overrides: list[str], *, out: Path | None = None, storage: str | None = None,
+def report_study(study_name_or_file: str, overrides: list[str], *, out: Path | None = None,
+                 storage: str | None = None,
                  retrain: bool = False, overwrite: bool = False, progress: bool = True,
                  artifacts: Path | None = None, confirm: int | None = None, seeds: list[int] | None = None,
-                 workers: int = 1, worker_index: int | None = None, worker_threads: int | None = None) -> int:
+                 workers: int = 1, worker_index: int | None = None, worker_threads: int | None = None,
+                 study_name: str | None = None) -> int:
     """``python -m experiments.run report``: write the report (and retrain the best trial, or confirm the top
     ``confirm`` trials on ``seeds`` in ``workers`` processes, when asked)."""
     import json
 
     from studies.search import load_study
     from studies.storage import storage_url
-    from studies.workers import check_workers, open_sweep, study_dir_of
+    from studies.study_dir import check_study_dir, claim_study_dir, study_dir_of
+    from studies.workers import check_workers, open_sweep
 
     if (overrides and not (retrain or confirm)) or (overwrite and not retrain):
         raise ConfigError("--set, --data-dir and --overwrite apply to --retrain-best only (--set and --data-dir to "
@@ -263,8 +266,9 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
     if workers != 1 and not confirm:
         raise ConfigError("--workers applies to --confirm K only; add it or drop --workers")
     check_workers(workers)
-    sweep, exp = open_sweep(study_name)
+    sweep, exp = open_sweep(study_name_or_file, study_name=study_name)
     study_dir = study_dir_of(sweep, out)
+    check_study_dir(study_dir, sweep.study)  # report.md and its figures go into a study's own dir only
     url = storage_url(storage, study_dir)
     if url.startswith("sqlite:///") and not Path(url[len("sqlite:///"):]).is_file():
         raise ConfigError(f"no study storage at {url[len('sqlite:///'):]}: run the study first, or pass "
@@ -279,6 +283,7 @@ def report_study(study_name: str, overrides: list[str], *, out: Path | None = No
             raise
         from studies.storage import busy_error
         raise busy_error(url, REPORT_WAIT_S) from None
+    claim_study_dir(study_dir, sweep.study)
     if confirm and worker_index is not None:  # a --workers process started below: its share of the candidates
         from studies.confirm import train_share
         train_share(study, sweep, exp, study_dir, confirm, seeds, overrides, worker_index, workers, worker_threads)

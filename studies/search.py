@@ -6,7 +6,7 @@ from pathlib import Path
 
 from common.config import RESUME_MAY_CHANGE
 from common.errors import ConfigError
-from studies.space import baseline_params, cell_covered, grid_values, suggest
+from studies.space import baseline_params, cell_covered, check_choices, grid_values, suggest
 from studies.storage import lazy_optuna, open_storage, redact
 from studies.sweep import Sweep
 
@@ -73,7 +73,42 @@ def create_or_load_study(sweep: Sweep, storage, seed_offset: int = 0, baseline_c
     if study.direction.name.lower() != sweep.direction:
         raise ConfigError(f"study {sweep.study!r} was created to {study.direction.name.lower()}, "
                           f"but {sweep.path} says {sweep.direction}")
+    check_same_study(study, sweep, baseline_cfg)
     return study
+
+
+NEW_STUDY = "start a new study with --study-name NAME (or another --out)"
+
+
+def check_same_study(study, sweep: Sweep, baseline_cfg) -> None:
+    """A study goes on only under the sweep and the fixed settings (the sweep's ``fixed``, ``--set``) it was
+    created with: otherwise its new trials would compute something else than its old ones (a trial is even
+    answered from an old one with the same parameters) and the report would rank both together. The first run
+    records both (as does the first run after an update, for a study created before)."""
+    from common.config import changed_keys, flatten, to_dict
+
+    attrs = study.user_attrs
+    then = attrs.get("sweep_sections")
+    if isinstance(then, dict):
+        differ = sorted(k for k in set(then) | set(sweep.sections) if then.get(k) != sweep.sections.get(k))
+        if differ:
+            raise ConfigError(f"{sweep.path} changed since study {sweep.study!r} was created (its {', '.join(differ)} "
+                              f"differ); restore the file to go on, or {NEW_STUDY}")
+    else:
+        study.set_user_attr("sweep_sections", sweep.sections)
+    if baseline_cfg is None:
+        return
+    now = to_dict(baseline_cfg)
+    then = attrs.get("fixed_config")
+    if isinstance(then, dict):
+        differ = changed_keys(then, now, prefix="", ignore=ENQUEUE_MAY_DIFFER)
+        if differ:
+            old, new = flatten(then), flatten(now)
+            shown = ", ".join(f"{k}={old.get(k)!r} (now {new.get(k)!r})" for k in differ[:4])
+            raise ConfigError(f"study {sweep.study!r} was run with {shown}: a study's fixed settings (the sweep's "
+                              f"fixed and --set) are part of it; resume with the same --set, or {NEW_STUDY}")
+    else:
+        study.set_user_attr("fixed_config", now)
 
 
 def requeue_grid_cells(study, sweep: Sweep) -> list[dict]:
@@ -122,6 +157,30 @@ def grid_cells_left(study, sweep: Sweep) -> bool:
     return len(taken) < math.prod(len(v) for v in grid_values(sweep.space, f"{sweep.path}: space").values())
 
 
+def check_grid_cells(sweep: Sweep, experiment) -> None:
+    """Every cell of a grid sweep is a valid config with its fixed settings (and ``--set``): refused before
+    anything trains, naming the cell, where the worker would prune it and the grid would end with a hole (a
+    tutorial ``--set model.widths=[12,24]`` left no group-norm cell, and its report had nothing to show)."""
+    import itertools
+
+    from optuna.trial import FixedTrial
+
+    from common.config import apply_overrides
+
+    if sweep.sampler["type"] != "grid":
+        return
+    grid = grid_values(sweep.space, f"{sweep.path}: space")
+    for values in itertools.product(*grid.values()):
+        cell = dict(zip(grid, values))
+        try:
+            apply_overrides(experiment.make_config(sweep.preset), {**sweep.fixed,
+                                                                   **suggest(FixedTrial(cell), sweep.space)})
+        except ConfigError as e:
+            shown = ", ".join(f"{k}={v}" for k, v in cell.items())
+            raise ConfigError(f"{sweep.path}: the grid cell {shown} is not a valid config with the fixed settings "
+                              f"and --set given ({e}); change the --set (nothing was trained)") from None
+
+
 def params_of_config(sweep: Sweep, experiment, path: Path) -> dict:
     """The study parameters that make a trial run the config in ``path`` (a ``config.json``, or a run dir such
     as an earlier study's trial), for ``--enqueue``. Refused, naming the keys, when that config differs from the
@@ -136,6 +195,7 @@ def params_of_config(sweep: Sweep, experiment, path: Path) -> dict:
         raise ConfigError(f"--enqueue {path}: no such config file; give a run dir or its config.json")
     cfg = config_from_file(experiment, file)
     params = baseline_params(sweep.space, cfg)
+    check_choices(params, sweep.space, f"--enqueue {file}")
     expected = apply_overrides(experiment.make_config(sweep.preset), {**sweep.fixed,
                                                                       **suggest(FixedTrial(params), sweep.space)})
     differ = changed_keys(to_dict(cfg), to_dict(expected), prefix="", ignore=ENQUEUE_MAY_DIFFER)

@@ -44,6 +44,21 @@ def baseline_params(space: list[Param], cfg) -> dict[str, Any]:
     return params
 
 
+def check_choices(params: dict[str, Any], space: list[Param], what: str) -> None:
+    """Every categorical parameter's value in ``params`` (a baseline, an enqueued config) is among its choices:
+    Optuna cannot run a queued trial whose categorical value is not (it crashed the baseline trial 0)."""
+    specs = {p.name: p.spec for p in space if p.type == "categorical"}
+    for p in space:
+        if p.type == "list":
+            items = p.spec.get("items") or [p.spec.get("item")] * 64
+            specs.update({f"{p.name}[{i}]": item for i, item in enumerate(items) if item["type"] == "categorical"})
+    for name, value in params.items():
+        if name in specs and value not in specs[name]["choices"]:
+            raise ConfigError(f"{what}: {name}={short(value)} is not among the sweep's choices for it "
+                              f"({', '.join(map(short, specs[name]['choices']))}); add it to the choices or give a "
+                              "config inside the space")
+
+
 def suggest(trial, space: list[Param]) -> dict[str, Any]:
     """Sample one point of ``space`` with an Optuna trial; returns the config overrides (dotted keys only)."""
     values: dict[str, Any] = {}
@@ -100,7 +115,8 @@ def _suggest_one(trial, name: str, spec: dict):
 
 # --- validation helpers --------------------------------------------------------------------------------------
 
-def _unknown(d: dict, allowed: set, where: str) -> None:
+def _unknown(d: dict, allowed, where: str) -> None:
+    allowed = set(allowed)
     bad = sorted(set(d) - allowed)
     if bad:
         raise ConfigError(f"{where}: unknown key {short(bad[0])}; valid keys: {', '.join(sorted(allowed))}")
@@ -164,6 +180,9 @@ def _check_param(spec, where: str, allow_list: bool) -> dict:
                 raise ConfigError(f"{where}: log=true cannot be combined with step={spec['step']}")
         if "step" in spec and spec["step"] is not None and _number(spec, "step", where, integer) <= 0:
             raise ConfigError(f"{where}.step={spec['step']} must be > 0")
+        if spec.get("step") is not None and high > low and spec["step"] > high - low:
+            raise ConfigError(f"{where}.step={spec['step']} is larger than the range {low}..{high}: the only value "
+                              f"left would be {low}; give a smaller step (or a categorical of the values you mean)")
     return spec
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 import warnings
 from pathlib import Path
 
@@ -89,6 +90,7 @@ def open_storage(url: str, settings: dict | None = None, wait_s: float = SQLITE_
         if url.startswith("journal://"):
             path = Path(url[len("journal://"):])
             path.parent.mkdir(parents=True, exist_ok=True)
+            repair_journal(path)
             return JournalStorage(JournalFileBackend(str(path)))
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
@@ -105,6 +107,8 @@ def open_storage(url: str, settings: dict | None = None, wait_s: float = SQLITE_
         if sqlite:
             _serialize_sqlite(storage.engine)
         return storage
+    except ConfigError:
+        raise
     except (optuna.exceptions.StorageInternalError, SQLAlchemyError, ImportError, ValueError, OSError) as e:
         detail = scrub(" ".join(str(e).split("\n(Background on this error")[0].split()), url)
         if BUSY in detail:
@@ -118,6 +122,42 @@ def open_storage(url: str, settings: dict | None = None, wait_s: float = SQLITE_
             hint = "; choose a writable place (--storage or --out)"
         raise ConfigError(f"cannot open study storage {redact(url)}: {type(e).__name__}: {detail[:300]}{hint}"
                           ) from None
+
+
+def repair_journal(path: Path) -> None:
+    """Before a journal file is appended to: a last line cut by a killed writer (no newline) is moved out (into
+    ``<file>.cut``), since Optuna appends after it and the joined line would leave the whole study unreadable
+    (``JSONDecodeError``) from then on; a broken line before the last, which no repair can make sense of, is
+    refused naming it. Done under Optuna's own journal lock, so no live writer is mid-line."""
+    from optuna.storages.journal import JournalFileSymlinkLock
+
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    lock = JournalFileSymlinkLock(str(path))
+    lock.acquire()
+    try:
+        data = path.read_bytes()
+        lines = data.split(b"\n")
+        cut = lines.pop()  # b"" when the file ends with a newline, as every whole write does
+        for number, line in enumerate(lines, 1):
+            try:
+                json.loads(line)
+            except (ValueError, RecursionError):
+                raise ConfigError(f"journal {path}: line {number} is not a whole log entry (a cut write that was "
+                                  "appended to, or an edit), so the study cannot be read past it; restore the "
+                                  "file from a copy (nothing was written)") from None
+        if cut:
+            keep = data[:len(data) - len(cut)]
+            from common.files.atomic import atomic_write
+
+            atomic_write(path.with_name(path.name + ".cut"), lambda f: f.write(cut))
+            with open(path, "r+b") as f:
+                f.truncate(len(keep))
+                os.fsync(f.fileno())
+            print(f"[study] journal {path}: its last line (line {len(lines) + 1}, {len(cut)} bytes) was cut by a "
+                  f"killed writer and never took effect; moved to {path.name}.cut before appending", file=sys.stderr)
+    finally:
+        lock.release()
 
 
 def _serialize_sqlite(engine) -> None:

@@ -38,17 +38,48 @@ SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
 
 TOP_LEVEL = {"study", "experiment", "preset", "metric", "direction", "trials", "timeout_s", "sampler", "pruner",
              "storage", "fixed", "space", "baseline", "tie_break"}
-SAMPLERS = {"tpe": {"seed", "n_startup_trials", "multivariate", "group", "constant_liar"},
-            "random": {"seed"},
-            "cmaes": {"seed", "n_startup_trials", "restart_strategy", "sigma0"},
-            "gp": {"seed", "n_startup_trials", "deterministic_objective"},
-            "grid": {"seed"}}
-PRUNERS = {"median": {"n_startup_trials", "n_warmup_steps", "interval_steps", "n_min_trials"},
-           "hyperband": {"min_resource", "max_resource", "reduction_factor", "bootstrap_count"},
-           "successive_halving": {"min_resource", "reduction_factor", "min_early_stopping_rate", "bootstrap_count"},
-           "none": set()}
-"""A pruner's steps are the epochs a trial has trained (over the training steps that report the metric), so
+SAMPLERS = {"tpe": {"seed": "int", "n_startup_trials": "int", "multivariate": "bool", "group": "bool",
+                   "constant_liar": "bool"},
+            "random": {"seed": "int"},
+            "cmaes": {"seed": "int", "n_startup_trials": "int", "restart_strategy": "str", "sigma0": "number"},
+            "gp": {"seed": "int", "n_startup_trials": "int", "deterministic_objective": "bool"},
+            "grid": {"seed": "int"}}
+PRUNERS = {"median": {"n_startup_trials": "int", "n_warmup_steps": "int", "interval_steps": "int",
+                      "n_min_trials": "int"},
+           "hyperband": {"min_resource": "int|auto", "max_resource": "int|auto", "reduction_factor": "int",
+                         "bootstrap_count": "int"},
+           "successive_halving": {"min_resource": "int|auto", "reduction_factor": "int",
+                                  "min_early_stopping_rate": "int", "bootstrap_count": "int"},
+           "none": {}}
+"""Each sampler's and pruner's settings and what kind of value each takes (checked on load: ``seed: zero``
+would otherwise reach Optuna only when the first worker starts, ``min_resource: eight`` only at the first rung).
+A pruner's steps are the epochs a trial has trained (over the training steps that report the metric), so
 ``min_resource: 8`` is a first rung after 8 epochs."""
+
+
+ZERO_ALLOWED = {"seed", "n_startup_trials", "n_warmup_steps", "min_early_stopping_rate", "bootstrap_count"}
+
+
+def _check_kinds(section: dict, kinds: dict[str, str], where: str) -> None:
+    """Each setting of a sampler or pruner section has its kind of value (booleans are not numbers)."""
+    for key, value in section.items():
+        kind = kinds.get(key)
+        ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+              "number": isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+              "bool": isinstance(value, bool), "str": isinstance(value, str),
+              "int|auto": value == "auto" or (isinstance(value, int) and not isinstance(value, bool)),
+              None: True}[kind]
+        if not ok:
+            wanted = {"int": "an integer", "number": "a number", "bool": "true or false", "str": "a string",
+                      "int|auto": "an integer or 'auto'"}[kind]
+            raise ConfigError(f"{where}.{key}={short(value)}: expected {wanted}")
+        least = 0 if key in ZERO_ALLOWED else 2 if key == "reduction_factor" else 1
+        if kind in ("int", "int|auto") and value != "auto" and value < least:
+            raise ConfigError(f"{where}.{key}={value} is out of range: it must be >= {least}")
+
+
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""A study's name: it names its dir (``runs/studies/<study>``)."""
 STORAGE_KEYS = {"heartbeat_s", "grace_s", "max_retry"}
 
 
@@ -76,6 +107,9 @@ class Sweep:
     """``{metric, weight}``: the value is ``metric + weight * tie_break metric`` (a coarse metric's ties broken)."""
     text: str
     """The file as written (kept in the study so a report can show what was searched)."""
+    sections: dict[str, str]
+    """A digest of each section that decides what the trials compute and how they are chosen (all but ``trials``,
+    ``timeout_s``, ``storage`` and ``study``): a study refuses to go on under a sweep that changed one."""
 
 
 def resolve_sweep_path(study: str) -> Path:
@@ -119,6 +153,8 @@ def load_sweep(path: str | Path, make_config: Callable[[str], Any] | None = None
     sampler = _typed_section(raw.get("sampler", {"type": "tpe", "seed": 0}), SAMPLERS, f"{where}: sampler")
     grid = sampler["type"] == "grid"  # every cell of the space once: no pruning, no baseline unless asked
     pruner = _typed_section(raw.get("pruner", {"type": "none" if grid else "median"}), PRUNERS, f"{where}: pruner")
+    _check_kinds(sampler, SAMPLERS[sampler["type"]], f"{where}: sampler")
+    _check_kinds(pruner, PRUNERS[pruner["type"]], f"{where}: pruner")
     storage = raw.get("storage") or {}
     if not isinstance(storage, dict):
         raise ConfigError(f"{where}: storage must be a mapping with any of {sorted(STORAGE_KEYS)}")
@@ -137,17 +173,26 @@ def load_sweep(path: str | Path, make_config: Callable[[str], Any] | None = None
     if tie_break is not None:
         _number(tie_break, "weight", f"{where}: tie_break", integer=False)
     study = str(raw.get("study", path.stem))
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}", study):
+    if not STUDY_NAME.fullmatch(study):
         raise ConfigError(f"{where}: study: {short(study)} is not a plain name (letters, digits, . _ -; it names the "
                           "study dir runs/studies/<study>)")
     sweep = Sweep(path=path, study=study, experiment=str(raw["experiment"]),
                   preset=str(raw.get("preset", "default")), metric=str(raw["metric"]), direction=direction,
                   trials=trials, timeout_s=float(timeout) if timeout else None, sampler=sampler, pruner=pruner,
                   storage=storage, fixed=fixed, space=space, baseline=bool(raw.get("baseline", not grid)),
-                  tie_break=tie_break, text=text)
+                  tie_break=tie_break, text=text, sections=section_digests(raw))
     if make_config is not None:
         check_against_config(sweep, make_config)
     return sweep
+
+
+def section_digests(raw: dict) -> dict[str, str]:
+    """``{section: sha256 of its canonical JSON}`` for the sections of a sweep that define its study."""
+    import hashlib
+    import json
+
+    return {key: hashlib.sha256(json.dumps(raw[key], sort_keys=True, default=str).encode()).hexdigest()[:16]
+            for key in sorted(raw) if key not in ("trials", "timeout_s", "storage", "study")}
 
 
 def check_against_config(sweep: Sweep, make_config: Callable[[str], Any]) -> None:

@@ -20,58 +20,53 @@ from pathlib import Path
 from typing import Any, Callable
 
 from common.config import apply_overrides, split_override
-from common.errors import ConfigError
+from common.errors import ConfigError, short
 from common.experiment import Experiment
 from common.run import record
 from common.run.signals import Terminated, check_interrupted, die_with_parent, exit_code, signal_name
 from exercises import get_experiment
 from studies.objective import grace_s, make_objective, taken_over, trial_dir
-from studies.search import (create_or_load_study, finished_count, grid_cells_left, load_study, make_pruner,
-                            make_sampler, params_of_config, requeue_grid_cells, state_counts)
+from studies.search import (check_grid_cells, create_or_load_study, finished_count, grid_cells_left, load_study,
+                            make_pruner, make_sampler, params_of_config, requeue_grid_cells, state_counts)
+from studies.study_dir import check_study_dir, claim_study_dir, study_dir_of
 from studies.storage import (DEFAULT_MAX_RETRY, STORAGE_ENV, artifact_store, fail_dead_local_trials, lazy_optuna,
                              open_storage, redact, storage_url)
-from studies.sweep import Sweep, check_against_config, load_sweep, resolve_sweep_path
+from studies.space import baseline_params, check_choices
+from studies.sweep import STUDY_NAME, Sweep, check_against_config, load_sweep, resolve_sweep_path
 
-STUDIES_DIR = Path("runs") / "studies"
-
-
-def open_sweep(name_or_file: str, experiment: str | None = None) -> tuple[Sweep, Experiment]:
-    """The validated sweep and its experiment; ``experiment``: the subcommand it was run under."""
+def open_sweep(name_or_file: str, experiment: str | None = None,
+               study_name: str | None = None) -> tuple[Sweep, Experiment]:
+    """The validated sweep and its experiment; ``experiment``: the subcommand it was run under; ``study_name``
+    (``--study-name``): the study's name instead of the sweep's own (a new study of the same sweep)."""
     sweep = load_sweep(resolve_sweep_path(name_or_file))
+    if study_name is not None:
+        if not STUDY_NAME.fullmatch(study_name):
+            raise ConfigError(f"--study-name {short(study_name)} is not a plain name (letters, digits, . _ -; it "
+                              "names the study dir runs/studies/<name>)")
+        sweep.study = study_name
     if experiment and sweep.experiment != experiment:
         raise ConfigError(f"{sweep.path} is a sweep of {sweep.experiment}; run it with "
-                          f"python -m experiments.run {sweep.experiment} --study {name_or_file}")
+                          + shlex.join(["python", "-m", "experiments.run", sweep.experiment, "--study", name_or_file]))
     exp = get_experiment(sweep.experiment)
     check_against_config(sweep, exp.make_config)
+    if sweep.metric not in exp.metrics or (sweep.tie_break and sweep.tie_break["metric"] not in exp.metrics):
+        bad = sweep.metric if sweep.metric not in exp.metrics else sweep.tie_break["metric"]
+        raise ConfigError(f"{sweep.path}: metric {short(bad)} is not a figure a {exp.name} run reports to a study; "
+                          f"choose one of {', '.join(exp.metrics)}")
     return sweep, exp
 
 
-def study_dir_of(sweep: Sweep, out: Path | None) -> Path:
-    return (out or STUDIES_DIR / sweep.study).resolve()
-
-
 MAX_WORKERS_PER_CORE = 4  # past this a CPU study only thrashes (and 99999 would be a fork bomb)
-STUDY_ENTRIES = ("study.db*", "artifacts", "trial-*", "best-trial", "best-retrain", "report.md", "study_*.png",
-                 "confirm", "*.log")
-"""What a study writes into its dir (``*.log``: a journal storage); a dir holding only these is a study dir."""
 
 
-def check_study_dir(study_dir: Path) -> None:
-    """A study writes ``study.db`` and trial dirs only into a dir that is new, empty, or a study's (it holds a
-    ``study.db`` or trial dirs): never into the data dir or a project folder."""
-    import fnmatch
-
-    if study_dir.exists() and not study_dir.is_dir():
-        raise ConfigError(f"--out {study_dir} is a file, not a study dir; choose another --out")
-    if not study_dir.is_dir():
-        return
-    entries = sorted(p.name for p in study_dir.iterdir())
-    foreign = [e for e in entries if not any(fnmatch.fnmatch(e, pattern) for pattern in STUDY_ENTRIES)]
-    ours = [e for e in entries if e not in foreign and e not in ("artifacts",)]
-    if foreign and not ours:
-        raise ConfigError(f"--out {study_dir} is not a study dir (it holds {', '.join(foreign[:5])}"
-                          f"{' ...' if len(foreign) > 5 else ''}); give a new or empty folder, or the dir of this "
-                          "study")
+def check_shared_storage(url: str) -> None:
+    """A storage every worker and every later run can open: an in-memory SQLite database would be a new, empty
+    one in each process (the workers would not see the study, a resume would start over)."""
+    if url.startswith("sqlite") and (":memory:" in url or url.rstrip("/") in ("sqlite:", "sqlite:/", "sqlite://")
+                                     or "mode=memory" in url):
+        raise ConfigError(f"--storage {url}: an in-memory database lives and dies with one process, so the study "
+                          "could not be resumed, reported or shared by workers; give a file (sqlite:///path/study.db) "
+                          "or leave --storage out (a study.db in the study dir)")
 
 
 def check_workers(workers: int) -> None:
@@ -85,21 +80,27 @@ def check_workers(workers: int) -> None:
 def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | None = None,
               storage: str | None = None, trials: int | None = None, timeout: float | None = None,
               workers: int = 1, worker_index: int | None = None, worker_threads: int | None = None,
-              artifacts: Path | None = None, enqueue: list[Path] = ()) -> int:
+              artifacts: Path | None = None, enqueue: list[Path] = (), study_name: str | None = None) -> int:
     """``--study``: create the study once, then run trials here (``workers=1``) or in K worker processes.
     ``overrides`` (``--set``, ``--data-dir``) apply to every trial, on top of the sweep's ``fixed``; ``enqueue``:
-    configs to run first (:func:`studies.search.params_of_config`)."""
+    configs to run first (:func:`studies.search.params_of_config`); ``study_name``: ``--study-name``."""
     check_workers(workers)
     if trials is not None and trials < 1:
         raise ConfigError(f"--trials={trials} must be >= 1 (finished trials the whole study aims for)")
     if timeout is not None and not timeout > 0:
         raise ConfigError(f"--timeout={timeout} must be a positive number of seconds")
-    sweep, exp = open_sweep(study, experiment)
+    sweep, exp = open_sweep(study, experiment, study_name)
     if overrides:
-        sweep.fixed = {**sweep.fixed, **dict(split_override(o) for o in overrides)}
+        given = dict(split_override(o) for o in overrides)
+        searched = [key for key in given if key in {p.name for p in sweep.space}]
+        if searched:
+            raise ConfigError(f"--set {searched[0]}: {sweep.path} searches that key, so every trial sets it; drop "
+                              "it from --set, or fix it in a copy of the sweep (its 'fixed' section, not 'space')")
+        sweep.fixed = {**sweep.fixed, **given}
         check_against_config(sweep, exp.make_config)
     study_dir = study_dir_of(sweep, out)
     url = storage_url(storage, study_dir)
+    check_shared_storage(url)
     artifacts = Path(artifacts or study_dir / "artifacts").resolve()
     if artifacts.exists() and not artifacts.is_dir():  # checked before the storage is created
         raise ConfigError(f"--artifacts {artifacts} is a file, not a folder; give a folder for the artifact store")
@@ -108,9 +109,14 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
     if worker_index is not None:  # a worker started by the parent below (the study exists already)
         return run_worker(sweep, exp, url, study_dir, trials, timeout, worker_threads or 1, worker_index, artifacts)
 
-    check_study_dir(study_dir)
+    check_study_dir(study_dir, sweep.study)
     baseline = apply_overrides(exp.make_config(sweep.preset), dict(sweep.fixed))
+    if sweep.baseline:
+        check_choices(baseline_params(sweep.space, baseline), sweep.space,
+                      f"{sweep.path}: the baseline trial (preset {sweep.preset!r} + fixed; or set baseline: false)")
+    check_grid_cells(sweep, exp)
     queued = [params_of_config(sweep, exp, path) for path in enqueue]  # all checked before the study is touched
+    claim_study_dir(study_dir, sweep.study)
     store = open_storage(url, sweep.storage)
     optuna_study = create_or_load_study(sweep, store, baseline_cfg=baseline)
     for path, params in zip(enqueue, queued):
@@ -127,8 +133,8 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
     else:
         def argv_for(i: int) -> list[str]:
             argv = [sys.executable, "-m", "experiments.run", sweep.experiment, "--study", str(sweep.path),
-                    "--out", str(study_dir), "--worker-index", str(i), "--worker-threads", str(threads),
-                    "--artifacts", str(artifacts)]
+                    "--study-name", sweep.study, "--out", str(study_dir), "--worker-index", str(i),
+                    "--worker-threads", str(threads), "--artifacts", str(artifacts)]
             argv += ["--trials", str(trials)] if trials is not None else []
             argv += ["--timeout", str(timeout)] if timeout is not None else []
             argv += ["--set", *overrides] if overrides else []
@@ -138,8 +144,8 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
         print(f"[study] interrupted: the workers stopped and marked their running trials FAIL; finished trials are "
               f"kept. Resume with: {shlex.join(record.COMMAND or sys.argv)}", file=sys.stderr)
     print_summary(load_study(sweep, url), study_dir)
-    print(f"report: python -m experiments.run report --study {study}" + (f" --out {study_dir}" if out else ""),
-          file=sys.stderr)
+    print("report: " + shlex.join(["python", "-m", "experiments.run", "report", "--study", study,
+                                   *(["--out", str(study_dir)] if out else [])]), file=sys.stderr)
     return code
 
 

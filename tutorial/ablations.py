@@ -39,6 +39,18 @@ def grid_sweep(name: str, seeds: list[int], budget: str, out: Path, extra: dict 
     return path
 
 
+def check_grid(name: str, extra: dict, data_dir: str | None) -> None:
+    """Every cell of the shipped grid ``name`` is a valid config with ``extra`` (the budget, ``--set``) fixed:
+    refused now, naming the cell, rather than pruned mid-tutorial (its section would have nothing to show)."""
+    from studies.search import check_grid_cells
+    from studies.sweep import SWEEPS_DIR
+    from studies.workers import open_sweep
+
+    sweep, exp = open_sweep(str(SWEEPS_DIR / f"{name}.yaml"))
+    sweep.fixed = {**sweep.fixed, **extra, **({"data.data_dir": data_dir} if data_dir else {})}
+    check_grid_cells(sweep, exp)
+
+
 def run_grid(sweep_path: Path, study_dir: Path, workers: int, overrides: list[str]) -> int:
     """Train the grid's cells that have not finished (a re-run trains only what is missing)."""
     from studies.workers import run_study

@@ -31,15 +31,26 @@ def matched_mlp_widths(cnn_overrides: dict) -> list[int]:
     return [int((-b + math.sqrt(b * b + 4 * (target - N_OUTPUTS))) / 2)] * 2
 
 
+def check_ex08_run(given: Path) -> None:
+    """``--ex08-run``: a finished run of ex08 (checked before anything trains)."""
+    from common.errors import ConfigError
+    from exercises import load_run
+
+    if not (Path(given) / "summary.json").is_file():
+        raise ConfigError(f"--ex08-run {given}: no summary.json there; give a finished ex08 run dir")
+    found, _ = load_run(given)
+    if found.name != "ex08":
+        raise ConfigError(f"--ex08-run {given} is an {found.name} run; give a finished ex08 run dir (the case "
+                          "study: python -m experiments.run ex08 --preset case-study)")
+
+
 def ex08_case_study(out: Path, given: Path | None, data_dir: str | None, progress: bool) -> Path:
     """The run dir of the course's ex08 case study: ``given`` (``--ex08-run``), else trained (or resumed) here."""
     from common.config import apply_overrides
     from exercises import get_experiment
 
     if given is not None:
-        if not (Path(given) / "summary.json").is_file():
-            from common.errors import ConfigError
-            raise ConfigError(f"--ex08-run {given}: no summary.json there; give a finished ex08 run dir")
+        check_ex08_run(given)
         return Path(given)
     run = out / "ex08-case-study"
     if not (run / "summary.json").is_file():
@@ -51,11 +62,43 @@ def ex08_case_study(out: Path, given: Path | None, data_dir: str | None, progres
 
 def main(args) -> int:
     """``python -m experiments.run tutorial ...`` (flags: :mod:`tutorial.flags`)."""
+    from common.run.signals import exit_code, signal_name
     from studies.workers import check_workers
 
     check_workers(args.workers)
-    return run_tutorial(args.seeds, args.out, args.workers, args.budget, args.data_dir, args.ex08_run,
-                        progress=not args.no_progress, overrides=args.overrides)
+    try:
+        return run_tutorial(args.seeds, args.out, args.workers, args.budget, args.data_dir, args.ex08_run,
+                            progress=not args.no_progress, overrides=args.overrides)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM, wherever it lands (a grid, the figures, the ex08 run)
+        print(f"[tutorial] interrupted ({signal_name(e)}); what finished is kept, the same command continues where "
+              "it stopped", file=sys.stderr)
+        return exit_code(e)
+
+
+MARKER = ".i2dl-tutorial.json"
+"""Written into the tutorial's dir when it first claims it: the tutorial writes only into a dir that is new,
+empty, or one it wrote (this marker; or, made before it, its grid studies' ``studies/tutorial-*/study.db``)."""
+
+
+def claim_out_dir(out: Path) -> None:
+    """Refuse, naming it, an ``--out`` that is a file or a folder the tutorial did not write; then mark it."""
+    from common.errors import ConfigError
+    from common.files.atomic import atomic_write_text
+    from common.files.json_files import read_json
+    from studies.study_dir import SQLITE_MAGIC
+
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise ConfigError(f"--out {out} is a file or a symbolic link; give a new folder for the tutorial")
+    ours = isinstance(read_json(out / MARKER), dict) or any(
+        db.is_file() and db.read_bytes()[:len(SQLITE_MAGIC)] == SQLITE_MAGIC
+        for db in out.glob("studies/tutorial-*/study.db"))
+    if out.is_dir() and any(out.iterdir()) and not ours:
+        entries = sorted(p.name for p in out.iterdir())
+        raise ConfigError(f"--out {out} is not a tutorial dir (no {MARKER}; it holds {', '.join(entries[:5])}"
+                          f"{' ...' if len(entries) > 5 else ''}); give a new or empty folder, or the --out of an "
+                          "earlier tutorial (nothing was touched)")
+    if not isinstance(read_json(out / MARKER), dict):
+        atomic_write_text(out / MARKER, json.dumps({"written_by": "i2dl-lab tutorial"}) + "\n")
 
 
 def run_tutorial(seeds: list[int], out: Path | None = None, workers: int = 1, budget: str = "quick",
@@ -74,9 +117,14 @@ def run_tutorial(seeds: list[int], out: Path | None = None, workers: int = 1, bu
         from common.errors import ConfigError
         raise ConfigError(f"--budget={budget!r} is not valid; choose one of {', '.join(ablations.BUDGETS)}")
     every = {**ablations.BUDGETS[budget], **dict(split_override(o) for o in overrides)}
-    sweeps = {name: ablations.grid_sweep(name, seeds, budget, out, extra) for name, extra in (
-        ("tutorial-mlp", {**every, "model.mlp_widths": matched_mlp_widths(every)}),
-        ("tutorial-norms", every), ("tutorial-dropout", every))}  # all checked before anything trains
+    cells = {"tutorial-mlp": {**every, "model.mlp_widths": matched_mlp_widths(every)},
+             "tutorial-norms": every, "tutorial-dropout": every}
+    for name, extra in cells.items():  # every cell of every grid, checked before anything is written or trained
+        ablations.check_grid(name, extra, data_dir)
+    if ex08_run is not None:
+        check_ex08_run(ex08_run)
+    claim_out_dir(out)
+    sweeps = {name: ablations.grid_sweep(name, seeds, budget, out, extra) for name, extra in cells.items()}
     val = load_keypoints(data_dir, splits=("val",))["val"]
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)

@@ -147,12 +147,16 @@ def read_record(run_dir: Path) -> dict:
     path = Path(run_dir) / "run.json"
     if not path.is_file():
         raise ConfigError(f"{run_dir} has no run.json record: it was not written by this project's runs")
-    try:
-        record = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not valid JSON ({e}); it was truncated or edited by hand") from None
+    from common.files.json_files import read_json_dict
+
+    record = read_json_dict(path, "run record")
     for key, kind in (("status", str), ("command", list), ("code", dict), ("host", dict)):
         if not isinstance(record.get(key), kind):
             raise ConfigError(f"{path}: key {key!r} is missing or not a {kind.__name__}; the record was edited "
                               "by hand or written by an older version")
+    for key, kinds in (("commit", (str, type(None))), ("dirty", (bool, type(None))), ("git", (bool, type(None)))):
+        if not isinstance(record["code"].get(key), kinds):
+            raise ConfigError(f"{path}: key 'code.{key}' is {type(record['code'][key]).__name__}, not "
+                              f"{' or '.join('null' if k is type(None) else k.__name__ for k in kinds)}; the record "
+                              "was edited by hand")
     return record

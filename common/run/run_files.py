@@ -147,8 +147,10 @@ class RunLock:
     def __init__(self, run_dir: Path):
         import fcntl
 
+        from common.files.nofollow import open_nofollow
+
         self.path = Path(run_dir) / LOCK
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        self._fd = open_nofollow(self.path, os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -175,10 +177,10 @@ def lock_holder(run_dir: Path) -> str | None:
     import fcntl
 
     path = Path(run_dir) / LOCK
-    if not path.is_file():
+    if not path.is_file() or path.is_symlink():
         return None
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
     try:

@@ -18,6 +18,7 @@ from common.config import save_config
 from common.errors import ConfigError, describe_error
 from common.files.atomic import atomic_write_text
 from common.files.json_files import read_json
+from common.files.nofollow import append_text
 from common.run.run_files import LOCK, RunLock, check_replaceable, is_failed_start, remove_run_entries
 
 
@@ -82,7 +83,7 @@ class RunDir:
         self._write_record()
         if cfg is not None:
             save_config(cfg, self.path / "config.json")
-        self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)
+        self._metrics = append_text(self.path / "metrics.jsonl")
 
     def __truediv__(self, name: str) -> Path:
         return self.path / name
@@ -100,9 +101,8 @@ class RunDir:
         return self.path / "summary.json"
 
     def _read_previous(self) -> dict:
-        try:
-            previous = json.loads((self.path / "run.json").read_text())
-        except (OSError, ValueError):
+        previous = read_json(self.path / "run.json")
+        if not isinstance(previous, dict):
             return {}
         previous.pop("continues", None)  # one level of history is enough to join the pieces
         return previous
@@ -119,7 +119,7 @@ class RunDir:
                 continue
         atomic_write_text(self.path / "metrics.jsonl",
                           "".join(json.dumps(r) + "\n" for r in rows if isinstance(r, dict) and keep(r)))
-        self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)
+        self._metrics = append_text(self.path / "metrics.jsonl")
 
     def record(self, **fields) -> None:
         """Add ``fields`` to the run record (``run.json``, see :mod:`common.run.record`) and write it."""

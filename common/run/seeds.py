@@ -44,18 +44,20 @@ def spread(values: list[float]) -> dict:
 
 
 def run_seeds(exp, cfg, out: Path, seeds: list[int], progress: bool = True, overwrite: bool = False,
-              resume: bool = False) -> dict:
+              resume: bool = False, other_seeds: bool = False) -> dict:
     """Train ``cfg`` once per seed (the experiment's ``seed_keys`` all set to it: a few-label exercise draws its
     labeled split from it too) into ``out/seed-N``; write and return ``seeds.json``.
 
     ``seeds.json`` is written first (status running) so the folder is known as a seeds dir. ``resume``: go on in
     ``out``: finished seeds are kept, an interrupted one is resumed, the rest are trained. ``overwrite``: each
-    seed's dir is replaced when its turn comes, after that run's own checks (the CLI checked ``out`` is ours)."""
+    seed's dir is replaced when its turn comes, after that run's own checks (the CLI checked ``out`` is ours).
+    ``other_seeds`` (a confirmation asked for more seeds): ``resume`` with seeds other than ``out``'s, even when
+    those are complete; the seeds both lists share are kept."""
     out = Path(out)
     plan = {"experiment": exp.name, "preset": cfg.preset, "seeds": seeds, "seed_keys": list(exp.seed_keys),
             "config": to_dict(cfg), "status": "running"}
     if resume:
-        _check_same_plan(out, plan, cfg)
+        _check_same_plan(out, plan, cfg, other_seeds)
     elif not overwrite:
         check_out_dir(out)
     elif is_run_dir(out):  # replacing one run by several seeds' runs would mix the two in one folder
@@ -85,12 +87,17 @@ def run_seeds(exp, cfg, out: Path, seeds: list[int], progress: bool = True, over
     return result
 
 
-def _check_same_plan(out: Path, plan: dict, cfg) -> None:
-    """``--resume OUT --seeds ...`` goes on only with the seeds and the config that OUT was started with."""
+def _check_same_plan(out: Path, plan: dict, cfg, other_seeds: bool = False) -> None:
+    """``--resume OUT --seeds ...`` goes on only with the seeds (unless ``other_seeds``) and the config that OUT
+    was started with."""
     if not is_seeds_dir(out):
         raise ConfigError(f"--resume {out} with --seeds: {out / 'seeds.json'} is missing or unreadable, so {out} "
                           "is not a seeds dir; give the --out of the --seeds run")
     saved = read_json(out / "seeds.json")
+    if other_seeds:
+        if isinstance(saved.get("config"), dict):
+            check_resumable(saved["config"], cfg, out)
+        return
     if saved.get("seeds") != plan["seeds"]:
         raise ConfigError(f"--resume {out}: it was started with --seeds {','.join(map(str, saved['seeds']))}; "
                           "give the same seeds")
