@@ -101,6 +101,7 @@ def computing(digest: str | None, step: str):
 
     from common.files.nofollow import open_nofollow
 
+    (root() / LOCKS).mkdir(parents=True, exist_ok=True)
     fd = open_nofollow(root() / LOCKS / digest, os.O_RDWR | os.O_CREAT)
     try:
         try:
