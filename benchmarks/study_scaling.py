@@ -37,9 +37,10 @@ def short_sweep(path: Path, epochs: int) -> Path:
 
 
 def run(workers: int, sweep: Path, out: Path, budget_s: float, data_dir: str | None) -> dict:
+    import optuna
+
     from studies.report import compute_stats
     from studies.storage import open_storage
-    import optuna
 
     cmd = [sys.executable, "-m", "experiments.run", "ex09", "--study", str(sweep), "--workers", str(workers),
            "--timeout", str(budget_s), "--out", str(out)]

@@ -165,7 +165,11 @@ def diff_overrides(base, cfg) -> list[str]:
 
 def from_dict(cls, data: dict):
     """Rebuild a config tree of type ``cls`` from :func:`to_dict` output (unknown keys rejected)."""
-    cfg = cls()
+    return apply_dict(cls(), data)
+
+
+def apply_dict(cfg, data: dict):
+    """Set every key of a nested dict (:func:`to_dict`'s shape, or part of it) on ``cfg``; returns it."""
     def walk(prefix, d):
         for k, v in d.items():
             if isinstance(v, dict):

@@ -13,8 +13,15 @@ from pathlib import Path
 from common.errors import describe_error
 from common.files.streams import is_stream, read_stream
 from common.run.paths import cache_dir, resolve_data_dir
-from ex09_keypoints.csv_format import (IMAGE_SIZE, KEYPOINT_COLUMNS, KEYPOINT_NAMES, N_PIXELS,  # noqa: F401
-                                       KeypointsDataError, check_csv_file, parse_csv)
+from ex09_keypoints.csv_format import (  # noqa: F401
+    IMAGE_SIZE,
+    KEYPOINT_COLUMNS,
+    KEYPOINT_NAMES,
+    N_PIXELS,
+    KeypointsDataError,
+    check_csv_file,
+    parse_csv,
+)
 
 SPLIT_FILES = {"train": "training.csv", "val": "val.csv"}
 # The course's download (exercise_09): an archive holding training.csv and val.csv.

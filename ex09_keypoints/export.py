@@ -14,7 +14,7 @@ from ex09_keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, KEYPOINT_GRID_OFFS
 from ex09_keypoints.evaluate import predict
 from ex09_keypoints.saved import load_model
 
-CONSTANTS_IMPORT = "from ex09_keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, KEYPOINT_GRID_OFFSET  # export: constants"
+CONSTANTS_IMPORT = "from ex09_keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, KEYPOINT_GRID_OFFSET  # export: constants"  # noqa: E501
 
 
 def export(cfg, run_dir: Path, out_dir: Path) -> tuple[int, dict]:

@@ -115,7 +115,12 @@ class TimmRegressor(nn.Module):
 
     def __init__(self, cfg):
         super().__init__()
-        import timm  # ~6 s import: only when a timm model is asked for
+        try:
+            import timm  # ~6 s import: only when a timm model is asked for
+        except ImportError:
+            from common.errors import ConfigError
+            raise ConfigError(f"model.arch={cfg.arch} needs timm, an optional dependency: pip install "
+                              "'i2dl-lab[timm]' (or model.arch=cnn)") from None
 
         self.input_size = cfg.input_size
         self.net = timm.create_model(cfg.arch.split(":", 1)[1], pretrained=cfg.pretrained, in_chans=1,

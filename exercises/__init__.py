@@ -46,18 +46,23 @@ def experiment_of(data: dict, path: Path | str = "config") -> Experiment:
     return fits[0]
 
 
-def config_from_file(exp: Experiment, path: Path):
-    """A saved config (``config.json``) as ``exp``'s config; a foreign or broken file names the file and key."""
-    from common.config import from_dict
+def config_from_file(exp: Experiment, path: Path, preset: str | None = None):
+    """A saved or hand-written config (``config.json``, or YAML) as ``exp``'s config; a foreign or broken file
+    names the file and key. A partial file is laid over its ``preset`` key's config (else ``preset``, else the
+    exercise's default): keys it does not give keep that preset's values."""
+    from common.config import apply_dict
 
     path = Path(path)
-    data = read_json_dict(path, "config")
-    found = experiment_of(data, path)
+    data = read_json_dict(path, "config", yaml_too=True)
+    found = experiment_of(data, path) if "experiment" in data else exp  # a partial file: its keys are checked below
     if found.name != exp.name:
         raise ConfigError(f"{path} is an {found.name} config; run it with python -m experiments.run {found.name} "
                           "--config ...")
+    if preset and data.get("preset") not in (None, preset):
+        raise ConfigError(f"{path} says preset {data['preset']!r} and --preset says {preset!r}; give one")
     try:
-        cfg = from_dict(type(exp.make_config()), {k: v for k, v in data.items() if k != "experiment"})
+        cfg = apply_dict(exp.make_config(data.get("preset") or preset or exp.presets[0]),
+                         {k: v for k, v in data.items() if k != "experiment"})
         cfg.validate()
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None

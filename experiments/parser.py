@@ -3,6 +3,7 @@ the exercise table, and the report, rerun, runs and export commands. Every usage
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -16,7 +17,8 @@ def _add_run_flags(p: argparse.ArgumentParser, presets, example: str) -> None:
     p.add_argument("--preset", default=None, choices=list(presets),
                    help=f"named starting config (default: {next(iter(presets))})")
     p.add_argument("--config", type=Path, default=None, metavar="FILE",
-                   help="start from a saved config (a run's config.json) instead of a preset")
+                   help="start from a config file: a run's config.json (or its run dir), or JSON/YAML giving some "
+                        "keys (the others: its 'preset' key's values, else --preset's)")
     p.add_argument("--set", dest="overrides", nargs="+", action="extend", default=[], metavar="KEY=VALUE",
                    help=f"config overrides, e.g. --set {example} run.seed=1 (--show-config lists the keys)")
     p.add_argument("--out", type=Path, default=None,
@@ -30,6 +32,7 @@ def _add_run_flags(p: argparse.ArgumentParser, presets, example: str) -> None:
                                                     "(default: $I2DL_DATA_DIR, else the cache dir)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     p.add_argument("--show-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--docs", action="store_true", help="with --show-config: each key's value, type and docstring")
 
 
 def _seeds(text: str) -> list[int]:
@@ -64,7 +67,7 @@ def _add_study_flags(p: argparse.ArgumentParser) -> None:
     g.add_argument("--worker-threads", type=int, default=None, help=argparse.SUPPRESS)
 
 
-DESCRIPTION = ("python -m experiments.run {<exercise>,report,rerun,runs,export,tutorial} ... "
+DESCRIPTION = ("i2dl (or python -m experiments.run) {<exercise>,report,dashboard,rerun,runs,export,tutorial} ... "
                "[--set key=value ...] [--out DIR]")
 
 
@@ -73,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tutorial.flags import add_tutorial_parser  # light too
 
     experiments = all_experiments()
-    commands = [e.name for e in experiments] + ["report", "rerun", "runs", "export", "tutorial"]
-    parser = Parser(prog="python -m experiments.run", description=DESCRIPTION)
+    commands = [e.name for e in experiments] + ["report", "dashboard", "rerun", "runs", "export", "tutorial"]
+    prog = "i2dl" if Path(sys.argv[0]).name == "i2dl" else "python -m experiments.run"
+    parser = Parser(prog=prog, description=DESCRIPTION)
     sub = parser.add_subparsers(dest="experiment", required=True, metavar="{" + ",".join(commands) + "}")
     for exp in experiments:
         p = sub.add_parser(exp.name, help=exp.summary, description=exp.description)
@@ -109,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     p.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
                    help="the study's artifact store (default: <study dir>/artifacts)")
+
+    p = sub.add_parser("dashboard", help="browse a study (trials, curves, importances, artifacts) in a browser",
+                       description="Serve a study's storage and artifact store with optuna-dashboard (the "
+                                   "dashboard extra) and print its URL; Ctrl-C stops it.")
+    p.add_argument("--study", required=True, metavar="NAME|FILE", help="the sweep the study came from (e.g. kp)")
+    p.add_argument("--study-name", default=None, metavar="NAME", help="the study's name, if not the sweep's own")
+    p.add_argument("--out", type=Path, default=None, help="the study dir (default: runs/studies/<study>)")
+    p.add_argument("--storage", default=None, metavar="URL",
+                   help="the study's storage (default: $I2DL_STUDY_STORAGE, else sqlite in the study dir)")
+    p.add_argument("--artifacts", type=Path, default=None, metavar="DIR",
+                   help="the study's artifact store (default: <study dir>/artifacts)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080; 0: any free port)")
 
     p = sub.add_parser("rerun", help="run a run dir's config again (same threads) and compare the figures",
                        description="Re-run what RUN_DIR's record says into a new dir and print the original and "

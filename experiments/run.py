@@ -45,15 +45,20 @@ def run(args) -> int:
     if args.config is not None:
         from exercises import config_from_file
 
-        if args.preset:
-            raise ConfigError("--config and --preset both say where to start; give one")
-        cfg = apply_overrides(config_from_file(exp, args.config), config_overrides(exp, args))
+        cfg = apply_overrides(config_from_file(exp, args.config, args.preset), config_overrides(exp, args))
     else:
         cfg = apply_overrides(exp.make_config(args.preset) if args.preset else exp.make_config(),
                               config_overrides(exp, args))
     if args.show_config:
-        print(json.dumps(to_dict(cfg), indent=2))
+        if args.docs:
+            from common.config_docs import format_docs
+
+            print(format_docs(cfg))
+        else:
+            print(json.dumps(to_dict(cfg), indent=2))
         return 0
+    if args.docs:
+        raise ConfigError("--docs goes with --show-config (every key with its value, type and docstring)")
     code = exp.command(args, cfg)  # an exercise's own command instead of training
     if code is not None:
         return code
@@ -222,6 +227,11 @@ def main(argv=None) -> int:
             return report(args)
         if args.experiment == "export":
             return export(args)
+        if args.experiment == "dashboard":
+            from studies.dashboard import serve
+
+            return serve(args.study, out=args.out, storage=args.storage, artifacts=args.artifacts, host=args.host,
+                         port=args.port, study_name=args.study_name)
         if args.experiment == "tutorial":
             from tutorial.run import main as tutorial
 
@@ -256,5 +266,10 @@ def main(argv=None) -> int:
         return 2
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The ``i2dl`` console command (the same as ``python -m experiments.run``)."""
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

@@ -215,7 +215,7 @@ def _parse_space(space, where: str) -> list[Param]:
         when = spec.get("when") or {}
         if not isinstance(when, dict):
             raise ConfigError(f"{here}.when must map a parameter above it to a value or a list of values")
-        for dep, allowed in when.items():
+        for dep in when:
             if dep not in seen:
                 raise ConfigError(f"{here}.when: {short(dep)} is not a parameter defined above {short(name)}")
         when = {dep: allowed if isinstance(allowed, list) else [allowed] for dep, allowed in when.items()}

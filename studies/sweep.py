@@ -24,6 +24,7 @@ parameter that another one uses (as a list ``length`` or in a ``when``): :mod:`s
 """
 from __future__ import annotations
 
+import importlib.resources
 import math
 import re
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ from common.config import apply_overrides, flat_keys
 from common.errors import ConfigError, short
 from studies.space import Param, _choice, _number, _parse_space, _typed_section, _unknown, grid_values
 
-SWEEPS_DIR = Path(__file__).resolve().parents[1] / "sweeps"
+SWEEPS_DIR = Path(str(importlib.resources.files("sweeps")))
+"""The shipped sweeps, wherever the package is (a checkout or an installed wheel: package data)."""
 
 TOP_LEVEL = {"study", "experiment", "preset", "metric", "direction", "trials", "timeout_s", "sampler", "pruner",
              "storage", "fixed", "space", "baseline", "tie_break"}

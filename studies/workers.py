@@ -26,13 +26,32 @@ from common.run import record
 from common.run.signals import Terminated, check_interrupted, die_with_parent, exit_code, signal_name
 from exercises import get_experiment
 from studies.objective import grace_s, make_objective, taken_over, trial_dir
-from studies.search import (check_grid_cells, create_or_load_study, finished_count, grid_cells_left, load_study,
-                            make_pruner, make_sampler, params_of_config, requeue_grid_cells, state_counts)
-from studies.study_dir import check_study_dir, claim_study_dir, study_dir_of
-from studies.storage import (DEFAULT_MAX_RETRY, STORAGE_ENV, artifact_store, fail_dead_local_trials, lazy_optuna,
-                             open_storage, redact, storage_url)
+from studies.search import (
+    check_grid_cells,
+    create_or_load_study,
+    finished_count,
+    grid_cells_left,
+    load_study,
+    make_pruner,
+    make_sampler,
+    params_of_config,
+    requeue_grid_cells,
+    state_counts,
+)
 from studies.space import baseline_params, check_choices
+from studies.storage import (
+    DEFAULT_MAX_RETRY,
+    STORAGE_ENV,
+    artifact_store,
+    fail_dead_local_trials,
+    lazy_optuna,
+    open_storage,
+    redact,
+    storage_url,
+)
+from studies.study_dir import check_study_dir, claim_study_dir, study_dir_of
 from studies.sweep import STUDY_NAME, Sweep, check_against_config, load_sweep, resolve_sweep_path
+
 
 def open_sweep(name_or_file: str, experiment: str | None = None,
                study_name: str | None = None) -> tuple[Sweep, Experiment]:

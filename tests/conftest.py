@@ -5,6 +5,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from helpers import REPO, real_data_dir, synthetic_digits, synthetic_faces, write_course_csv, write_idx_gz
 
 

@@ -159,7 +159,7 @@ def test_mixup_lam_perm_and_loss():
     expect = lam * ce(logits, y) + (1 - lam) * ce(logits, y[perm])
     assert torch.allclose(mixup_loss(ce, logits, y, perm, lam), expect)
     lams = [mixup_batch(x, alpha=0.2)[2] for _ in range(400)]  # Beta(0.2, 0.2) is U-shaped
-    assert sum(l < 0.1 or l > 0.9 for l in lams) > 0.5 * len(lams)
+    assert sum(lam < 0.1 or lam > 0.9 for lam in lams) > 0.5 * len(lams)
 
 
 def test_class_balanced_sampler_frequencies():

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import serve_dir, synthetic_faces, write_course_csv
 from ex09_keypoints import data as kd
+from helpers import serve_dir, synthetic_faces, write_course_csv
 
 
 @pytest.fixture

@@ -7,10 +7,10 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from helpers import serve_dir, synthetic_digits, write_idx_gz
 
 from ex08_autoencoder import data
 from ex08_autoencoder.data import MnistDataError, ensure_files, load_mnist, make_split, read_idx
+from helpers import serve_dir, synthetic_digits, write_idx_gz
 
 
 def test_read_idx_round_trip(tmp_path):

@@ -8,8 +8,6 @@ import sys
 
 import pytest
 import torch
-from helpers import REPO, short_real_ex08_sets, tiny_ex08_config, wait_for
-from wandb_records import read_run
 
 from common.config import apply_overrides
 from common.errors import ConfigError
@@ -18,6 +16,8 @@ from ex08_autoencoder import train as ex08_train
 from ex08_autoencoder.config import STEPS, make_config
 from ex08_autoencoder.train import train
 from experiments.run import main
+from helpers import REPO, short_real_ex08_sets, tiny_ex08_config, wait_for
+from wandb_records import read_run
 
 
 def only(cfg, step: str):

@@ -8,6 +8,7 @@ import zipfile
 
 import pytest
 import torch
+
 from helpers import export, run_main, tiny_config, tiny_ex08_config
 
 SMALL_EX09 = ["--preset", "quick", "--no-progress", "--set", "model.widths=[8,16]", "model.head_hidden=16",

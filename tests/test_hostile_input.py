@@ -14,10 +14,20 @@ import zipfile
 
 import pytest
 import torch
-from helpers import (REPO, ctrl_c_works, run_main, serve_dir, short_real_ex08_sets, snapshot, synthetic_faces,
-                     tiny_ex08_config, wait_for, write_course_csv)
 
 from common.plots import read_metrics
+from helpers import (
+    REPO,
+    ctrl_c_works,
+    run_main,
+    serve_dir,
+    short_real_ex08_sets,
+    snapshot,
+    synthetic_faces,
+    tiny_ex08_config,
+    wait_for,
+    write_course_csv,
+)
 
 TINY = ["--set", "model.widths=[8,16]", "model.head_hidden=16", "train.epochs=2", "train.batch_size=16",
         "train.eval_every=1", "run.threads=1", "track.mode=disabled"]
@@ -295,9 +305,8 @@ def test_an_interrupted_ex08_run_is_continued_with_resume(synthetic_mnist, tmp_p
 def test_a_sigkilled_run_resumes_to_the_uninterrupted_figures(synthetic_data_dir, tmp_path):
     """SIGKILL mid-training (no chance to clean up), then --resume RUN_DIR: the same dir goes on and ends with
     exactly the figures of a run that was never interrupted (CPU, one thread both times)."""
-    from helpers import tiny_config
-
     from ex09_keypoints.train import train
+    from helpers import tiny_config
 
     overrides = {"train.epochs": 8, "model.widths": [8, 16], "model.head_hidden": 16}
     whole = train(tiny_config(synthetic_data_dir, **overrides), tmp_path / "whole", progress=False)

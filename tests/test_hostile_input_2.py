@@ -16,8 +16,19 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from helpers import (REPO, cli, ctrl_c_works, export, run_main, snapshot, synthetic_faces, wait_for, write_course_csv,
-                     write_sweep)
+
+from helpers import (
+    REPO,
+    cli,
+    ctrl_c_works,
+    export,
+    run_main,
+    snapshot,
+    synthetic_faces,
+    wait_for,
+    write_course_csv,
+    write_sweep,
+)
 from test_hostile_input import TINY, TINY_EX08, one_line_error
 
 
@@ -238,7 +249,8 @@ def test_a_pickle_with_code_is_refused_and_never_loaded_unsafely(tmp_path, capsy
     monkeypatch.chdir(tmp_path)
     torch.save({"format": "i2dl-ex09-v1", "model_config": {}, "state_dict": {}, "x": Pwn()}, tmp_path / "evil.pt")
     csv = write_course_csv(tmp_path / "faces.csv", *synthetic_faces(3, seed=4))
-    for argv in (["ex09", "--evaluate", tmp_path / "evil.pt", "--csv", csv], ["ex09", "--resume", tmp_path / "evil.pt"]):
+    for argv in (["ex09", "--evaluate", tmp_path / "evil.pt", "--csv", csv],
+                 ["ex09", "--resume", tmp_path / "evil.pt"]):
         code, _, err = run_main(argv, capsys)
         one_line_error(code, err, "evil.pt is not a checkpoint this repo wrote", "never loaded here")
         assert "weights_only" not in err and "unsafe" not in err.lower()
@@ -343,7 +355,7 @@ def test_workers_stop_by_themselves_when_their_parent_dies(synthetic_data_dir, t
 
 def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path, capsys):
     lines = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
-    for i, (name, prev) in enumerate(zip("bcdefghi", "abcdefgh")):
+    for name, prev in zip("bcdefghi", "abcdefgh"):
         lines.append(f"{name}: &{name} [{','.join(['*' + prev] * 9)}]")
     bomb = tmp_path / "bomb.yaml"
     bomb.write_text("\n".join(lines) + "\nexperiment: ex09\nmetric: val/score\nspace: *i\n")
@@ -498,7 +510,8 @@ def test_a_full_disk_is_one_line_and_the_record_says_so_and_a_full_cache_is_only
     cache = tmp_path / "cache"
     env = {**os.environ, "I2DL_CACHE_DIR": str(cache)}
     # the decoded-CSV cache (~1 MB) cannot be written, the tiny model (~60 KB) can: a warning, and the run goes on
-    small = subprocess.run([sys.executable, "-m", "experiments.run", *map(str, ex09(synthetic_data_dir, tmp_path / "a"))],
+    small = subprocess.run([sys.executable, "-m", "experiments.run",
+                            *map(str, ex09(synthetic_data_dir, tmp_path / "a"))],
                            cwd=REPO, capture_output=True, text=True, env=env, preexec_fn=limited(400_000))
     assert small.returncode == 0, small.stderr
     assert small.stderr.count("cannot write the cache") == 1 and "going on without it" in small.stderr
@@ -512,7 +525,8 @@ def test_a_full_disk_is_one_line_and_the_record_says_so_and_a_full_cache_is_only
     assert "Traceback" not in big.stderr and last.startswith("error: cannot write ") and "File too large" in last
     assert "best.pt" in last or "last.pt" in last
     record = json.loads((tmp_path / "b" / "run.json").read_text())
-    assert record["status"] == "failed" and "File too large" in record["error"] and "unexpected pos" not in record["error"]
+    assert record["status"] == "failed" and "File too large" in record["error"]
+    assert "unexpected pos" not in record["error"]
 
 
 def test_resume_drops_a_metrics_line_cut_by_a_kill_and_refuses_a_finished_run(synthetic_data_dir, tmp_path, capsys):
@@ -643,7 +657,7 @@ def test_the_finished_progress_bar_is_printed_once(synthetic_data_dir, tmp_path,
 
 def test_top_level_help_has_no_docstring_markup(capsys):
     code, out, _ = run_main(["--help"], capsys)
-    assert code == 0 and "``" not in out and "python -m experiments.run {<exercise>,report" in out
+    assert code == 0 and "``" not in out and "{<exercise>,report,dashboard" in out
 
 
 @pytest.mark.slow  # a fresh interpreter checks the export

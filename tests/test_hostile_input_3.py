@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from helpers import REPO, ctrl_c_works, run_main, snapshot, synthetic_faces, wait_for, write_course_csv, write_sweep
 from test_hostile_input import TINY, one_line_error
 
@@ -330,9 +331,8 @@ def test_a_csv_with_a_duplicated_column_is_refused_and_a_quoted_one_is_read(tmp_
 
 
 def test_ex08_goes_on_without_a_step_cache_it_cannot_write(synthetic_mnist, tmp_path, monkeypatch, capsys):
-    from helpers import tiny_ex08_config
-
     from ex08_autoencoder.train import train
+    from helpers import tiny_ex08_config
 
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 
 import pytest
+
 from helpers import run_main, snapshot, synthetic_faces, tiny_ex08_config, write_course_csv
 
 TINY = ["--preset", "quick", "--no-progress", "--set", "model.widths=[8,16]", "model.head_hidden=16",
@@ -125,8 +126,8 @@ def test_seeds_report_mean_and_spread_and_ex08_draws_a_split_per_seed(synthetic_
     code, _, err = run_main(["ex09", "--seeds", "1,1"], capsys)
     assert code == 2 and "distinct seeds" in err
     cfg_dir = tmp_path / "ex08"
-    from exercises import get_experiment
     from common.run.seeds import run_seeds
+    from exercises import get_experiment
 
     run_seeds(get_experiment("ex08"), tiny_ex08_config(synthetic_mnist, **{"steps": ["pretrain"]}), cfg_dir, [0, 1],
               progress=False)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import check_invariants, cli, load, write_ae_sweep, write_sweep
-from wandb_records import read_run
 
+from helpers import check_invariants, cli, load, write_ae_sweep, write_sweep
 from studies.sweep import load_sweep
+from wandb_records import read_run
 
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402

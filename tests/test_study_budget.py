@@ -7,6 +7,7 @@ import json
 
 import pytest
 import yaml
+
 from helpers import cli, load, trials_of, write_sweep
 
 optuna = pytest.importorskip("optuna")
@@ -136,9 +137,8 @@ def test_confirm_ranks_the_top_trials_against_the_preset_and_its_best_config_rep
     import subprocess
     import sys
 
-    from helpers import REPO, ctrl_c_works, wait_for
-
     from common.plots import read_metrics
+    from helpers import REPO, ctrl_c_works, wait_for
     from studies.workers import threads_per_worker
 
     sweep = write_sweep(tmp_path / "c.yaml", synthetic_data_dir, trials=3, pruner={"type": "none"},

@@ -12,8 +12,7 @@ import time
 
 import pytest
 
-from helpers import (REPO, check_invariants, cli, interrupt_when, load, retries_of, trials_of, wait_for,
-                     write_sweep)
+from helpers import REPO, check_invariants, cli, interrupt_when, load, retries_of, trials_of, wait_for, write_sweep
 
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402

@@ -6,9 +6,9 @@ import re
 
 import pytest
 import yaml
-from helpers import write_sweep
 
 from common.errors import ConfigError
+from helpers import write_sweep
 from studies.space import baseline_params, suggest
 from studies.sweep import SWEEPS_DIR, load_sweep
 

@@ -6,8 +6,6 @@ import sys
 
 import pytest
 import torch
-from helpers import REPO, synthetic_faces, tiny_config, write_course_csv
-from wandb_records import read_run
 
 from common.errors import ConfigError
 from common.plots import read_metrics
@@ -15,6 +13,8 @@ from ex09_keypoints.data import CourseDataset, load_keypoints
 from ex09_keypoints.evaluate import course_score
 from ex09_keypoints.saved import load_model
 from ex09_keypoints.train import train
+from helpers import REPO, synthetic_faces, tiny_config, write_course_csv
+from wandb_records import read_run
 
 
 def cli(*args, env_extra=None, check=True):
@@ -35,7 +35,7 @@ def test_run_dir_contents_and_checkpoint_round_trip(synthetic_data_dir, tmp_path
     saved = json.loads((run / "summary.json").read_text())
     for key in ("val/score", "val/rmse_px", "params", "epochs", "wall_s"):
         assert key in saved
-    rows = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [0, 1, 2]
     # the checkpoint loads with weights_only=True and scores exactly what the run reported
     blob = torch.load(run / "best.pt", weights_only=True)
@@ -67,7 +67,7 @@ def test_a_model_saved_before_the_shifted_views_still_predicts_without_them(tmp_
 def test_loss_falls_on_synthetic_data(synthetic_data_dir, tmp_path):
     train(tiny_config(synthetic_data_dir, **{"train.epochs": 8, "train.lr": 3e-3}), tmp_path / "r",
           progress=False)
-    rows = [json.loads(l) for l in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["train/loss"] < 0.6 * rows[0]["train/loss"]
 
 
@@ -207,7 +207,7 @@ def test_wandb_offline_files_hold_config_and_metrics(synthetic_data_dir, tmp_pat
     assert rec["run"]["name"] == "wb-check"
     assert rec["config"]["train"]["epochs"] == 3 and rec["config"]["model"]["widths"] == [16, 32]
     scores = [h["val/score"] for h in rec["history"] if "val/score" in h]
-    logged = [json.loads(l)["val/score"] for l in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    logged = [json.loads(line)["val/score"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert scores == pytest.approx(logged)
     assert rec["summary"]["val/score"] > 0 and rec["exit_code"] == 0
     # the best model as an artifact with its figures, every val face in a table, the commit

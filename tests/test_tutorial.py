@@ -96,10 +96,10 @@ def test_the_norms_verdict_separates_the_step_count_from_batch_statistics():
 @pytest.mark.slow  # ~2 min: 17 tiny grid cells, interrupted once and resumed
 def test_the_tutorial_writes_every_section_and_resumes_without_retraining(synthetic_data_dir, synthetic_mnist,
                                                                           tmp_path):
-    from helpers import cli, interrupt_when, load, tiny_ex08_config
     from optuna.trial import TrialState
 
     from ex08_autoencoder.train import train
+    from helpers import cli, interrupt_when, load, tiny_ex08_config
 
     case = tmp_path / "case"
     train(tiny_ex08_config(synthetic_mnist, "case-study"), case, progress=False)

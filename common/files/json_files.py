@@ -58,8 +58,9 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
-def read_json_dict(path: Path, what: str = "file") -> dict:
-    """The JSON object in ``path``; missing, broken or of another type is a :class:`ConfigError` naming the file."""
+def read_json_dict(path: Path, what: str = "file", yaml_too: bool = False) -> dict:
+    """The JSON object in ``path``; missing, broken or of another type is a :class:`ConfigError` naming the file.
+    ``yaml_too``: a ``.yaml``/``.yml`` file, or a stream that is not JSON, is read as YAML (a config people write)."""
     from common.files.streams import is_stream, read_stream
 
     path = Path(path)
@@ -76,7 +77,12 @@ def read_json_dict(path: Path, what: str = "file") -> dict:
             text = path.read_text()
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} cannot be read as text ({type(e).__name__})") from None
-    data = loads(text, str(path))
+    if yaml_too and (path.suffix in (".yaml", ".yml") or (stream and text.lstrip()[:1] not in ("{", "["))):
+        from common.files.safe_yaml import load_yaml_text
+
+        data = load_yaml_text(text, path, what)
+    else:
+        data = loads(text, str(path))
     if not isinstance(data, dict):
         raise ConfigError(f"{path} holds a {type(data).__name__}, not a {what}")
     return data

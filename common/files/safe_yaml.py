@@ -16,8 +16,6 @@ MAX_DEPTH = 32
 
 def load_yaml(path: Path, what: str = "YAML file"):
     """``yaml.safe_load`` of ``path`` after those checks; every problem is a :class:`ConfigError` naming the file."""
-    import yaml
-
     path = Path(path)
     try:
         size = path.stat().st_size
@@ -28,6 +26,15 @@ def load_yaml(path: Path, what: str = "YAML file"):
         raise ConfigError(f"{path}: not UTF-8 text; a {what} is plain text") from None
     except OSError as e:
         raise ConfigError(f"{path}: cannot be read ({e.strerror})") from None
+    return load_yaml_text(text, path, what)
+
+
+def load_yaml_text(text: str, path, what: str = "YAML file"):
+    """:func:`load_yaml` of text already read (a stream); ``path`` names it in errors."""
+    import yaml
+
+    if len(text) > MAX_BYTES:
+        raise ConfigError(f"{path}: {len(text):,} characters is too large for a {what} (at most {MAX_BYTES:,})")
     nodes = depth = 0
     try:
         for event in yaml.parse(text, Loader=yaml.SafeLoader):

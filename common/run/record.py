@@ -30,7 +30,11 @@ def code_state(patch_path: Path | None = None, repo: Path = REPO) -> dict:
     """Commit, branch and dirty flag of this repo's checkout; when dirty, ``git diff HEAD`` goes to
     ``patch_path`` (files git does not track are listed, not copied). Outside a checkout it says so."""
     if not (Path(repo) / ".git").exists():
-        return {"git": False, "reason": f"{repo} is not a git checkout (an installed package?)"}
+        try:  # an installed wheel: its version is what names the code
+            version = metadata.version("i2dl-lab")
+        except metadata.PackageNotFoundError:
+            version = None
+        return {"git": False, "reason": f"{repo} is not a git checkout (an installed package?)", "version": version}
     try:
         commit = _git(repo, "rev-parse", "HEAD").strip()
         branch = _git(repo, "rev-parse", "--abbrev-ref", "HEAD").strip()

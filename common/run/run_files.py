@@ -21,7 +21,8 @@ from common.errors import ConfigError
 from common.files.json_files import read_json
 
 RUN_FILES = {"config.json", "run.json", "metrics.jsonl", "summary.json", "best.pt", "last.pt", "code.patch",
-             "split.json", "pretrain.pt", "transfer.pt", "teacher.pt", "model.pt", "dropped_rows.txt", ".lock"}
+             "split.json", "pretrain.pt", "transfer.pt", "teacher.pt", "model.pt", "dropped_rows.txt", ".lock",
+             "log.txt"}
 """The files a run writes into its dir (both exercises)."""
 RUN_PATTERNS = ("*.png", "*.state.pt", ".*.tmp")
 """... and the names it writes by pattern: figures, ex08's per-step training states, atomic writes' temp files."""

@@ -20,6 +20,7 @@ from common.files.atomic import atomic_write_text
 from common.files.json_files import read_json
 from common.files.nofollow import append_text
 from common.run.run_files import LOCK, RunLock, check_replaceable, is_failed_start, remove_run_entries
+from common.run.run_log import RunLog
 
 
 def default_run_dir(experiment: str, root: str | Path = "runs") -> Path:
@@ -73,9 +74,16 @@ class RunDir:
         except OSError as e:
             raise ConfigError(f"--out {self.path}: cannot create it ({e.strerror}); choose a writable place") from None
         self._lock = RunLock(self.path)  # a second process on this dir is refused here, naming this one
-        if replace and any(p.name != LOCK for p in self.path.iterdir()):
-            print(f"[run] replacing the run in {self.path}", file=sys.stderr)
+        replacing = replace and any(p.name != LOCK for p in self.path.iterdir())
+        if replacing:
             remove_run_entries(self.path, keep=(LOCK,))
+        try:
+            self._log = RunLog(self.path)  # what the run says on stderr, kept in log.txt from here on
+        except BaseException:
+            self._lock.release()
+            raise
+        if replacing:
+            print(f"[run] replaced the run in {self.path}", file=sys.stderr)
         # the record of the run this one continues (--resume, ex08 --step), if any
         self.previous = self._read_previous() if reuse else {}
         self._record = {"status": "running", "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -143,6 +151,7 @@ class RunDir:
         except OSError as e:  # a full disk: the error that caused it is the one to raise, not this one
             print(f"[run] could not update {self.path / 'run.json'}: {e.strerror}", file=sys.stderr)
         finally:
+            self._log.close()
             self._lock.release()
 
     def __enter__(self) -> "RunDir":

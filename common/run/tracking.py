@@ -112,6 +112,7 @@ class Tracker:
         self.run = None
         self.mode = decide_mode(mode)
         self._warned = False
+        self._run_dir = Path(run_dir)
         if self.mode == "disabled":
             return
         run_dir = Path(run_dir)
@@ -203,6 +204,10 @@ class Tracker:
                                    "dir": str(Path(self.run.dir).parent)}) or {"mode": self.mode}
 
     def finish(self, exit_code: int = 0) -> None:
+        from common.run.run_log import LOG
+
+        if (self._run_dir / LOG).is_file():  # the run's own messages (common.run.run_log), as the run dir has them
+            self._safe(lambda: self.run.save(str(self._run_dir / LOG), base_path=str(self._run_dir), policy="now"))
         self._safe(lambda: self.run.finish(exit_code=exit_code))
         self.run = None
 
