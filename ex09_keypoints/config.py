@@ -56,7 +56,12 @@ class ModelConfig:
     """``arch=mlp`` only: hidden widths (Linear-BatchNorm1d-ReLU each, ``head_dropout`` after each); the first
     layer has 9216 x width weights (256: 2.4M)."""
     head: str = "flatten"
-    """``flatten`` keeps where features are (good for coordinates) or ``gap`` (global average pooling)."""
+    """``flatten`` keeps where features are (good for coordinates), ``gap`` (global average pooling), or
+    ``soft_argmax``: 15 heatmaps (a 1x1 conv on the last feature map, upsampled to ``heatmap_size``) read out as
+    each one's expected position (DSNT, Nibali et al. 2018; integral regression, Sun et al. 2018): no fully
+    connected layer, translation equivariant; ``head_hidden`` and ``head_dropout`` do not apply."""
+    heatmap_size: int = 24
+    """``head=soft_argmax``: the heatmaps' side (cells of 96 / size pixels)."""
     head_hidden: int = 512
     """Hidden units of the regression head (0 = a single linear layer)."""
     head_dropout: float = 0.0
@@ -104,6 +109,14 @@ class TrainConfig:
     """Wing loss: errors below this many pixels get the log piece (the paper's w = 10)."""
     wing_eps_px: float = 2.0
     """Wing loss: curvature of the log piece in pixels (the paper's epsilon = 2)."""
+    mse_from: float = 1.0
+    """From this fraction of ``epochs`` on, the loss is MSE whatever ``loss`` says (the course scores MSE): a
+    schedule of a robust loss first and MSE to finish; 1 = ``loss`` throughout."""
+    heatmap_reg: float = 0.0
+    """``model.head=soft_argmax``: weight of DSNT's variance regulariser, which pulls each heatmap's spread
+    towards ``heatmap_sigma_px`` (a peaked, unimodal heatmap); 0 = off."""
+    heatmap_sigma_px: float = 2.0
+    """The spread (standard deviation, pixels) the variance regulariser asks of each heatmap."""
     ema_decay: float = 0.99
     """Per-step EMA of the weights, evaluated and saved instead of the raw model (0 = off). Keep its horizon
     (~1/(1-decay) steps) around an epoch or two: 0.998 (10 epochs here) lagged the fast-moving weights and
@@ -151,7 +164,7 @@ class KeypointsConfig:
         m = self.model
         choices = {"model.stem": (m.stem, ("unshuffle", "avgpool", "none")),
                    "model.downsample": (m.downsample, ("maxpool", "stride")),
-                   "model.head": (m.head, ("flatten", "gap")),
+                   "model.head": (m.head, ("flatten", "gap", "soft_argmax")),
                    "model.norm": (m.norm, ("batch", "group", "layer", "instance", "none")),
                    "model.conv_dropout": (m.conv_dropout, ("dropout2d", "dropout", "none")),
                    "train.loss": (self.train.loss, ("mse", "l1", "smooth_l1", "wing"))}
@@ -169,6 +182,8 @@ class KeypointsConfig:
             raise ConfigError(f"model.stem_factor={m.stem_factor} must divide 96")
         if not m.widths:
             raise ConfigError("model.widths needs at least one block width")
+        if self.train.heatmap_reg > 0 and m.head != "soft_argmax":
+            raise ConfigError("train.heatmap_reg regularises heatmaps: it needs model.head=soft_argmax")
         if m.kernel % 2 == 0:
             raise ConfigError(f"model.kernel={m.kernel} must be odd (3, 5, 7: 'same' padding keeps the size)")
         check_ranges(self, {
@@ -180,7 +195,8 @@ class KeypointsConfig:
             "train.warmup_epochs": ">= 0", "train.min_lr_ratio": "[0, 1]", "train.smooth_l1_beta": "> 0",
             "train.wing_w_px": "> 0", "train.wing_eps_px": "> 0", "train.ema_decay": "[0, 1)",
             "train.grad_clip": ">= 0", "train.eval_every": ">= 1", "train.eval_all_from": "[0, 1]",
-            "train.swa_from": "[0, 1)", "train.swa_lr": "[0, 1]",
+            "train.swa_from": "[0, 1)", "train.swa_lr": "[0, 1]", "train.mse_from": "[0, 1]",
+            "train.heatmap_reg": ">= 0", "train.heatmap_sigma_px": "> 0", "model.heatmap_size": "[2, 96]",
             "train.time_limit_s": ">= 0", **augment_ranges("augment")})
 
 

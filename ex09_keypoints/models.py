@@ -69,6 +69,9 @@ class KeypointCNN(nn.Module):
         self.features = nn.Sequential(*layers)
         with torch.no_grad():
             fmap = self.features(self.stem(torch.zeros(1, 1, IMAGE_SIZE, IMAGE_SIZE)))
+        if cfg.head == "soft_argmax":
+            self.head = SoftArgmaxHead(fmap.shape[1], cfg.heatmap_size)
+            return
         if cfg.head == "gap":
             pool, n_in = [nn.AdaptiveAvgPool2d(1), nn.Flatten()], fmap.shape[1]
         else:
@@ -90,6 +93,34 @@ class KeypointCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.stem(x)))
+
+
+class SoftArgmaxHead(nn.Module):
+    """15 heatmaps -> each one's expected position (N,30): a 1x1 conv gives a logit map per keypoint, upsampled
+    (bilinear) to ``size`` x ``size`` cells over the image, a softmax over the cells, and the mean of the cells'
+    centres under it (a differentiable arg-max). ``variance`` keeps each heatmap's spread (N,15,2) from the last
+    forward for DSNT's regulariser."""
+
+    def __init__(self, channels: int, size: int):
+        super().__init__()
+        self.logits = nn.Conv2d(channels, len(FLIP_PERMUTATION), 1)
+        self.size = size
+        # cell j's centre in the keypoints' normalised coordinates (1-based pixel centres: KEYPOINT_GRID_OFFSET)
+        centres = ((torch.arange(size) + 0.5) * (IMAGE_SIZE / size) - IMAGE_SIZE / 2) / (IMAGE_SIZE / 2)
+        self.register_buffer("centres", centres + KEYPOINT_GRID_OFFSET, persistent=False)
+        self.variance = None
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        z = self.logits(features)
+        if z.shape[-1] != self.size:
+            z = F.interpolate(z, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        n, k = z.shape[:2]
+        p = z.float().flatten(2).softmax(-1).view(n, k, self.size, self.size)
+        px, py = p.sum(2), p.sum(3)  # marginals over x (columns) and y (rows)
+        mean = torch.stack([(px * self.centres).sum(-1), (py * self.centres).sum(-1)], -1)  # (N,15,2)
+        second = torch.stack([(px * self.centres ** 2).sum(-1), (py * self.centres ** 2).sum(-1)], -1)
+        self.variance = second - mean ** 2
+        return mean.flatten(1)
 
 
 class KeypointMLP(nn.Module):
@@ -171,7 +202,7 @@ class KeypointModel(nn.Module):
         self.hparams = dataclasses.asdict(hparams) if dataclasses.is_dataclass(hparams) else dict(hparams)
         # A model saved before these fields existed was made without them.
         cfg = SimpleNamespace(**{"tta_shift_px": 0, "tta_diagonals": False, "members": 1, "norm": "batch",
-                                 "norm_groups": 8, "conv_dropout": "dropout2d", **self.hparams})
+                                 "norm_groups": 8, "conv_dropout": "dropout2d", "heatmap_size": 24, **self.hparams})
         backbone = (TimmRegressor if cfg.arch.startswith("timm:") else KeypointMLP if cfg.arch == "mlp"
                     else KeypointCNN)
         self.net = backbone(cfg) if cfg.members == 1 else Members(lambda: backbone(cfg), cfg.members)
@@ -183,6 +214,11 @@ class KeypointModel(nn.Module):
             self.shifts += [(s, s), (-s, s), (s, -s), (-s, -s)]
         self.shift_tta = True  # training switches it off for its per-epoch val scores (5x cheaper)
         self.register_buffer("flip_perm", torch.tensor(FLIP_PERMUTATION), persistent=False)
+
+    def heatmap_variances(self) -> torch.Tensor | None:
+        """The soft-argmax heads' heatmap spreads (N,15,2) from the last forward (members' stacked), else None."""
+        heads = [m for m in self.modules() if isinstance(m, SoftArgmaxHead) and m.variance is not None]
+        return torch.cat([h.variance for h in heads]) if heads else None
 
     def member_predictions(self, x: torch.Tensor) -> torch.Tensor:
         """Training: (N,30) predictions where a batch of ``members`` equal chunks goes one chunk per member."""

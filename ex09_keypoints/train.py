@@ -34,7 +34,7 @@ from common.training.optim import optimizer_step, param_groups
 from common.training.schedules import cosine_scheduler
 from common.training.training_state import TrainingState
 from ex09_keypoints.config import KeypointsConfig, TrainConfig, is_eval_epoch, make_config
-from ex09_keypoints.data import FLIP_PERMUTATION, KEYPOINT_GRID_OFFSET, load_keypoints, report_dropped
+from ex09_keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, KEYPOINT_GRID_OFFSET, load_keypoints, report_dropped
 from ex09_keypoints.evaluate import evaluate_course_exact, evaluate_split
 from ex09_keypoints.models import build_model
 from ex09_keypoints.saved import STATE_KIND, load_model, load_training_state, save_best
@@ -51,8 +51,9 @@ def wing_loss(pred, target, w: float, eps: float) -> torch.Tensor:
     return torch.where(d < w, w * torch.log1p(d / eps), d - c).mean()
 
 
-def regression_loss(pred, target, cfg) -> torch.Tensor:
-    if cfg.loss == "mse":
+def regression_loss(pred, target, cfg, mse: bool = False) -> torch.Tensor:
+    """``cfg.loss`` (``mse``: MSE whatever it says, the schedule's second part) between (N,15,2) points."""
+    if mse or cfg.loss == "mse":
         return F.mse_loss(pred, target)
     if cfg.loss == "l1":
         return F.l1_loss(pred, target)
@@ -77,11 +78,13 @@ def make_swa(eval_model, cfg) -> tuple:
 
 
 def train_one_epoch(model, optimizer, scheduler, ema, images, points, cfg: KeypointsConfig, generator,
-                    steps: int) -> float:
+                    steps: int, epoch: int = 0) -> float:
     """``steps`` optimizer steps over a fresh permutation of (uint8 images, points); returns the mean loss.
 
     Everything stays on the device: index a batch, augment it in one batched warp, step, update the EMA.
     """
+    mse = epoch >= cfg.train.mse_from * cfg.train.epochs  # the loss schedule's second part
+    sigma2 = (cfg.train.heatmap_sigma_px / (IMAGE_SIZE / 2)) ** 2
     model.train()
     device = images.device
     members = cfg.model.members  # each member gets its own augmentation draws of the same images
@@ -99,7 +102,9 @@ def train_one_epoch(model, optimizer, scheduler, ema, images, points, cfg: Keypo
         x = x.contiguous(memory_format=memory_format)
         with autocast(device, cfg.run.amp):
             pred = model.member_predictions(x).view(-1, 15, 2)
-        loss = regression_loss(pred.float(), y, cfg.train)
+        loss = regression_loss(pred.float(), y, cfg.train, mse)
+        if cfg.train.heatmap_reg > 0:  # DSNT's variance regulariser: each heatmap's spread near sigma
+            loss = loss + cfg.train.heatmap_reg * ((model.heatmap_variances() - sigma2) ** 2).mean() / sigma2 ** 2
         optimizer_step(model, optimizer, loss, cfg.train.grad_clip, scheduler, ema)
         loss_sum += loss.detach()
     return (loss_sum / steps).item()  # one device sync per epoch, not per step
@@ -166,7 +171,7 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
 
         def train_epoch(epoch: int) -> dict:
             loss = train_one_epoch(model, optimizer, scheduler, ema, train_images, train_points, cfg, generator,
-                                   steps_per_epoch)
+                                   steps_per_epoch, epoch)
             if swa is not None and epoch >= swa_start:
                 swa.update_parameters(eval_model)
             return {"train/loss": loss, "lr": optimizer.param_groups[0]["lr"]}

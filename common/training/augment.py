@@ -40,6 +40,15 @@ class AffineAugment:
     """Contrast factor drawn from [1 - contrast, 1 + contrast], applied around each image's mean."""
     shear_deg: float = 0.0
     """x-shear angle drawn uniformly from [-shear_deg, shear_deg] degrees (torchvision's ``shear=s``)."""
+    gamma: float = 0.0
+    """Gamma curve x ** g with g drawn log-uniformly from [1 / (1 + gamma), 1 + gamma] per image (0 = off): darker
+    or lighter mid-tones, black and white kept (the Kaggle runner-up's contrast stretch)."""
+    noise: float = 0.0
+    """Gaussian pixel noise with a standard deviation drawn from [0, noise] per image (0 = off)."""
+    sharpen_p: float = 0.0
+    """Probability of sharpening per image (an unsharp mask: x + amount * (x - blur(x)))."""
+    sharpen_amount: float = 1.0
+    """Strength of the unsharp mask, drawn from [0, sharpen_amount] per sharpened image."""
     blur_p: float = 0.0
     """Probability of a Gaussian blur (3x3 kernel) per image."""
     blur_sigma: tuple[float, ...] = (0.1, 1.0)
@@ -55,7 +64,8 @@ class AffineAugment:
 def augment_ranges(prefix: str) -> dict[str, str]:
     """The valid range of each :class:`AffineAugment` field, keyed ``<prefix>.<field>`` (for ``check_ranges``)."""
     ranges = {"rotate_deg": "[0, 180]", "scale": "[0, 1)", "shift": "[0, 1]", "brightness": "[0, 1]",
-              "contrast": "[0, 1]", "shear_deg": "[0, 80]", "blur_p": "[0, 1]", "blur_sigma": "> 0",
+              "contrast": "[0, 1]", "shear_deg": "[0, 80]", "gamma": "[0, 4]", "noise": "[0, 1]",
+              "sharpen_p": "[0, 1]", "sharpen_amount": "[0, 4]", "blur_p": "[0, 1]", "blur_sigma": "> 0",
               "erase_p": "[0, 1]", "erase_scale": "(0, 1]", "erase_ratio": "> 0"}
     return {f"{prefix}.{k}": v for k, v in ranges.items()}
 
@@ -127,6 +137,36 @@ def jitter_photometric(images, aug: AffineAugment, generator=None):
     return out.clamp_(0.0, 1.0)
 
 
+def tone_and_noise(images, aug: AffineAugment, generator=None):
+    """A random gamma curve, then Gaussian noise of a random strength, per image, clamped to [0, 1]; each drawn
+    only when switched on (a config without them keeps its random stream)."""
+    import torch
+
+    shape = (images.shape[0],) + (1,) * (images.dim() - 1)
+    dev = images.device
+    if aug.gamma > 0:
+        log_g = (torch.rand(shape, generator=generator, device=dev) * 2 - 1) * math.log1p(aug.gamma)
+        images = images.clamp(1e-6, 1.0) ** torch.exp(log_g)
+    if aug.noise > 0:
+        sd = torch.rand(shape, generator=generator, device=dev) * aug.noise
+        noise = torch.randn(images.shape, generator=generator, device=dev)
+        images = (images + noise * sd).clamp_(0.0, 1.0)
+    return images
+
+
+def random_sharpen(images, p: float, amount: float, generator=None):
+    """With probability ``p`` per image, an unsharp mask of strength drawn from [0, amount]: x + a (x - blur(x)),
+    the blur a fixed 3x3 Gaussian (sigma 1 px), clamped to [0, 1]."""
+    import torch
+
+    n = images.shape[0]
+    smooth = random_blur(images, 1.0, (1.0, 1.0), generator=generator)
+    a = torch.rand(n, generator=generator, device=images.device) * amount
+    chosen = torch.rand(n, generator=generator, device=images.device) < p
+    a = torch.where(chosen, a, torch.zeros_like(a))[:, None, None, None]
+    return (images + a * (images - smooth)).clamp_(0.0, 1.0)
+
+
 def random_blur(images, p: float, sigma_range, generator=None):
     """Blur each image with probability ``p`` by a 3x3 Gaussian of its own sigma (one grouped conv)."""
     import torch
@@ -171,9 +211,14 @@ def random_erasing(images, p: float, scale_range, ratio_range, generator=None):
 
 
 def pixel_ops(images, aug: AffineAugment, generator=None):
-    """The non-geometric part: brightness/contrast, blur, erasing (each skipped when switched off)."""
+    """The non-geometric part: brightness/contrast, gamma, noise, sharpening, blur, erasing (each skipped when
+    switched off)."""
     if aug.brightness > 0 or aug.contrast > 0:
         images = jitter_photometric(images, aug, generator=generator)
+    if aug.gamma > 0 or aug.noise > 0:
+        images = tone_and_noise(images, aug, generator=generator)
+    if aug.sharpen_p > 0:
+        images = random_sharpen(images, aug.sharpen_p, aug.sharpen_amount, generator=generator)
     if aug.blur_p > 0:
         images = random_blur(images, aug.blur_p, aug.blur_sigma, generator=generator)
     if aug.erase_p > 0:
