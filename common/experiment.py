@@ -25,6 +25,9 @@ class Experiment:
     """``train(cfg, out_dir, *, resume, overwrite, on_epoch, tracker, progress)`` -> the summary dict."""
     export: Callable[[Any, Any, Any], tuple[int, dict]]
     """``(cfg, run_dir, out_dir)`` -> (exit code, figures): the run's model as the course's submission, checked."""
+    ensemble: Callable[[Any, list, Any], tuple[int, dict]] | None
+    """``(cfg, run_dirs, out_dir)`` -> (exit code, figures): several runs of one config (a ``--seeds`` dir's) as
+    one course model averaging their predictions, checked as ``export`` is; None: the exercise offers none."""
     planned_evals: Callable[[Any], int]
     """How many evaluations (pruner steps) a full run of ``cfg`` reports: the denominator of "saved"."""
     continue_flags: Callable[[Any, Any], list[str] | None]

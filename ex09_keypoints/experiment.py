@@ -22,6 +22,12 @@ def export(cfg, run_dir, out_dir) -> tuple[int, dict]:
     return export_keypoints(cfg, run_dir, out_dir)
 
 
+def ensemble(cfg, run_dirs, out_dir) -> tuple[int, dict]:
+    from ex09_keypoints.ensemble import export_ensemble
+
+    return export_ensemble(cfg, run_dirs, out_dir)
+
+
 def planned_evals(cfg) -> int:
     return sum(is_eval_epoch(e, cfg.train) for e in range(cfg.train.epochs))
 
@@ -67,7 +73,8 @@ def check_flags(args, cfg, study: bool) -> None:
 EXPERIMENT = Experiment(
     name=KeypointsConfig.experiment, summary="facial keypoints: train (default) or --evaluate a checkpoint",
     description="Train the ex09 keypoint regressor, or score a saved model on a CSV.",
-    presets=tuple(PRESETS), make_config=make_config, train=train, export=export, planned_evals=planned_evals,
+    presets=tuple(PRESETS), make_config=make_config, train=train, export=export, ensemble=ensemble,
+    planned_evals=planned_evals,
     continue_flags=continue_flags, headline=("val/score", "val/rmse_px", "params", "epochs", "wall_s"),
     metrics=("val/score", "val/rmse_px"),
     example_overrides="train.epochs=30 model.widths=[32,64,128]", add_flags=add_flags,

@@ -27,6 +27,11 @@ def export(cfg, run_dir: Path, out_dir: Path) -> tuple[int, dict]:
     if model.hparams["arch"] not in ("cnn", "mlp"):
         raise ConfigError(f"{best} is a {model.hparams['arch']} backbone: the course's server has no timm, so it "
                           "cannot rebuild it; export a model trained with model.arch=cnn or mlp")
+    return write_checked(cfg, model, out_dir)
+
+
+def write_checked(cfg, model, out_dir: Path) -> tuple[int, dict]:
+    """Write ``model`` as the course's submission in ``out_dir`` and check it in a fresh interpreter."""
     val = load_keypoints(cfg.data.data_dir, cfg.data.drop_bad_rows)["val"]  # checked before anything is written
     constants = (f"FLIP_PERMUTATION = {tuple(FLIP_PERMUTATION)!r}\nIMAGE_SIZE = {IMAGE_SIZE}\n"
                  f"KEYPOINT_GRID_OFFSET = {KEYPOINT_GRID_OFFSET!r}  # the data's 1-based pixel centres")

@@ -146,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write RUN_DIR's model as the course's submission (exercise_code/, models/*.p, "
                                    "a zip), then load it the way the course does in a fresh interpreter and check "
                                    "it: same predictions, course score or accuracy, parameters, size.")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a finished run")
+    p.add_argument("run_dir", type=Path, nargs="+", metavar="RUN_DIR",
+                   help="a finished run; several runs of one config, or a --seeds dir: one model averaging them")
     p.add_argument("--out", type=Path, default=None, help="the submission folder (default: RUN_DIR/submission)")
     p.add_argument("--data-dir", default=None, help="data for the check (default: the run's)")
 

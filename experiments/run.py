@@ -170,14 +170,37 @@ def report(args) -> int:
 
 
 def export(args) -> int:
+    """One run's model as the course's submission; several runs (or a --seeds dir) as one averaging model."""
+    from common.errors import ConfigError
+    from common.files.json_files import read_json
+    from common.run.run_files import is_seeds_dir
     from exercises import load_run
 
-    exp, cfg = load_run(args.run_dir)
+    runs = []
+    for path in args.run_dir:  # a --seeds dir stands for its seed runs
+        seeds = (read_json(path / "seeds.json") or {}).get("seeds", []) if is_seeds_dir(path) else None
+        runs += [path / f"seed-{s}" for s in seeds] if seeds is not None else [path]
+    loaded = [load_run(run) for run in runs]
+    exp, cfg = loaded[0]
     if args.data_dir:
         cfg.data.data_dir = args.data_dir
-    out = args.out or args.run_dir / "submission"
-    code, result = exp.export(cfg, args.run_dir, out)
+    if len(runs) > 1:
+        if any(e.name != exp.name for e, _ in loaded):
+            raise ConfigError("export: the runs are of different exercises; an ensemble is of one exercise's runs")
+        if exp.ensemble is None:
+            raise ConfigError(f"export: {exp.name} exports one run at a time; give one run dir")
+        if args.out is None and len(args.run_dir) > 1:
+            raise ConfigError("export of several run dirs: give --out DIR for the ensemble's submission")
+        out = args.out or args.run_dir[0] / "submission"
+        code, result = exp.ensemble(cfg, runs, out)
+    else:
+        out = args.out or runs[0] / "submission"
+        code, result = exp.export(cfg, runs[0], out)
     print(f"submission: {out}  (zip: {result['zip']})")
+    if "members_mean_val_score" in result and "score" in result:
+        print(f"  ensemble of {len(runs)} runs: score {result['score']:.4g}; the runs alone: "
+              + ", ".join(f"{v:.4g}" for v in result["members_val_score"])
+              + f" (mean {result['members_mean_val_score']:.4g})")
     if "error" in result:
         print(f"  the course's way of loading it fails: {result['error']}")
     else:

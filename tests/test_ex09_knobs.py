@@ -82,3 +82,31 @@ def test_photometric_knobs_change_pixels_only_within_range_and_leave_points():
     ratio = torch.log(out.clamp_min(1e-3)) / torch.log(plain.clamp(1e-3, 0.999))  # = the gamma of each image
     g = ratio[(plain > 0.05) & (plain < 0.95)]
     assert 1 / 2 - 1e-3 <= g.min() and g.max() <= 2 + 1e-3 and not math.isclose(g.min(), g.max())
+
+
+@pytest.mark.slow  # two seeds, a fresh interpreter checks the export (~20 s)
+def test_a_seeds_dir_exports_as_one_averaging_model_within_the_limits(synthetic_data_dir, tmp_path, capsys):
+    import shutil
+
+    seeds = tmp_path / "seeds"
+    small = ["--preset", "quick", "--data-dir", synthetic_data_dir, "--no-progress", "--set", "model.widths=[8,16]",
+             "model.head_hidden=16", "train.epochs=2", "train.batch_size=16", "run.threads=1", "track.mode=disabled"]
+    code, _, err = run_main(["ex09", "--out", seeds, "--seeds", "0,1", *small], capsys)
+    assert code == 0, err
+    code, result, err = export(seeds, capsys)
+    assert result["max_abs_diff"] <= 1e-5 and "error" not in result, err
+    assert result["members"] == [str(seeds / "seed-0"), str(seeds / "seed-1")]
+    assert len(result["members_val_score"]) == 2 and result["members_mean_val_score"] > 0
+    import pickle
+    with open(seeds / "submission" / "models" / "facial_keypoints.p", "rb") as f:
+        assert pickle.load(f)["hparams"]["members"] == 2
+    code, _, err = run_main(["export", seeds / "seed-0", seeds / "seed-1"], capsys)
+    assert code == 2 and "give --out DIR" in err
+    # an ensemble past the course's limits: refused with the numbers, nothing written
+    big = tmp_path / "big"
+    code, _, err = run_main(["ex09", "--out", big, *small, "model.head_hidden=4096", "train.epochs=1"], capsys)
+    assert code == 0, err
+    copies = [shutil.copytree(big, tmp_path / f"big-{i}") for i in range(3)]
+    code, _, err = run_main(["export", *copies, "--out", tmp_path / "too-big"], capsys)
+    assert code == 2 and "parameters" in err and "the course takes fewer than 5,000,000" in err, err
+    assert not (tmp_path / "too-big").exists()
