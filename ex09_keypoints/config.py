@@ -20,6 +20,9 @@ class DataConfig:
     """Data root holding ``facial_keypoints/``; None = $I2DL_DATA_DIR, else the default cache dir."""
     drop_bad_rows: bool = False
     """Drop (and count) invalid CSV rows instead of stopping with an error."""
+    exclude: str | None = None
+    """A file of training-face digests to train without (one per line, or the audit's ``audit.csv``:
+    ``python -m experiments.run ex09 audit``); None = every face."""
 
 
 @dataclass

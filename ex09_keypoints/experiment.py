@@ -38,6 +38,11 @@ def continue_flags(cfg, out_dir: Path) -> list[str] | None:
 
 
 def add_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("action", nargs="?", choices=["audit"], default=None,
+                   help="audit: out-of-fold errors of every training face, the worst drawn (--folds, --worst); "
+                        "train with data.exclude=<the audit's CSV> to leave faces out")
+    p.add_argument("--folds", type=int, default=5, help="audit: blocks of the training CSV, one short run each")
+    p.add_argument("--worst", type=int, default=24, help="audit: how many of the worst faces to draw")
     p.add_argument("--drop-bad-rows", action="store_true",
                    help="skip invalid CSV rows and report how many (= --set data.drop_bad_rows=true)")
     p.add_argument("--evaluate", type=Path, default=None, metavar="CHECKPOINT",
@@ -50,7 +55,9 @@ def flag_overrides(args) -> dict:
 
 
 def command(args, cfg) -> int | None:
-    """``--evaluate CHECKPOINT --csv FILE`` instead of training."""
+    """``--evaluate CHECKPOINT --csv FILE`` or ``audit`` instead of training."""
+    if args.action == "audit":
+        return run_audit(args, cfg)
     if args.evaluate is None:
         if args.csv is not None:
             raise ConfigError("--csv goes with --evaluate CHECKPOINT; add --evaluate or drop --csv")
@@ -65,7 +72,28 @@ def command(args, cfg) -> int | None:
     return evaluate_csv(args, cfg)
 
 
+def run_audit(args, cfg) -> int:
+    import json
+    import time
+
+    from ex09_keypoints.audit import audit
+
+    given = [flag for flag, value in (("--evaluate", args.evaluate), ("--seeds", args.seeds),
+                                      ("--resume", args.resume), ("--overwrite", args.overwrite)) if value]
+    if given:
+        raise ConfigError(f"{given[0]} does not apply to audit; drop it")
+    out = args.out or Path("runs") / f"ex09-audit-{time.strftime('%Y%m%d-%H%M%S')}"
+    summary = audit(cfg, out, args.folds, args.worst, progress=not args.no_progress)
+    print(f"audit: {summary['csv']}; {summary['figure']}")
+    print(f"out-of-fold error: mean {summary['mean_error_px']:.2f} px, median {summary['median_error_px']:.2f} px; "
+          "worst: " + ", ".join(f"row {w['row']} {w['error_px']:.1f} px" for w in summary["worst"][:5]))
+    print(json.dumps({k: summary[k] for k in ("folds", "faces", "mean_error_px", "median_error_px")}))
+    return 0
+
+
 def check_flags(args, cfg, study: bool) -> None:
+    if study and args.action == "audit":
+        raise ConfigError("audit does not apply to --study")
     if study and args.evaluate is not None:
         raise ConfigError("--evaluate does not apply to --study: score a trial's best.pt on its own")
 

@@ -33,6 +33,7 @@ from common.training.loop import Candidate, fit
 from common.training.optim import optimizer_step, param_groups
 from common.training.schedules import cosine_scheduler
 from common.training.training_state import TrainingState
+from ex09_keypoints.audit import read_excluded, without
 from ex09_keypoints.config import KeypointsConfig, TrainConfig, is_eval_epoch, make_config
 from ex09_keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, KEYPOINT_GRID_OFFSET, load_keypoints, report_dropped
 from ex09_keypoints.evaluate import evaluate_course_exact, evaluate_split
@@ -145,11 +146,14 @@ def train(cfg: KeypointsConfig, out_dir: str | Path, *, resume: str | Path | Non
     # The data is read (found, headers and rows checked) before the run dir is touched: a mistyped --data-dir
     # must not cost the run that --overwrite would replace.
     data = load_keypoints(cfg.data.data_dir, cfg.data.drop_bad_rows)
+    if cfg.data.exclude:  # faces an audit flagged (ex09_keypoints.audit)
+        data["train"] = without(data["train"], read_excluded(cfg.data.exclude), f"data.exclude={cfg.data.exclude}")
     with RunDir(out_dir, cfg, reuse=resume is not None, replace=overwrite) as run, \
             open_tracker(cfg.track, to_dict(cfg), run.path, tracker, name=cfg.track.name or run.path.name,
                          job_type="ex09-train", run_id=run.previous.get("wandb", {}).get("id")) as tracker:
         run.record(**start_record(cfg, make_config, threads, device, run / "code.patch"), wandb=tracker.info())
-        run.record(data=data_record(resolve_data_dir(cfg.data.data_dir), [s.source for s in data.values()]))
+        run.record(data=data_record(resolve_data_dir(cfg.data.data_dir), [s.source for s in data.values()]
+                                    + ([Path(cfg.data.exclude)] if cfg.data.exclude else [])))
         report_dropped(data, run.path)
         train_images, train_points = data["train"].images.to(device), data["train"].keypoints.to(device)
         val, n_train = data["val"], train_images.shape[0]

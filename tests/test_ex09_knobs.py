@@ -110,3 +110,42 @@ def test_a_seeds_dir_exports_as_one_averaging_model_within_the_limits(synthetic_
     code, _, err = run_main(["export", *copies, "--out", tmp_path / "too-big"], capsys)
     assert code == 2 and "parameters" in err and "the course takes fewer than 5,000,000" in err, err
     assert not (tmp_path / "too-big").exists()
+
+
+@pytest.mark.slow  # four short runs on 160 synthetic faces (~30 s)
+def test_the_audit_finds_planted_wrong_labels_and_exclude_trains_without_them(tmp_path, capsys):
+    import csv
+
+    import numpy as np
+
+    from helpers import write_course_csv
+
+    images, points = synthetic_faces(160, seed=5)
+    planted = [17, 66, 121]  # 0-based rows whose labels are wrong: the points of another face, shifted
+    wrong = points.copy()
+    for i in planted:
+        wrong[i] = np.clip(points[(i + 80) % 160] + [14.0, -12.0], 1, 95)
+    data = tmp_path / "data"
+    write_course_csv(data / "facial_keypoints" / "training.csv", images, wrong)
+    write_course_csv(data / "facial_keypoints" / "val.csv", *synthetic_faces(4, seed=6))
+    (data / "facial_keypoints" / "val.csv").write_text("this is not read by the audit\n")
+    out = tmp_path / "audit"
+    code, stdout, err = run_main(["ex09", "audit", "--folds", "4", "--worst", "6", "--preset", "quick",
+                                  "--data-dir", data, "--out", out, "--no-progress", "--set", "model.widths=[16,32]",
+                                  "model.head_hidden=64", "train.epochs=40", "train.batch_size=16",
+                                  "train.ema_decay=0.9", "run.threads=2", "track.mode=disabled"], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader((out / "audit.csv").open()))
+    assert len(rows) == 160 and {int(r["row"]) - 1 for r in rows[:3]} == set(planted), rows[:5]
+    assert (out / "audit_worst.png").stat().st_size > 10_000
+    # training with data.exclude=<the audit's CSV, cut to its 3 worst rows> leaves exactly those faces out
+    flagged = tmp_path / "flagged.csv"
+    flagged.write_text("".join((out / "audit.csv").read_text().splitlines(keepends=True)[:4]))
+    (data / "facial_keypoints" / "val.csv").unlink()
+    write_course_csv(data / "facial_keypoints" / "val.csv", *synthetic_faces(8, seed=6))
+    code, _, err = run_main(["ex09", "--preset", "quick", "--data-dir", data, "--out", tmp_path / "run",
+                             "--no-progress", "--set", "model.widths=[8,16]", "model.head_hidden=16", "train.epochs=1",
+                             "run.threads=1", "track.mode=disabled", f"data.exclude={flagged}"], capsys)
+    assert code == 0, err
+    assert "training.csv: left out 3 face(s) listed in data.exclude" in err
+    assert str(flagged) in __import__("json").loads((tmp_path / "run" / "run.json").read_text())["data"]["sha256"]
