@@ -64,6 +64,7 @@ def create_or_load_study(sweep: Sweep, storage, seed_offset: int = 0, baseline_c
         study.set_user_attr("experiment", sweep.experiment)
         study.set_user_attr("metric", sweep.metric)
         study.set_user_attr("sweep_yaml", sweep.text)
+        study.set_metric_names([sweep.metric])  # the dashboard's axes say val/score, not "Objective 0"
         if sweep.baseline and baseline_cfg is not None:
             study.enqueue_trial(baseline_params(sweep.space, baseline_cfg), user_attrs={"baseline": True})
     elif attrs["experiment"] != sweep.experiment or attrs.get("metric") != sweep.metric:
