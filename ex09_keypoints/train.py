@@ -33,10 +33,10 @@ from common.training.loop import Candidate, fit
 from common.training.optim import optimizer_step, param_groups
 from common.training.schedules import cosine_scheduler
 from common.training.training_state import TrainingState
-from ex09_keypoints.audit import read_excluded, without
 from ex09_keypoints.config import KeypointsConfig, TrainConfig, is_eval_epoch, make_config
 from ex09_keypoints.data import FLIP_PERMUTATION, IMAGE_SIZE, KEYPOINT_GRID_OFFSET, load_keypoints, report_dropped
 from ex09_keypoints.evaluate import evaluate_course_exact, evaluate_split
+from ex09_keypoints.exclude import read_excluded, without
 from ex09_keypoints.models import build_model
 from ex09_keypoints.saved import STATE_KIND, load_model, load_training_state, save_best
 
