@@ -135,9 +135,9 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
                       f"{sweep.path}: the baseline trial (preset {sweep.preset!r} + fixed; or set baseline: false)")
     check_grid_cells(sweep, exp)
     queued = [params_of_config(sweep, exp, path) for path in enqueue]  # all checked before the study is touched
-    claim_study_dir(study_dir, sweep.study)
     store = open_storage(url, sweep.storage)
     optuna_study = create_or_load_study(sweep, store, baseline_cfg=baseline)
+    claim_study_dir(study_dir, sweep.study)  # once the storage holds the study: a failed start marks nothing
     for path, params in zip(enqueue, queued):
         optuna_study.enqueue_trial(params, user_attrs={"enqueued": str(path)}, skip_if_exists=True)
     recovered = fail_dead_local_trials(optuna_study, store, sweep.storage.get("max_retry", DEFAULT_MAX_RETRY))

@@ -25,8 +25,12 @@ def _clean_env(**extra) -> dict:
 
 @pytest.mark.slow  # builds the wheel, a fresh venv, a 1-epoch run and a 2-trial study from it (~1 min)
 def test_the_wheel_runs_from_an_empty_dir_without_the_checkout(synthetic_data_dir, tmp_path):
-    dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(REPO)],
+    import shutil
+
+    source, dist = tmp_path / "source", tmp_path / "dist"  # built from a copy: setuptools writes build/ in-tree
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", ".cache", "runs", "build", "dist",
+                                                                "*.egg-info", "__pycache__", ".pytest_cache"))
+    subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(dist), str(source)],
                    check=True, capture_output=True, timeout=300)
     wheel = next(dist.glob("i2dl_lab-*.whl"))
     venv = tmp_path / "venv"

@@ -82,23 +82,11 @@ empty, or one it wrote (this marker; or, made before it, its grid studies' ``stu
 
 def claim_out_dir(out: Path) -> None:
     """Refuse, naming it, an ``--out`` that is a file or a folder the tutorial did not write; then mark it."""
-    from common.errors import ConfigError
-    from common.files.atomic import atomic_write_text
-    from common.files.json_files import read_json
-    from studies.study_dir import SQLITE_MAGIC
+    from common.files.marked_dir import check_marked_dir, is_sqlite, mark_dir
 
-    if out.is_symlink() or (out.exists() and not out.is_dir()):
-        raise ConfigError(f"--out {out} is a file or a symbolic link; give a new folder for the tutorial")
-    ours = isinstance(read_json(out / MARKER), dict) or any(
-        db.is_file() and db.read_bytes()[:len(SQLITE_MAGIC)] == SQLITE_MAGIC
-        for db in out.glob("studies/tutorial-*/study.db"))
-    if out.is_dir() and any(out.iterdir()) and not ours:
-        entries = sorted(p.name for p in out.iterdir())
-        raise ConfigError(f"--out {out} is not a tutorial dir (no {MARKER}; it holds {', '.join(entries[:5])}"
-                          f"{' ...' if len(entries) > 5 else ''}); give a new or empty folder, or the --out of an "
-                          "earlier tutorial (nothing was touched)")
-    if not isinstance(read_json(out / MARKER), dict):
-        atomic_write_text(out / MARKER, json.dumps({"written_by": "i2dl-lab tutorial"}) + "\n")
+    check_marked_dir(out, MARKER, "tutorial dir",
+                     legacy=lambda p: any(is_sqlite(db) for db in p.glob("studies/tutorial-*/study.db")))
+    mark_dir(out, MARKER, {"written_by": "i2dl-lab tutorial"})
 
 
 def run_tutorial(seeds: list[int], out: Path | None = None, workers: int = 1, budget: str = "quick",
