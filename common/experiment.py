@@ -30,6 +30,9 @@ class Experiment:
     one course model averaging their predictions, checked as ``export`` is; None: the exercise offers none."""
     planned_evals: Callable[[Any], int]
     """How many evaluations (pruner steps) a full run of ``cfg`` reports: the denominator of "saved"."""
+    planned_epochs: Callable[[Any], int]
+    """How many epochs a full run of ``cfg`` trains in the steps that report the metric (the pruner's last step
+    + 1): what a trial's projected wall time (:mod:`studies.constraints`) extrapolates to."""
     continue_flags: Callable[[Any, Any], list[str] | None]
     """``(cfg, out_dir)`` -> the flags that continue an interrupted run there (None: nothing to continue)."""
     headline: tuple[str, ...]
@@ -52,3 +55,6 @@ class Experiment:
     (``cfg`` is None then), before anything is touched."""
     partial: Callable[[Any], str | None] = lambda cfg: None
     """Why a run of ``cfg`` is only part of a preset (ex08's one step), else None: ``rerun`` refuses those."""
+    model_tensors: Callable[[Any], tuple[int, int]] | None = None
+    """``cfg`` -> (parameters, bytes of its weights) of the model it builds, without allocating it; None: the
+    exercise cannot say (a sweep's params/size_mb constraints are then refused)."""

@@ -69,7 +69,7 @@ EXPERIMENT = Experiment(
     summary="few-label MNIST: autoencoder pretraining -> transfer -> mean teacher",
     description="Train an ex08 preset (all its steps, or one with --step) into one run dir.",
     presets=tuple(PRESETS), make_config=make_config, train=train, export=export, ensemble=None,
-    planned_evals=planned_evals,
+    planned_evals=planned_evals, planned_epochs=planned_evals,  # every classifier epoch is evaluated
     continue_flags=continue_flags, headline=("preset", "val/acc", "test100/acc", "test10k/acc", "params", "wall_s"),
     metrics=("val/acc", "val/loss"),
     seed_keys=("run.seed", "data.split_seed"), example_overrides="teacher.epochs=10 model.hidden=[1024,512]",

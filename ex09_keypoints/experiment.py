@@ -32,6 +32,22 @@ def planned_evals(cfg) -> int:
     return sum(is_eval_epoch(e, cfg.train) for e in range(cfg.train.epochs))
 
 
+def planned_epochs(cfg) -> int:
+    return cfg.train.epochs
+
+
+def model_tensors(cfg) -> tuple[int, int]:
+    """The parameters and weight bytes (the state dict's tensors: what the saved model holds) of ``cfg``'s model,
+    built on the meta device."""
+    from common.files.checkpoint import on_meta
+    from ex09_keypoints.models import build_model
+
+    with on_meta():
+        model = build_model(cfg.model)
+    tensors = model.state_dict().values()
+    return sum(p.numel() for p in model.parameters()), sum(t.numel() * t.element_size() for t in tensors)
+
+
 def continue_flags(cfg, out_dir: Path) -> list[str] | None:
     """The flags that continue an interrupted run in ``out_dir``, or None when no epoch finished."""
     return ["--resume", str(out_dir)] if (Path(out_dir) / "last.pt").is_file() else None
@@ -102,7 +118,7 @@ EXPERIMENT = Experiment(
     name=KeypointsConfig.experiment, summary="facial keypoints: train (default) or --evaluate a checkpoint",
     description="Train the ex09 keypoint regressor, or score a saved model on a CSV.",
     presets=tuple(PRESETS), make_config=make_config, train=train, export=export, ensemble=ensemble,
-    planned_evals=planned_evals,
+    planned_evals=planned_evals, planned_epochs=planned_epochs, model_tensors=model_tensors,
     continue_flags=continue_flags, headline=("val/score", "val/rmse_px", "params", "epochs", "wall_s"),
     metrics=("val/score", "val/rmse_px"),
     example_overrides="train.epochs=30 model.widths=[32,64,128]", add_flags=add_flags,

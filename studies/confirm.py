@@ -21,19 +21,22 @@ from common.errors import ConfigError
 from common.files.atomic import atomic_write_text
 from common.files.json_files import read_json
 from common.run.seeds import run_seeds, spread
+from studies.constraints import is_feasible
 
 
 def candidates(study, sweep, experiment, k: int, overrides: list[str], threads: int = 0) -> dict:
     """``{name: (config, study value)}``: the preset (with the sweep's fixed values) and the top-``k`` complete
-    trials with distinct parameters (a trial answered from another is that one), each with ``overrides`` on top
-    and ``threads`` (0 = all cores: one run at a time) unless ``--set run.threads=N`` says otherwise."""
+    trials within the sweep's constraints, with distinct parameters (a trial answered from another is that one),
+    each with ``overrides`` on top and ``threads`` (0 = all cores: one run at a time) unless ``--set
+    run.threads=N`` says otherwise."""
     from optuna.trial import TrialState
 
     base = apply_overrides(experiment.make_config(sweep.preset), dict(sweep.fixed))
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE
-                and not t.user_attrs.get("baseline") and "duplicate_of" not in t.user_attrs]
+                and not t.user_attrs.get("baseline") and "duplicate_of" not in t.user_attrs and is_feasible(t)]
     if not complete:
-        raise ConfigError(f"study {study.study_name} has no complete trial besides the preset to confirm")
+        raise ConfigError(f"study {study.study_name} has no complete trial besides the preset to confirm"
+                          + (" within its constraints" if sweep.constraints else ""))
     top = sorted(complete, key=lambda t: t.value, reverse=sweep.direction == "maximize")[:k]
     configs = {"preset": (base, None)}
     for t in top:

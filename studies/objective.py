@@ -18,6 +18,7 @@ from common.config import apply_overrides, get_value, to_dict
 from common.errors import ConfigError
 from common.experiment import Experiment
 from common.run.signals import signal_name
+from studies.constraints import WallProjection, baseline_wall, model_costs, violations
 from studies.space import suggest
 from studies.storage import DEFAULT_GRACE_S, lazy_optuna
 from studies.sweep import Sweep
@@ -114,9 +115,21 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
                 raise optuna.TrialPruned(reason)
             for step, value in sorted(twin.intermediate_values.items()):  # what the pruner would have seen
                 trial.report(value, step)
+            for key, value in twin.constraints.items():  # the same config costs the same
+                trial.set_constraint(key, value)
             print(f"[study] trial {trial.number} (worker {worker}): {sweep.metric} {twin.value:.4g}, answered from "
                   f"trial {twin.number} (the same parameters)", file=sys.stderr, flush=True)
             return twin.value
+        costs = model_costs(experiment, cfg) if {"params", "size_mb"} & set(sweep.constraints) else {}
+        trial.set_user_attr("costs", costs)
+        over = {k: v for k, v in violations(sweep.constraints, costs, None).items() if v > 0}
+        if over:  # known before training: not worth an epoch
+            for key, value in over.items():
+                trial.set_constraint(key, value)
+            reason = "over the sweep's constraints: " + ", ".join(f"{k} {costs[k]:.4g}" for k in over)
+            trial.set_user_attr("reason", reason)
+            print(f"[study] trial {trial.number} (worker {worker}): pruned untrained ({reason})", file=sys.stderr)
+            raise optuna.TrialPruned(reason)
         if not int(sweep.fixed.get("run.threads") or 0):  # a thread count the user fixed wins
             cfg.run.threads = threads
         name = f"{sweep.study}-{trial.number}"
@@ -128,7 +141,8 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
                                                         "study": sweep.study}, **to_dict(cfg)},
                           run_dir, cfg.track.mode, name=name, group=sweep.study,
                           job_type=f"{experiment.name}-trial", tags=[sweep.study])
-        evals, epochs_trained = 0, EpochsTrained()
+        evals, epochs_trained, wall = 0, EpochsTrained(), WallProjection()
+        last_step = experiment.planned_epochs(cfg) - 1
 
         def on_epoch(epoch: int, row: dict) -> None:
             nonlocal evals
@@ -137,9 +151,13 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
                 return  # e.g. a pretraining step reports a reconstruction loss, not the metric
             if not math.isfinite(value):
                 raise optuna.TrialPruned(f"{sweep.metric} is {value} at epoch {epoch}")
-            trial.report(value, epochs_trained(epoch, row))
+            step = epochs_trained(epoch, row)
+            trial.report(value, step)
             evals += 1
+            wall.tick(step)
             trial.set_user_attr("evals_run", evals)
+            if sweep.constraints:  # the baseline's is every other trial's bar while it runs
+                trial.set_user_attr("projected_wall_s", wall.projected(last_step))
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruner stopped it after {evals} of {planned} evaluations "
                                          f"({sweep.metric} {value:.4g} at epoch {epoch})")
@@ -182,8 +200,8 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
             # The worker loop asks: did this trial end without an error of its own? (If the storage then says
             # FAIL, another worker took it over.)
             objective.last = (trial.number, state != "failed")
-            wall = time.perf_counter() - t0
-            attrs = {"wall_s": wall, "evals_run": evals, **({"reason": reason} if reason else {})}
+            elapsed = time.perf_counter() - t0
+            attrs = {"wall_s": elapsed, "evals_run": evals, **({"reason": reason} if reason else {})}
             if artifacts is not None and state in ("complete", "pruned"):
                 try:
                     attrs["artifacts"] = upload_trial_artifacts(trial, run_dir, artifacts)
@@ -193,17 +211,36 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
             try:
                 for key, val in attrs.items():
                     trial.set_user_attr(key, val)
+                if sweep.constraints and state in ("complete", "pruned"):
+                    set_constraints(trial, sweep.constraints, {**costs, "wall_s": wall.projected(last_step)})
             except UpdateFinishedTrialError:
                 pass  # taken over (above): the trial is no longer this worker's to write
             shown = f" {sweep.metric} {value:.4g}" if value is not None else f" ({reason})" if reason else ""
-            print(f"[study] trial {trial.number} (worker {worker}): {state}{shown}, {evals} evaluations, {wall:.0f} s",
-                  file=sys.stderr, flush=True)
+            print(f"[study] trial {trial.number} (worker {worker}): {state}{shown}, {evals} evaluations, "
+                  f"{elapsed:.0f} s", file=sys.stderr, flush=True)
             tracker.summary({"trial/state": state, "trial/value": value, "trial/reason": reason or "",
-                             "trial/wall_s": wall, "trial/evals_run": evals})
+                             "trial/wall_s": elapsed, "trial/evals_run": evals})
             tracker.finish(exit_code=0 if state != "failed" else 1)
 
     objective.last = None  # (number, ended without an error of its own) of the latest trial
     return objective
+
+
+BASELINE_WAIT_S = 60
+
+
+def set_constraints(trial, constraints: dict, measured: dict) -> None:
+    """The trial's constraint values (once, as it ends: Optuna keeps the first value set), against the baseline
+    trial's projected wall for a ratio limit (this trial's own, if it is the baseline)."""
+    own = measured.get("wall_s")
+    if trial.user_attrs.get("baseline"):
+        reference = own
+    else:  # a trial that ends before the baseline's first evaluation (pruned early) waits for it, a little
+        deadline = time.monotonic() + (BASELINE_WAIT_S if "max_ratio" in constraints.get("wall_s", {}) else 0)
+        while (reference := baseline_wall(trial.study)) is None and time.monotonic() < deadline:
+            time.sleep(1)
+    for key, value in violations(constraints, measured, reference).items():
+        trial.set_constraint(key, value)
 
 
 def taken_over(study, objective) -> int | None:

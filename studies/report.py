@@ -14,6 +14,7 @@ from common.config import apply_overrides, format_override
 from common.errors import ConfigError
 from common.files.atomic import atomic_write_text
 from studies.confirm import confirm_lines
+from studies.constraints import baseline_wall, best_trial, cost_figure, describe, is_feasible
 from studies.search import state_counts
 
 
@@ -90,6 +91,26 @@ def _rung_lines(study, pruner: dict) -> list[str]:
     return lines + [""]
 
 
+def _constraint_lines(study, constraints: dict) -> list[str]:
+    """How the trials stand against the sweep's cost limits (nothing without any)."""
+    from optuna.trial import TrialState
+
+    if not constraints:
+        return []
+    ended = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    judged = [t for t in ended if t.constraints]
+    bad = [t for t in judged if not is_feasible(t)]
+    reference = baseline_wall(study)
+    return ["## Cost constraints", "",
+            f"Limits: {describe(constraints)}"
+            + (f" (the baseline's projected wall: {reference:.0f} s)" if reference else "") + ". "
+            f"Of {len(ended)} ended trials, {len(judged)} carry constraint values (pruned ones too: a pruned "
+            f"trial's wall is projected to the full run); {len(bad)} are infeasible"
+            + (f" (trials {', '.join(str(t.number) for t in bad[:20])})" if bad else "") + ". "
+            "The sampler learns from them; the best trial and `--confirm` take feasible trials only. "
+            "Value against cost: `study_cost.png`.", ""]
+
+
 def _figures(study, study_dir: Path) -> dict[str, str]:
     """Optuna's matplotlib plots; a plot that cannot be drawn yet (too few trials) is reported, not raised."""
     import matplotlib
@@ -125,7 +146,8 @@ def fetch_best_artifacts(study, store, dest: Path) -> dict[str, Path]:
 
     from common.files.owned_files import OwnedFolder
 
-    ids = study.best_trial.user_attrs.get("artifacts", {})
+    best = best_trial(study)
+    ids = best.user_attrs.get("artifacts", {}) if best is not None else {}
     if not ids:
         return {}
     folder = OwnedFolder(dest, "report")
@@ -144,9 +166,10 @@ def fetch_best_artifacts(study, store, dest: Path) -> dict[str, Path]:
 
 
 def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | None = None,
-                 pruner: dict | None = None) -> Path:
+                 pruner: dict | None = None, constraints: dict | None = None) -> Path:
     """Write ``report.md`` (+ PNGs) into ``study_dir``; returns its path. ``best_files``: the best trial's files
-    fetched from the artifact store; ``pruner``: the sweep's pruner (where its rungs are)."""
+    fetched from the artifact store; ``pruner``: the sweep's pruner (where its rungs are); ``constraints``: its
+    cost limits (the best trial is the best within them)."""
     from optuna.trial import TrialState
 
     study_dir = Path(study_dir)
@@ -158,9 +181,13 @@ def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | Non
              f"Experiment **{study.user_attrs.get('experiment', '?')}**, {direction} **{metric}**. "
              f"{stats['trials']} trials: " + ", ".join(f"{n} {k}" for k, n in stats["counts"].items() if n) + ".", ""]
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    if complete:
-        best = study.best_trial
-        lines += ["## Best trial", "",
+    constraints = constraints or {}
+    best = best_trial(study)
+    if complete and best is None:
+        lines += [f"No complete trial keeps the sweep's constraints ({describe(constraints)}).", ""]
+    if best is not None:
+        within = f" within the constraints ({describe(constraints)})" if constraints else ""
+        lines += ["## Best trial" + within, "",
                   f"Trial **{best.number}**: {metric} = **{best.value:.4g}** "
                   f"({best.user_attrs.get('evals_run', '?')} evaluations, {best.user_attrs.get('wall_s', 0):.0f} s), "
                   f"run dir `trial-{best.number:04d}/`.", "",
@@ -185,11 +212,14 @@ def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | Non
               f"- trial wall time: {stats['trial_wall_s'] / 3600:.2f} h in all", ""]
     ranked = sorted(complete, key=lambda t: t.value, reverse=direction == "maximize")[:10]
     if ranked:
-        lines += ["## Top trials", "", f"| trial | {metric} | evals | wall s | params |", "|---|---|---|---|---|"]
+        lines += ["## Top trials", "", f"| trial | {metric} | evals | wall s | projected wall s | feasible | params |",
+                  "|---|---|---|---|---|---|---|"]
         lines += [f"| {t.number} | {t.value:.4g} | {t.user_attrs.get('evals_run', '?')} | "
-                  f"{t.user_attrs.get('wall_s', 0):.0f} | "
+                  f"{t.user_attrs.get('wall_s', 0):.0f} | {_fmt(t.user_attrs.get('projected_wall_s', ''))} | "
+                  f"{'yes' if is_feasible(t) else 'no: ' + _fmt(max(t.constraints.values()))} | "
                   + ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()) + " |" for t in ranked]
         lines.append("")
+    lines += _constraint_lines(study, constraints)
     lines += _rung_lines(study, pruner or {})
     lines += confirm_lines(study_dir)
     stopped = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.PRUNED, TrialState.FAIL)]
@@ -199,6 +229,8 @@ def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | Non
                   for t in stopped]
         lines.append("")
     figures = _figures(study, study_dir)
+    if "wall_s" in constraints:
+        figures["study_cost.png"] = cost_figure(study, study_dir / "study_cost.png", constraints)
     if best_files:
         lines += ["## The best trial's files (from the artifact store)", ""]
         lines += [f"- [`{name}`]({path.relative_to(study_dir) if path.is_relative_to(study_dir) else path})"
@@ -214,10 +246,9 @@ def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | Non
 def retrain_best(study, sweep, experiment, out_dir: Path, overrides: list[str], progress: bool = True,
                  overwrite: bool = False) -> dict:
     """Train the best trial's config (its recorded overrides, then ``overrides``) as a normal run."""
-    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
-    if not complete:
-        raise ConfigError(f"study {study.study_name} has no complete trial to retrain")
-    best = study.best_trial
+    best = best_trial(study)
+    if best is None:
+        raise ConfigError(f"study {study.study_name} has no complete trial (within its constraints) to retrain")
     cfg = experiment.make_config(sweep.preset)
     apply_overrides(cfg, best.user_attrs.get("overrides", {}))
     cfg.run.threads = 0  # a normal run: all cores, unless --set run.threads=N says otherwise
@@ -303,7 +334,7 @@ def report_study(study_name_or_file: str, overrides: list[str], *, out: Path | N
                                     workers, url)
         print(f"confirm: {study_dir / 'confirm' / 'confirm.json'}; {study_dir / 'confirm' / 'best-config.json'}")
         print(result["verdict"])
-    print(f"report: {write_report(study, study_dir, best_files, sweep.pruner)}")
+    print(f"report: {write_report(study, study_dir, best_files, sweep.pruner, sweep.constraints)}")
     for png in sorted(study_dir.glob("study_*.png")):
         print(f"figure: {png}")
     if retrain:

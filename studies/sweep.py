@@ -18,6 +18,7 @@ A sweep file (see ``sweeps/kp.yaml``)::
       train.lr: {type: float, low: 3.0e-4, high: 5.0e-3, log: true}
       model.head_hidden: {type: int, low: 64, high: 512, log: true, when: {depth: [3, 4]}}
     tie_break: {metric: val/loss, weight: -0.001}   # optional: value = metric + weight * val/loss
+    constraints: {wall_s: {max_ratio: 1.1}}          # optional cost limits (studies.constraints)
 
 A dotted name must be a key of the experiment's config (checked on load); an undotted name is a helper
 parameter that another one uses (as a list ``length`` or in a ``when``): :mod:`studies.space`.
@@ -33,13 +34,14 @@ from typing import Any, Callable
 
 from common.config import apply_overrides, flat_keys
 from common.errors import ConfigError, short
+from studies.constraints import parse_constraints
 from studies.space import Param, _choice, _number, _parse_space, _typed_section, _unknown, grid_values
 
 SWEEPS_DIR = Path(str(importlib.resources.files("sweeps")))
 """The shipped sweeps, wherever the package is (a checkout or an installed wheel: package data)."""
 
 TOP_LEVEL = {"study", "experiment", "preset", "metric", "direction", "trials", "timeout_s", "sampler", "pruner",
-             "storage", "fixed", "space", "baseline", "tie_break"}
+             "storage", "fixed", "space", "baseline", "tie_break", "constraints"}
 SAMPLERS = {"tpe": {"seed": "int", "n_startup_trials": "int", "multivariate": "bool", "group": "bool",
                    "constant_liar": "bool"},
             "random": {"seed": "int"},
@@ -107,6 +109,9 @@ class Sweep:
     """Run the preset's own values (+ ``fixed``) as the study's first trial: the bar the search must beat."""
     tie_break: dict | None
     """``{metric, weight}``: the value is ``metric + weight * tie_break metric`` (a coarse metric's ties broken)."""
+    constraints: dict
+    """``{wall_s|params|size_mb: {max: x} | {max_ratio: r}}``: cost limits a trial must keep to be the best
+    (:mod:`studies.constraints`); {} = none."""
     text: str
     """The file as written (kept in the study so a report can show what was searched)."""
     sections: dict[str, str]
@@ -174,6 +179,8 @@ def load_sweep(path: str | Path, make_config: Callable[[str], Any] | None = None
         raise ConfigError(f"{where}: tie_break must be a mapping {{metric: NAME, weight: NUMBER}}")
     if tie_break is not None:
         _number(tie_break, "weight", f"{where}: tie_break", integer=False)
+    baseline = bool(raw.get("baseline", not grid))
+    constraints = parse_constraints(raw.get("constraints"), where, baseline)
     study = str(raw.get("study", path.stem))
     if not STUDY_NAME.fullmatch(study):
         raise ConfigError(f"{where}: study: {short(study)} is not a plain name (letters, digits, . _ -; it names the "
@@ -181,8 +188,8 @@ def load_sweep(path: str | Path, make_config: Callable[[str], Any] | None = None
     sweep = Sweep(path=path, study=study, experiment=str(raw["experiment"]),
                   preset=str(raw.get("preset", "default")), metric=str(raw["metric"]), direction=direction,
                   trials=trials, timeout_s=float(timeout) if timeout else None, sampler=sampler, pruner=pruner,
-                  storage=storage, fixed=fixed, space=space, baseline=bool(raw.get("baseline", not grid)),
-                  tie_break=tie_break, text=text, sections=section_digests(raw))
+                  storage=storage, fixed=fixed, space=space, baseline=baseline,
+                  tie_break=tie_break, constraints=constraints, text=text, sections=section_digests(raw))
     if make_config is not None:
         check_against_config(sweep, make_config)
     return sweep

@@ -25,6 +25,7 @@ from common.experiment import Experiment
 from common.run import record
 from common.run.signals import Terminated, check_interrupted, die_with_parent, exit_code, signal_name
 from exercises import get_experiment
+from studies.constraints import best_trial, check_supported
 from studies.objective import grace_s, make_objective, taken_over, trial_dir
 from studies.search import (
     check_grid_cells,
@@ -68,6 +69,7 @@ def open_sweep(name_or_file: str, experiment: str | None = None,
                           + shlex.join(["python", "-m", "experiments.run", sweep.experiment, "--study", name_or_file]))
     exp = get_experiment(sweep.experiment)
     check_against_config(sweep, exp.make_config)
+    check_supported(sweep.constraints, exp, str(sweep.path))
     if sweep.metric not in exp.metrics or (sweep.tie_break and sweep.tie_break["metric"] not in exp.metrics):
         bad = sweep.metric if sweep.metric not in exp.metrics else sweep.tie_break["metric"]
         raise ConfigError(f"{sweep.path}: metric {short(bad)} is not a figure a {exp.name} run reports to a study; "
@@ -117,6 +119,7 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
                               "it from --set, or fix it in a copy of the sweep (its 'fixed' section, not 'space')")
         sweep.fixed = {**sweep.fixed, **given}
         check_against_config(sweep, exp.make_config)
+    check_supported(sweep.constraints, exp, str(sweep.path))
     study_dir = study_dir_of(sweep, out)
     url = storage_url(storage, study_dir)
     check_shared_storage(url)
@@ -300,8 +303,8 @@ def study_summary(study) -> dict:
     counts = state_counts(study)
     out: dict[str, Any] = {"study": study.study_name, "trials": sum(counts.values()),
                            **{k: v for k, v in counts.items() if v}}
-    if counts.get("complete"):
-        best = study.best_trial
+    best = best_trial(study)
+    if best is not None:
         out.update(best_trial=best.number, best_value=best.value, best_params=best.params)
     return out
 

@@ -72,7 +72,7 @@ def build_checked(build, state_dict: dict, path):
     from common.errors import ConfigError
 
     try:
-        with _on_meta():
+        with on_meta():
             expected = {k: tuple(v.shape) for k, v in build().state_dict().items()}
     except (ValueError, TypeError, RuntimeError, KeyError) as e:
         raise ConfigError(f"{path}: its model config cannot be built ({type(e).__name__}: {str(e)[:200]}); the file "
@@ -95,12 +95,12 @@ def count_params(model) -> int:
 def check_model_size(build) -> int:
     """The parameter count of ``build()``'s model, built on PyTorch's ``meta`` device (no memory, and the random
     streams are left as they were), refused when over the course's limit: before a huge config allocates it."""
-    with _on_meta():
+    with on_meta():
         return check_param_limit(build())
 
 
 @contextlib.contextmanager
-def _on_meta():
+def on_meta():
     """Modules built inside are on PyTorch's ``meta`` device (shapes only, no memory), and the random streams are
     as they were before (a real build then draws the same initial weights)."""
     import torch
