@@ -22,6 +22,7 @@ from common.files.atomic import atomic_write_text
 from common.files.json_files import read_json
 from common.run.seeds import run_seeds, spread
 from studies.constraints import is_feasible
+from studies.search import portable
 
 
 def candidates(study, sweep, experiment, k: int, overrides: list[str], threads: int = 0) -> dict:
@@ -40,8 +41,8 @@ def candidates(study, sweep, experiment, k: int, overrides: list[str], threads: 
     top = sorted(complete, key=lambda t: t.value, reverse=sweep.direction == "maximize")[:k]
     configs = {"preset": (base, None)}
     for t in top:
-        configs[f"trial-{t.number:04d}"] = (apply_overrides(copy.deepcopy(base), t.user_attrs.get("overrides", {})),
-                                            t.value)
+        configs[f"trial-{t.number:04d}"] = (apply_overrides(copy.deepcopy(base),
+                                                           portable(t.user_attrs.get("overrides", {}))), t.value)
     for name, (cfg, _) in configs.items():
         cfg.run.threads = threads
         apply_overrides(cfg, overrides)

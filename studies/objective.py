@@ -95,6 +95,7 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("worker", worker)
+        trial.set_user_attr("alive_at", time.time())  # a journal has no heartbeat: this and each evaluation's
         overrides = {**sweep.fixed, **suggest(trial, sweep.space)}
         cfg = experiment.make_config(sweep.preset)
         try:
@@ -156,6 +157,7 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
             evals += 1
             wall.tick(step)
             trial.set_user_attr("evals_run", evals)
+            trial.set_user_attr("alive_at", time.time())
             if sweep.constraints:  # the baseline's is every other trial's bar while it runs
                 trial.set_user_attr("projected_wall_s", wall.projected(last_step))
             if trial.should_prune():

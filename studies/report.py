@@ -15,7 +15,7 @@ from common.errors import ConfigError
 from common.files.atomic import atomic_write_text
 from studies.confirm import confirm_lines
 from studies.constraints import baseline_wall, best_trial, cost_figure, describe, is_feasible
-from studies.search import state_counts
+from studies.search import portable, state_counts
 
 
 def _fmt(v) -> str:
@@ -143,6 +143,7 @@ def fetch_best_artifacts(study, store, dest: Path) -> dict[str, Path]:
     machine that sees the store, whichever machine ran the trial. Only files an earlier fetch wrote are replaced
     (``dest``'s manifest, :mod:`common.files.owned_files`); a file of the user's with the same name is left as it is."""
     from optuna.artifacts import download_artifact
+    from optuna.artifacts.exceptions import ArtifactNotFound
 
     from common.files.owned_files import OwnedFolder
 
@@ -160,7 +161,13 @@ def fetch_best_artifacts(study, store, dest: Path) -> dict[str, Path]:
             print(f"[report] {e}".replace(" (nothing was written)", ""), file=sys.stderr)
             continue
         folder.forget(name)  # ours from an earlier fetch (download_artifact never overwrites)
-        download_artifact(artifact_store=store, file_path=str(dest / name), artifact_id=artifact_id)
+        try:
+            download_artifact(artifact_store=store, file_path=str(dest / name), artifact_id=artifact_id)
+        except ArtifactNotFound:  # a trial of another machine (a committed journal) whose store is not here
+            print(f"[report] the best trial's {name} is not in {getattr(store, '_base_path', 'the artifact store')}: "
+                  f"it ran on {best.user_attrs.get('host', 'another machine')} (give --artifacts where its store is "
+                  "mounted, or retrain it with --retrain-best)", file=sys.stderr)
+            continue
         fetched[name] = folder.record(name)
     return fetched
 
@@ -250,7 +257,7 @@ def retrain_best(study, sweep, experiment, out_dir: Path, overrides: list[str], 
     if best is None:
         raise ConfigError(f"study {study.study_name} has no complete trial (within its constraints) to retrain")
     cfg = experiment.make_config(sweep.preset)
-    apply_overrides(cfg, best.user_attrs.get("overrides", {}))
+    apply_overrides(cfg, {**dict(sweep.fixed), **portable(best.user_attrs.get("overrides", {}))})
     cfg.run.threads = 0  # a normal run: all cores, unless --set run.threads=N says otherwise
     apply_overrides(cfg, overrides)
     cfg.track.group, cfg.track.name = sweep.study, f"{sweep.study}-best-retrain"

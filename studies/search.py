@@ -14,6 +14,13 @@ ENQUEUE_MAY_DIFFER = (*RESUME_MAY_CHANGE, "run.threads", "run.device", "preset")
 """Keys in which an enqueued config may differ from the trial that runs it: where things are, not what is computed."""
 
 
+def portable(overrides: dict) -> dict:
+    """A trial's recorded overrides without where things were on the machine that ran it (its data dir, tracking,
+    threads): what it computed, to train again on this one (a study resumed from a committed journal, say)."""
+    return {k: v for k, v in overrides.items()
+            if not any(k == key or (key.endswith(".") and k.startswith(key)) for key in ENQUEUE_MAY_DIFFER)}
+
+
 def make_sampler(spec: dict, seed_offset: int = 0, space: list | None = None):
     """TPE (seeded by default), random, CMA-ES, a Gaussian process or a grid over ``space``. ``seed_offset`` keeps
     workers (and resumed runs) from proposing the same points: each gets ``seed + offset``."""

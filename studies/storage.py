@@ -1,5 +1,7 @@
 """Where a study lives: SQLite (the default, a file in the study dir), any SQLAlchemy URL (PostgreSQL when
-workers on many machines share one study) or ``journal:///path/file.log``; how a password in a URL is hidden;
+workers on many machines share one study) or a journal file, ``journal:///abs/path.log`` or
+``journal://results/studies/kp.log`` (relative to where the command runs: a study committed with the repo, that
+any checkout resumes); how a password in a URL is hidden;
 and how a dead worker's trial is failed and queued again.
 
 RDB storages run with heartbeats and :class:`optuna.storages.RetryHeartbeatStaleTrialCallback` (named
@@ -189,19 +191,28 @@ def _serialize_sqlite(engine) -> None:
     engine.dispose()  # connections opened while creating the tables predate the hooks
 
 
-def fail_dead_local_trials(study, storage, max_retry: int = DEFAULT_MAX_RETRY) -> list[int]:
-    """RUNNING trials whose worker ran on this host and is gone (SIGKILL, power loss): mark them FAIL now and
-    queue their parameters again, rather than waiting for the heartbeat's grace period (or forever, on a journal
-    file, which has no heartbeat). The re-queueing is the heartbeat's own callback, so retries look alike."""
+def fail_dead_trials(study, storage, max_retry: int = DEFAULT_MAX_RETRY, grace_s: float = DEFAULT_GRACE_S
+                     ) -> list[int]:
+    """RUNNING trials whose worker is gone: mark them FAIL now and queue their parameters again. On this host, a
+    worker whose process is gone (SIGKILL, power loss), at once rather than after the heartbeat's grace period.
+    On a journal file, which has no heartbeat, also a trial of another host that has given no sign of life
+    (``alive_at``: its start, then every evaluation) for ``grace_s``: a journal committed under
+    ``results/studies/`` by a machine that is gone would otherwise keep its trial RUNNING forever. The
+    re-queueing is the heartbeat's own callback, so retries look alike."""
     lazy_optuna()
+    from optuna.storages import JournalStorage
     from optuna.trial import TrialState
 
     retry = retry_callback(max_retry)
+    journal = isinstance(storage, JournalStorage)
 
     host, failed = socket.gethostname(), []
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         pid = t.user_attrs.get("pid")
-        if t.user_attrs.get("host") != host or not isinstance(pid, int) or _alive(pid):
+        if t.user_attrs.get("host") == host:
+            if not isinstance(pid, int) or _alive(pid):
+                continue
+        elif not (journal and _silent_for(t) > grace_s):
             continue
         # Study and Trial have no public way to end another process's trial; the storage API does (it is what
         # optuna.storages.fail_stale_trials uses for heartbeat storages), reached through its public methods.
@@ -211,6 +222,17 @@ def fail_dead_local_trials(study, storage, max_retry: int = DEFAULT_MAX_RETRY) -
             retry(study, storage.get_trial(trial_id))
             failed.append(t.number)
     return failed
+
+
+def _silent_for(trial) -> float:
+    """Seconds since a trial's last sign of life: its ``alive_at`` (set by the objective), else its start."""
+    import time
+
+    alive_at = trial.user_attrs.get("alive_at")
+    if not isinstance(alive_at, (int, float)):
+        start = trial.datetime_start
+        alive_at = start.timestamp() if start is not None else 0.0
+    return time.time() - float(alive_at)
 
 
 def _alive(pid: int) -> bool:

@@ -44,7 +44,7 @@ from studies.storage import (
     DEFAULT_MAX_RETRY,
     STORAGE_ENV,
     artifact_store,
-    fail_dead_local_trials,
+    fail_dead_trials,
     lazy_optuna,
     open_storage,
     redact,
@@ -143,7 +143,8 @@ def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | 
     claim_study_dir(study_dir, sweep.study)  # once the storage holds the study: a failed start marks nothing
     for path, params in zip(enqueue, queued):
         optuna_study.enqueue_trial(params, user_attrs={"enqueued": str(path)}, skip_if_exists=True)
-    recovered = fail_dead_local_trials(optuna_study, store, sweep.storage.get("max_retry", DEFAULT_MAX_RETRY))
+    recovered = fail_dead_trials(optuna_study, store, sweep.storage.get("max_retry", DEFAULT_MAX_RETRY),
+                                 grace_s(sweep))
     requeue_grid_cells(optuna_study, sweep)  # after the dead workers' trials are queued again
     threads = int(sweep.fixed.get("run.threads") or 0) or threads_per_worker(workers)  # the user's count wins
     print(f"[study] {sweep.study} ({sweep.experiment}, {sweep.direction} {sweep.metric}) in {redact(url)}; "
