@@ -192,3 +192,23 @@ def cost_figure(study, path, constraints: dict) -> str:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return "ok"
+
+
+def constraint_lines(study, constraints: dict) -> list[str]:
+    """How the trials stand against the sweep's cost limits (nothing without any)."""
+    from optuna.trial import TrialState
+
+    if not constraints:
+        return []
+    ended = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    judged = [t for t in ended if t.constraints]
+    bad = [t for t in judged if not is_feasible(t)]
+    reference = baseline_wall(study)
+    return ["## Cost constraints", "",
+            f"Limits: {describe(constraints)}"
+            + (f" (the baseline's projected wall: {reference:.0f} s)" if reference else "") + ". "
+            f"Of {len(ended)} ended trials, {len(judged)} carry constraint values (pruned ones too: a pruned "
+            f"trial's wall is projected to the full run); {len(bad)} are infeasible"
+            + (f" (trials {', '.join(str(t.number) for t in bad[:20])})" if bad else "") + ". "
+            "The sampler learns from them; the best trial and `--confirm` take feasible trials only. "
+            "Value against cost: `study_cost.png`.", ""]

@@ -18,30 +18,16 @@ from common.config import apply_overrides, get_value, to_dict
 from common.errors import ConfigError
 from common.experiment import Experiment
 from common.run.signals import signal_name
+from studies.artifacts import upload_trial_artifacts
 from studies.constraints import WallProjection, baseline_wall, model_costs, violations
 from studies.space import suggest
 from studies.storage import DEFAULT_GRACE_S, lazy_optuna
+from studies.study_dir import trial_dir
 from studies.sweep import Sweep
-
-
-def trial_dir(study_dir: Path, number: int) -> Path:
-    return Path(study_dir) / f"trial-{number:04d}"
 
 
 def _jsonable(value):
     return list(value) if isinstance(value, tuple) else value
-
-
-ARTIFACT_FILES = ("best.pt", "model.pt", "summary.json", "config.json", "run.json")
-
-
-def upload_trial_artifacts(trial, run_dir: Path, store) -> dict[str, str]:
-    """A trial's best checkpoint, record and figures into the artifact store; ``{file name: artifact id}``."""
-    from optuna.artifacts import upload_artifact
-
-    files = [run_dir / name for name in ARTIFACT_FILES if (run_dir / name).is_file()]
-    files += sorted(run_dir.glob("*.png"))
-    return {f.name: upload_artifact(artifact_store=store, file_path=str(f), study_or_trial=trial) for f in files}
 
 
 class EpochsTrained:

@@ -5,7 +5,6 @@ many a full run plans; what pruned trials did not run is the compute pruning sav
 """
 from __future__ import annotations
 
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -13,8 +12,9 @@ from typing import Any
 from common.config import apply_overrides, format_override
 from common.errors import ConfigError
 from common.files.atomic import atomic_write_text
+from studies.artifacts import fetch_best_artifacts
 from studies.confirm import confirm_lines
-from studies.constraints import baseline_wall, best_trial, cost_figure, describe, is_feasible
+from studies.constraints import best_trial, constraint_lines, cost_figure, describe, is_feasible
 from studies.search import portable, state_counts
 
 
@@ -91,26 +91,6 @@ def _rung_lines(study, pruner: dict) -> list[str]:
     return lines + [""]
 
 
-def _constraint_lines(study, constraints: dict) -> list[str]:
-    """How the trials stand against the sweep's cost limits (nothing without any)."""
-    from optuna.trial import TrialState
-
-    if not constraints:
-        return []
-    ended = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    judged = [t for t in ended if t.constraints]
-    bad = [t for t in judged if not is_feasible(t)]
-    reference = baseline_wall(study)
-    return ["## Cost constraints", "",
-            f"Limits: {describe(constraints)}"
-            + (f" (the baseline's projected wall: {reference:.0f} s)" if reference else "") + ". "
-            f"Of {len(ended)} ended trials, {len(judged)} carry constraint values (pruned ones too: a pruned "
-            f"trial's wall is projected to the full run); {len(bad)} are infeasible"
-            + (f" (trials {', '.join(str(t.number) for t in bad[:20])})" if bad else "") + ". "
-            "The sampler learns from them; the best trial and `--confirm` take feasible trials only. "
-            "Value against cost: `study_cost.png`.", ""]
-
-
 def _figures(study, study_dir: Path) -> dict[str, str]:
     """Optuna's matplotlib plots; a plot that cannot be drawn yet (too few trials) is reported, not raised."""
     import matplotlib
@@ -136,40 +116,6 @@ def _figures(study, study_dir: Path) -> dict[str, str]:
         except Exception as e:  # e.g. importances need 2+ complete trials with varying parameters
             out[name] = f"not drawn: {type(e).__name__}: {str(e)[:160]}"
     return out
-
-
-def fetch_best_artifacts(study, store, dest: Path) -> dict[str, Path]:
-    """The best trial's files (checkpoint, record, figures) from the artifact store into ``dest``: from any
-    machine that sees the store, whichever machine ran the trial. Only files an earlier fetch wrote are replaced
-    (``dest``'s manifest, :mod:`common.files.owned_files`); a file of the user's with the same name is left as it is."""
-    from optuna.artifacts import download_artifact
-    from optuna.artifacts.exceptions import ArtifactNotFound
-
-    from common.files.owned_files import OwnedFolder
-
-    best = best_trial(study)
-    ids = best.user_attrs.get("artifacts", {}) if best is not None else {}
-    if not ids:
-        return {}
-    folder = OwnedFolder(dest, "report")
-    dest.mkdir(parents=True, exist_ok=True)
-    fetched = {}
-    for name, artifact_id in ids.items():
-        try:
-            folder.check([name])
-        except ConfigError as e:
-            print(f"[report] {e}".replace(" (nothing was written)", ""), file=sys.stderr)
-            continue
-        folder.forget(name)  # ours from an earlier fetch (download_artifact never overwrites)
-        try:
-            download_artifact(artifact_store=store, file_path=str(dest / name), artifact_id=artifact_id)
-        except ArtifactNotFound:  # a trial of another machine (a committed journal) whose store is not here
-            print(f"[report] the best trial's {name} is not in {getattr(store, '_base_path', 'the artifact store')}: "
-                  f"it ran on {best.user_attrs.get('host', 'another machine')} (give --artifacts where its store is "
-                  "mounted, or retrain it with --retrain-best)", file=sys.stderr)
-            continue
-        fetched[name] = folder.record(name)
-    return fetched
 
 
 def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | None = None,
@@ -226,7 +172,7 @@ def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | Non
                   f"{'yes' if is_feasible(t) else 'no: ' + _fmt(max(t.constraints.values()))} | "
                   + ", ".join(f"{k}={_fmt(v)}" for k, v in t.params.items()) + " |" for t in ranked]
         lines.append("")
-    lines += _constraint_lines(study, constraints)
+    lines += constraint_lines(study, constraints)
     lines += _rung_lines(study, pruner or {})
     lines += confirm_lines(study_dir)
     stopped = [t for t in study.get_trials(deepcopy=False) if t.state in (TrialState.PRUNED, TrialState.FAIL)]
@@ -273,13 +219,11 @@ REPORT_WAIT_S = 5.0
 def _busy_errors() -> tuple[type, ...]:
     from optuna.exceptions import StorageInternalError
     from sqlalchemy.exc import OperationalError
-
     return StorageInternalError, OperationalError
 
 
 def report_study(study_name_or_file: str, overrides: list[str], *, out: Path | None = None,
-                 storage: str | None = None,
-                 retrain: bool = False, overwrite: bool = False, progress: bool = True,
+                 storage: str | None = None, retrain: bool = False, overwrite: bool = False, progress: bool = True,
                  artifacts: Path | None = None, confirm: int | None = None, seeds: list[int] | None = None,
                  workers: int = 1, worker_index: int | None = None, worker_threads: int | None = None,
                  study_name: str | None = None) -> int:

@@ -2,12 +2,16 @@
 creating one study at once race) or loaded, with the preset's own values queued as the baseline trial."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from common.config import RESUME_MAY_CHANGE
 from common.errors import ConfigError
+from studies.constraints import best_trial
 from studies.space import baseline_params, cell_covered, check_choices, grid_values, suggest
 from studies.storage import lazy_optuna, open_storage, redact
+from studies.study_dir import trial_dir
 from studies.sweep import Sweep
 
 ENQUEUE_MAY_DIFFER = (*RESUME_MAY_CHANGE, "run.threads", "run.device", "preset")
@@ -235,3 +239,26 @@ def state_counts(study) -> dict[str, int]:
 def finished_count(study) -> int:
     counts = state_counts(study)
     return counts["complete"] + counts["pruned"]
+
+
+def study_summary(study) -> dict:
+    """Counts by state and the best trial, for printing after a run (the report has the details)."""
+    counts = state_counts(study)
+    out: dict[str, Any] = {"study": study.study_name, "trials": sum(counts.values()),
+                           **{k: v for k, v in counts.items() if v}}
+    best = best_trial(study)
+    if best is not None:
+        out.update(best_trial=best.number, best_value=best.value, best_params=best.params)
+    return out
+
+
+def print_summary(study, study_dir: Path) -> dict:
+    """Print counts, the best trial and its run dir; the last line is one JSON object."""
+    s = study_summary(study)
+    print(f"study {s['study']}: {s['trials']} trials ("
+          + ", ".join(f"{s[k]} {k}" for k in ("complete", "pruned", "fail", "running", "waiting") if k in s) + ")")
+    if "best_value" in s:
+        print(f"best: trial {s['best_trial']}  value {s['best_value']:.4g}  params {json.dumps(s['best_params'])}")
+        print(f"  run dir: {trial_dir(study_dir, s['best_trial'])}")
+    print(json.dumps(s))
+    return s

@@ -13,6 +13,10 @@ from studies.sweep import Sweep
 STUDIES_DIR = Path("runs") / "studies"
 
 
+def trial_dir(study_dir: Path, number: int) -> Path:
+    return Path(study_dir) / f"trial-{number:04d}"
+
+
 def study_dir_of(sweep: Sweep, out: Path | None) -> Path:
     return (out or STUDIES_DIR / sweep.study).resolve()
 

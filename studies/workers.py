@@ -8,7 +8,6 @@ drops it and goes on.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shlex
@@ -17,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from common.config import apply_overrides, split_override
 from common.errors import ConfigError, short
@@ -25,8 +24,8 @@ from common.experiment import Experiment
 from common.run import record
 from common.run.signals import Terminated, check_interrupted, die_with_parent, exit_code, signal_name
 from exercises import get_experiment
-from studies.constraints import best_trial, check_supported
-from studies.objective import grace_s, make_objective, taken_over, trial_dir
+from studies.constraints import check_supported
+from studies.objective import grace_s, make_objective, taken_over
 from studies.search import (
     check_grid_cells,
     create_or_load_study,
@@ -36,8 +35,8 @@ from studies.search import (
     make_pruner,
     make_sampler,
     params_of_config,
+    print_summary,
     requeue_grid_cells,
-    state_counts,
 )
 from studies.space import baseline_params, check_choices
 from studies.storage import (
@@ -297,26 +296,3 @@ def spawn_workers(argv_for: Callable[[int], list[str]], workers: int, url: str, 
         print(f"[study] worker {i} exited with code {c}", file=sys.stderr)
     interrupted = [c for _, c in bad if c in (130, 143)]
     return interrupted[0] if interrupted else (1 if bad else 0)
-
-
-def study_summary(study) -> dict:
-    """Counts by state and the best trial, for printing after a run (the report has the details)."""
-    counts = state_counts(study)
-    out: dict[str, Any] = {"study": study.study_name, "trials": sum(counts.values()),
-                           **{k: v for k, v in counts.items() if v}}
-    best = best_trial(study)
-    if best is not None:
-        out.update(best_trial=best.number, best_value=best.value, best_params=best.params)
-    return out
-
-
-def print_summary(study, study_dir: Path) -> dict:
-    """Print counts, the best trial and its run dir; the last line is one JSON object."""
-    s = study_summary(study)
-    print(f"study {s['study']}: {s['trials']} trials ("
-          + ", ".join(f"{s[k]} {k}" for k in ("complete", "pruned", "fail", "running", "waiting") if k in s) + ")")
-    if "best_value" in s:
-        print(f"best: trial {s['best_trial']}  value {s['best_value']:.4g}  params {json.dumps(s['best_params'])}")
-        print(f"  run dir: {trial_dir(study_dir, s['best_trial'])}")
-    print(json.dumps(s))
-    return s

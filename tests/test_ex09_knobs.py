@@ -104,7 +104,8 @@ def test_a_seeds_dir_exports_as_one_averaging_model_within_the_limits(synthetic_
     assert code == 2 and "give --out DIR" in err
     # an ensemble past the course's limits: refused with the numbers, nothing written
     big = tmp_path / "big"
-    code, _, err = run_main(["ex09", "--out", big, *small, "model.head_hidden=4096", "train.epochs=1"], capsys)
+    code, _, err = run_main(["ex09", "--out", big, *small, "model.head=flatten", "model.head_hidden=4096",
+                            "train.epochs=1"], capsys)
     assert code == 0, err
     copies = [shutil.copytree(big, tmp_path / f"big-{i}") for i in range(3)]
     code, _, err = run_main(["export", *copies, "--out", tmp_path / "too-big"], capsys)

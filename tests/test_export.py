@@ -113,7 +113,7 @@ def test_bad_runs_to_export(synthetic_data_dir, synthetic_mnist, tmp_path, capsy
     code, _, err = export(unfinished, capsys)
     assert code == 2 and "is not an ex09 keypoint model" in err and "i2dl-ex08-v1" in err
     # a model over the course's limits (9M parameters: a hand-made checkpoint; training would refuse to save it)
-    cfg.model.head_hidden = 16000
+    cfg.model.head, cfg.model.head_hidden = "flatten", 16000
     big = build_model(cfg.model)
     atomic_torch_save({"format": "i2dl-ex09-v1", "model_config": to_dict(cfg.model), "state_dict": big.state_dict()},
                       unfinished / "best.pt")

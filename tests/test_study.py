@@ -147,7 +147,8 @@ def test_a_model_over_the_course_limits_is_pruned_as_infeasible(synthetic_data_d
     from experiments.run import main
 
     # a flatten head on >= 16x6x6 features x 16000 hidden units: > 9M parameters
-    sweep = write_sweep(tmp_path / "big.yaml", synthetic_data_dir, baseline=False, fixed={"model.head_hidden": 16000})
+    sweep = write_sweep(tmp_path / "big.yaml", synthetic_data_dir, baseline=False, fixed={"model.head": "flatten",
+                                                                                         "model.head_hidden": 16000})
     out = tmp_path / "big"
     assert main(["ex09", "--study", str(sweep), "--out", str(out), "--trials", "1"]) == 0
     (trial,) = load(f"sqlite:///{out / 'study.db'}").trials

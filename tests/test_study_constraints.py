@@ -16,6 +16,7 @@ from optuna.trial import TrialState  # noqa: E402
 
 def _constrained_sweep(tmp_path, data_dir, **top):
     return write_sweep(tmp_path / "t.yaml", data_dir, trials=4, pruner={"type": "none"},
+                       fixed={"model.head": "flatten"},  # a fully connected head: head_hidden sets its size
                        space={"train.epochs": {"type": "categorical", "choices": [2, 60]},
                               "model.head_hidden": {"type": "categorical", "choices": [32, 64, 2048]}},
                        constraints={"wall_s": {"max_ratio": 2.0}, "params": {"max": 100000}}, **top)

@@ -66,9 +66,9 @@ def cells(sweep_path: Path, study_dir: Path) -> list[dict]:
     from optuna.trial import TrialState
 
     from common.files.json_files import read_json
-    from studies.objective import trial_dir
     from studies.search import load_study
     from studies.storage import default_storage
+    from studies.study_dir import trial_dir
     from studies.sweep import load_sweep
 
     study = load_study(load_sweep(sweep_path), default_storage(study_dir))
