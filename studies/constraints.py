@@ -117,6 +117,14 @@ def baseline_wall(study) -> float | None:
     return None
 
 
+def baseline_running(study) -> bool:
+    """Whether the baseline trial is queued or running (its projected wall may still come)."""
+    from optuna.trial import TrialState
+
+    return any(t.user_attrs.get("baseline")
+               for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)))
+
+
 def is_feasible(trial) -> bool:
     return all(v <= 0 for v in trial.constraints.values())
 

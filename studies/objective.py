@@ -19,7 +19,7 @@ from common.errors import ConfigError
 from common.experiment import Experiment
 from common.run.signals import signal_name
 from studies.artifacts import upload_trial_artifacts
-from studies.constraints import WallProjection, baseline_wall, model_costs, violations
+from studies.constraints import WallProjection, baseline_running, baseline_wall, model_costs, violations
 from studies.space import suggest
 from studies.storage import DEFAULT_GRACE_S, lazy_optuna
 from studies.study_dir import trial_dir
@@ -81,7 +81,9 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
         trial.set_user_attr("host", socket.gethostname())
         trial.set_user_attr("pid", os.getpid())
         trial.set_user_attr("worker", worker)
-        trial.set_user_attr("alive_at", time.time())  # a journal has no heartbeat: this and each evaluation's
+        # A journal has no heartbeat: this stamp, renewed at each evaluation, lets a worker on another machine tell
+        # a trial whose machine is gone (storage.fail_dead_trials).
+        trial.set_user_attr("alive_at", time.time())
         overrides = {**sweep.fixed, **suggest(trial, sweep.space)}
         cfg = experiment.make_config(sweep.preset)
         try:
@@ -223,9 +225,10 @@ def set_constraints(trial, constraints: dict, measured: dict) -> None:
     own = measured.get("wall_s")
     if trial.user_attrs.get("baseline"):
         reference = own
-    else:  # a trial that ends before the baseline's first evaluation (pruned early) waits for it, a little
+    else:  # a trial that ends before the running baseline's first evaluation (pruned early) waits for it, a little
         deadline = time.monotonic() + (BASELINE_WAIT_S if "max_ratio" in constraints.get("wall_s", {}) else 0)
-        while (reference := baseline_wall(trial.study)) is None and time.monotonic() < deadline:
+        while ((reference := baseline_wall(trial.study)) is None and baseline_running(trial.study)
+               and time.monotonic() < deadline):
             time.sleep(1)
     for key, value in violations(constraints, measured, reference).items():
         trial.set_constraint(key, value)

@@ -136,8 +136,6 @@ def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | Non
     complete = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     constraints = constraints or {}
     best = best_trial(study)
-    if complete and best is None:
-        lines += [f"No complete trial keeps the sweep's constraints ({describe(constraints)}).", ""]
     if best is not None:
         within = f" within the constraints ({describe(constraints)})" if constraints else ""
         lines += ["## Best trial" + within, "",
@@ -157,7 +155,8 @@ def write_report(study, study_dir: str | Path, best_files: dict[str, Path] | Non
                   f"{study.study_name} --retrain-best`):", "", "```",
                   " ".join(format_override(k, v) for k, v in overrides.items()), "```", ""]
     else:
-        lines += ["No complete trial yet.", ""]
+        lines += [f"No complete trial keeps the sweep's constraints ({describe(constraints)})." if complete
+                  else "No complete trial yet.", ""]
     lines += ["## Compute", "",
               f"- evaluations (epochs) run: {stats['evals_run']}; saved by pruning: {stats['evals_saved']} "
               f"(**{stats['fraction_saved']:.0%}** of what running every trial to the end would have cost)",
