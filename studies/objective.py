@@ -152,7 +152,7 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
                 raise optuna.TrialPruned(f"pruner stopped it after {evals} of {planned} evaluations "
                                          f"({sweep.metric} {value:.4g} at epoch {epoch})")
 
-        state, value, reason = "failed", None, None
+        state, value, reason, constraint_values = "failed", None, None, {}
         try:
             summary = experiment.train(cfg, run_dir, on_epoch=on_epoch, tracker=tracker, progress=False)
             value = trial_value(sweep, summary)
@@ -202,14 +202,18 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
                 for key, val in attrs.items():
                     trial.set_user_attr(key, val)
                 if sweep.constraints and state in ("complete", "pruned"):
-                    set_constraints(trial, sweep.constraints, {**costs, "wall_s": wall.projected(last_step)})
+                    constraint_values = set_constraints(trial, sweep.constraints,
+                                                        {**costs, "wall_s": wall.projected(last_step)})
             except UpdateFinishedTrialError:
                 pass  # taken over (above): the trial is no longer this worker's to write
             shown = f" {sweep.metric} {value:.4g}" if value is not None else f" ({reason})" if reason else ""
             print(f"[study] trial {trial.number} (worker {worker}): {state}{shown}, {evals} evaluations, "
                   f"{elapsed:.0f} s", file=sys.stderr, flush=True)
             tracker.summary({"trial/state": state, "trial/value": value, "trial/reason": reason or "",
-                             "trial/wall_s": elapsed, "trial/evals_run": evals})
+                             "trial/wall_s": elapsed, "trial/evals_run": evals,
+                             **({"trial/projected_wall_s": wall.projected(last_step) or 0.0,
+                                 **{f"trial/constraint/{k}": v for k, v in constraint_values.items()}}
+                                if sweep.constraints else {})})
             tracker.finish(exit_code=0 if state != "failed" else 1)
 
     objective.last = None  # (number, ended without an error of its own) of the latest trial
@@ -219,9 +223,9 @@ def make_objective(sweep: Sweep, experiment: Experiment, study_dir: Path, thread
 BASELINE_WAIT_S = 60
 
 
-def set_constraints(trial, constraints: dict, measured: dict) -> None:
-    """The trial's constraint values (once, as it ends: Optuna keeps the first value set), against the baseline
-    trial's projected wall for a ratio limit (this trial's own, if it is the baseline)."""
+def set_constraints(trial, constraints: dict, measured: dict) -> dict[str, float]:
+    """Set the trial's constraint values (once, as it ends: Optuna keeps the first value set), against the
+    baseline trial's projected wall for a ratio limit (this trial's own, if it is the baseline); returns them."""
     own = measured.get("wall_s")
     if trial.user_attrs.get("baseline"):
         reference = own
@@ -230,8 +234,10 @@ def set_constraints(trial, constraints: dict, measured: dict) -> None:
         while ((reference := baseline_wall(trial.study)) is None and baseline_running(trial.study)
                and time.monotonic() < deadline):
             time.sleep(1)
-    for key, value in violations(constraints, measured, reference).items():
+    values = violations(constraints, measured, reference)
+    for key, value in values.items():
         trial.set_constraint(key, value)
+    return values
 
 
 def taken_over(study, objective) -> int | None:

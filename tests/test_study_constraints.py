@@ -9,6 +9,7 @@ import pytest
 
 from helpers import cli, load, write_sweep
 from studies.sweep import load_sweep
+from wandb_records import read_run
 
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
@@ -49,6 +50,9 @@ def test_infeasible_trials_are_marked_never_best_and_never_confirmed(synthetic_d
     assert slow.value > base.value and slow.constraints["wall_s"] > 0, (slow.value, base.value, slow.constraints)
     ratio = slow.user_attrs["projected_wall_s"] / base.user_attrs["projected_wall_s"]
     assert slow.constraints["wall_s"] == pytest.approx(ratio / 2.0 - 1, rel=0.05)  # against the baseline's end
+    rec = read_run(next((out / f"trial-{slow.number:04d}" / "wandb").glob("offline-run-*")))  # W&B has them too
+    assert rec["summary"]["trial/constraint/wall_s"] == pytest.approx(slow.constraints["wall_s"])
+    assert rec["summary"]["trial/projected_wall_s"] == pytest.approx(slow.user_attrs["projected_wall_s"])
     assert big.state == TrialState.PRUNED and big.constraints["params"] > 0 and "params" in big.user_attrs["reason"]
     assert big.user_attrs.get("evals_run") is None and not (out / f"trial-{big.number:04d}").exists()
     best = study.best_trial
