@@ -28,6 +28,9 @@ VARIANTS = {
     "soft_argmax_reg": ["model.head=soft_argmax", "model.final_pool=false", "train.heatmap_reg=0.1"],
     "loss_schedule": ["train.loss=smooth_l1", "train.mse_from=0.5"],
     "photometric": ["augment.gamma=0.3", "augment.noise=0.02", "augment.sharpen_p=0.2"],
+    "residual": ["model.residual=true"],
+    "se": ["model.se_ratio=0.25"],
+    "blurpool": ["model.downsample=blurpool"],
 }
 """Variant name -> overrides on the default preset (``--variant NAME=k=v,k=v`` adds one)."""
 

@@ -42,7 +42,13 @@ class ModelConfig:
     kernel: int = 3
     """Kernel size of every conv."""
     downsample: str = "maxpool"
-    """Halve the resolution at the end of each block with ``maxpool`` or a stride-2 conv (``stride``)."""
+    """Halve the resolution at the end of each block with ``maxpool``, a stride-2 conv (``stride``) or
+    ``blurpool`` (a stride-1 max-pool, then a blur and every second pixel: anti-aliased, Zhang 2019)."""
+    residual: bool = False
+    """A skip connection around each block's convs (identity, or 1x1 conv + norm where the width changes; He et
+    al. 2016); not with ``downsample=stride``."""
+    se_ratio: float = 0.0
+    """Squeeze-and-excitation after each block's convs with ``width x se_ratio`` hidden units (0 = off)."""
     final_pool: bool = False
     """Halve the resolution after the last block too; False leaves the head a finer map (6x6, not 3x3): the
     soft-argmax heatmaps read from 6x6 scored 13 % above 3x3 on seed 0 (RESULTS.md, "ex09 v3")."""
@@ -168,7 +174,7 @@ class KeypointsConfig:
         self.run.validate()
         m = self.model
         choices = {"model.stem": (m.stem, ("unshuffle", "avgpool", "none")),
-                   "model.downsample": (m.downsample, ("maxpool", "stride")),
+                   "model.downsample": (m.downsample, ("maxpool", "stride", "blurpool")),
                    "model.head": (m.head, ("flatten", "gap", "soft_argmax")),
                    "model.norm": (m.norm, ("batch", "group", "layer", "instance", "none")),
                    "model.conv_dropout": (m.conv_dropout, ("dropout2d", "dropout", "none")),
@@ -187,6 +193,9 @@ class KeypointsConfig:
             raise ConfigError(f"model.stem_factor={m.stem_factor} must divide 96")
         if not m.widths:
             raise ConfigError("model.widths needs at least one block width")
+        if m.residual and m.downsample == "stride":
+            raise ConfigError("model.residual=true needs model.downsample=maxpool or blurpool: with stride the last "
+                              "conv halves the map and the skip would not match it")
         if self.train.heatmap_reg > 0 and m.head != "soft_argmax":
             raise ConfigError("train.heatmap_reg regularises heatmaps: it needs model.head=soft_argmax")
         if m.kernel % 2 == 0:
@@ -195,7 +204,7 @@ class KeypointsConfig:
             "model.widths": ">= 1", "model.convs_per_block": ">= 1", "model.kernel": ">= 1",
             "model.dropout2d": "[0, 1)", "model.head_hidden": ">= 0", "model.head_dropout": "[0, 1)",
             "model.input_size": ">= 16", "model.norm_groups": ">= 1", "model.mlp_widths": ">= 1",
-            "model.tta_shift_px": "[0, 16]", "model.members": ">= 1",
+            "model.tta_shift_px": "[0, 16]", "model.members": ">= 1", "model.se_ratio": "[0, 1]",
             "train.epochs": ">= 1", "train.batch_size": ">= 1", "train.lr": "> 0", "train.weight_decay": ">= 0",
             "train.warmup_epochs": ">= 0", "train.min_lr_ratio": "[0, 1]", "train.smooth_l1_beta": "> 0",
             "train.wing_w_px": "> 0", "train.wing_eps_px": "> 0", "train.ema_decay": "[0, 1)",

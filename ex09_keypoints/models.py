@@ -41,6 +41,49 @@ def conv_bn_relu(c_in: int, c_out: int, kernel: int, stride: int = 1, norm: str 
             norm_layer(norm, c_out, groups), nn.ReLU(inplace=True)]
 
 
+class Residual(nn.Module):
+    """``body(x) + skip(x)``, then ReLU: the identity, or a 1x1 conv + norm where the width changes (He et al.
+    2016)."""
+
+    def __init__(self, body: list[nn.Module], c_in: int, c_out: int, norm: str, groups: int):
+        super().__init__()
+        body[-1] = nn.Identity()  # the body's last ReLU comes after the sum
+        self.body = nn.Sequential(*body)
+        self.skip = (nn.Identity() if c_in == c_out else
+                     nn.Sequential(nn.Conv2d(c_in, c_out, 1, bias=False), norm_layer(norm, c_out, groups)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.skip(x))
+
+
+class SqueezeExcite(nn.Module):
+    """Channel attention (Hu et al. 2018): each channel scaled by a gate computed from all channels' means."""
+
+    def __init__(self, channels: int, ratio: float):
+        super().__init__()
+        hidden = max(4, round(channels * ratio))
+        self.gate = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gate(x)
+
+
+class BlurPool(nn.Module):
+    """Anti-aliased downsampling (Zhang 2019): a [1,2,1] x [1,2,1] blur, then every second pixel; after a stride-1
+    max-pool this is MaxBlurPool, which keeps a small shift of the face from changing the features much. (timm has
+    one; timm is an optional extra, and the course's loader has only torch.)"""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        k = torch.tensor([1.0, 2.0, 1.0])
+        self.register_buffer("kernel", (k[:, None] * k[None, :] / 16).expand(channels, 1, 3, 3).contiguous(),
+                             persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), self.kernel, stride=2, groups=x.shape[1])
+
+
 def conv_dropout(kind: str, p: float) -> list[nn.Module]:
     """After each conv block: none, ``nn.Dropout`` (single entries) or ``nn.Dropout2d`` (whole feature maps)."""
     if p == 0 or kind == "none":
@@ -58,13 +101,19 @@ class KeypointCNN(nn.Module):
         layers: list[nn.Module] = []
         for b, width in enumerate(cfg.widths):
             halve = b < len(cfg.widths) - 1 or getattr(cfg, "final_pool", True)
+            block, c_in = [], channels
             for i in range(cfg.convs_per_block):
                 last = i == cfg.convs_per_block - 1
                 stride = 2 if (halve and last and cfg.downsample == "stride") else 1
-                layers += conv_bn_relu(channels, width, cfg.kernel, stride, cfg.norm, cfg.norm_groups)
+                block += conv_bn_relu(channels, width, cfg.kernel, stride, cfg.norm, cfg.norm_groups)
                 channels = width
+            # plain blocks keep their flat layout: the state-dict keys of models saved before these options
+            layers += [Residual(block, c_in, width, cfg.norm, cfg.norm_groups)] if cfg.residual else block
+            layers += [SqueezeExcite(width, cfg.se_ratio)] if cfg.se_ratio > 0 else []
             if halve and cfg.downsample == "maxpool":
                 layers.append(nn.MaxPool2d(2))
+            if halve and cfg.downsample == "blurpool":
+                layers += [nn.MaxPool2d(2, stride=1), BlurPool(width)]
             layers += conv_dropout(cfg.conv_dropout, cfg.dropout2d)
         self.features = nn.Sequential(*layers)
         with torch.no_grad():
@@ -202,7 +251,8 @@ class KeypointModel(nn.Module):
         self.hparams = dataclasses.asdict(hparams) if dataclasses.is_dataclass(hparams) else dict(hparams)
         # A model saved before these fields existed was made without them.
         cfg = SimpleNamespace(**{"tta_shift_px": 0, "tta_diagonals": False, "members": 1, "norm": "batch",
-                                 "norm_groups": 8, "conv_dropout": "dropout2d", "heatmap_size": 24, **self.hparams})
+                                 "norm_groups": 8, "conv_dropout": "dropout2d", "heatmap_size": 24, "residual": False,
+                                 "se_ratio": 0.0, **self.hparams})
         backbone = (TimmRegressor if cfg.arch.startswith("timm:") else KeypointMLP if cfg.arch == "mlp"
                     else KeypointCNN)
         self.net = backbone(cfg) if cfg.members == 1 else Members(lambda: backbone(cfg), cfg.members)

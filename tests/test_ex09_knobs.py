@@ -7,6 +7,7 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from common.plots import read_metrics
 from helpers import export, run_main, synthetic_faces
@@ -16,6 +17,7 @@ KNOBS = {
     "loss_schedule": ["train.loss=smooth_l1", "train.mse_from=0.5"],
     "photometric": ["augment.gamma=0.3", "augment.noise=0.03", "augment.sharpen_p=0.3", "augment.blur_p=0.2",
                     "augment.erase_p=0.2"],
+    "residual_se_blurpool": ["model.residual=true", "model.se_ratio=0.25", "model.downsample=blurpool"],
 }
 
 
@@ -150,3 +152,41 @@ def test_the_audit_finds_planted_wrong_labels_and_exclude_trains_without_them(tm
     assert code == 0, err
     assert "training.csv: left out 3 face(s) listed in data.exclude" in err
     assert str(flagged) in __import__("json").loads((tmp_path / "run" / "run.json").read_text())["data"]["sha256"]
+
+
+def test_blurpool_moves_less_than_maxpool_when_the_face_moves_a_pixel():
+    """Anti-aliasing's point (Zhang 2019): a one-pixel shift changes max-pooled features far more than blurred
+    ones; a constant map stays constant."""
+    from ex09_keypoints.models import BlurPool
+
+    torch.manual_seed(0)
+    x = torch.rand(4, 8, 24, 24)
+    moved = torch.roll(x, 1, dims=-1)
+    maxpool, blurpool = torch.nn.MaxPool2d(2), torch.nn.Sequential(torch.nn.MaxPool2d(2, stride=1), BlurPool(8))
+    change = {name: ((f(x) - f(moved)).norm() / f(x).norm()).item() for name, f in
+              (("max", maxpool), ("blur", blurpool))}
+    assert blurpool(x).shape == maxpool(x).shape == (4, 8, 12, 12)
+    assert change["blur"] < 0.5 * change["max"], change
+    assert torch.allclose(blurpool(torch.ones(1, 8, 24, 24)), torch.ones(1, 8, 12, 12))
+
+
+def test_residual_and_squeeze_excite_blocks_and_plain_checkpoints_keep_their_keys():
+    from common.config import apply_overrides
+    from common.errors import ConfigError
+    from ex09_keypoints.config import make_config
+    from ex09_keypoints.models import Residual, SqueezeExcite, build_model
+
+    plain = build_model(make_config().model)
+    assert "net.features.0.weight" in plain.state_dict(), "a plain CNN keeps the flat layout old checkpoints have"
+    cfg = apply_overrides(make_config(), {"model.residual": True, "model.se_ratio": 0.25})
+    model = build_model(cfg.model)
+    blocks = [m for m in model.modules() if isinstance(m, Residual)]
+    assert len(blocks) == 3 and len([m for m in model.modules() if isinstance(m, SqueezeExcite)]) == 3
+    assert model.eval()(torch.rand(2, 1, 96, 96)).shape == (2, 30)
+    x = torch.rand(2, 16, 24, 24)
+    with torch.no_grad():  # a residual block whose body outputs zero passes its input through (then ReLU)
+        for p in blocks[0].body.parameters():
+            p.zero_()
+        assert torch.allclose(blocks[0].eval()(x), F.relu(blocks[0].skip(x)))
+    with pytest.raises(ConfigError, match="model.residual=true needs model.downsample=maxpool or blurpool"):
+        apply_overrides(make_config(), {"model.residual": True, "model.downsample": "stride"})
