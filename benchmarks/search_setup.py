@@ -1,10 +1,10 @@
-"""Which search set-up finds more for the same compute: ``sweeps/kp.yaml``'s sampler and pruner against
-alternatives, on kp's own space at a cheap per-trial budget (``--epochs`` per trial instead of 70, the pruner's
-rungs scaled alike), each set-up run as a study until it has trained ``--budget`` epochs in all, on ``--seeds``
-study seeds (the sampler's seed: the same data, splits and run seeds everywhere):
+"""Which search set-up finds more for the same compute: samplers and pruners for ``sweeps/kp.yaml``, on kp's own
+space at a cheap per-trial budget (``--epochs`` per trial instead of 70, the pruner's rungs scaled alike), each set-up
+run as a study until it has trained ``--budget`` epochs in all, on ``--seeds`` (the sampler's seed: the same
+data, splits and run seeds everywhere):
 
     python benchmarks/search_setup.py --data-dir ../shared/data [--epochs 10] [--budget 100] [--seeds 0,1]
-        [--setups shipped tpe_sh random_sh] [--keep DIR]
+        [--setups tpe_hyperband tpe_sh random_sh] [--keep DIR]
 
 Per set-up and seed: the best value reached within the budget, and the epochs trained when the baseline trial's
 value (the preset's own, the study's first trial) was first passed (None: never). Trials run one at a time in
@@ -26,10 +26,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 SETUPS = {
-    # kp.yaml's own, with Hyperband's first rung at 1 epoch of --epochs (8 of 70 there).
-    "shipped": None,
+    # kp.yaml's until 2026-12-05, with Hyperband's first rung at 1 epoch of --epochs (8 of 70 there).
+    "tpe_hyperband": ({"type": "tpe", "n_startup_trials": 8, "multivariate": True, "group": True},
+                      {"type": "hyperband", "min_resource": 1, "reduction_factor": 3}),
     # One bracket of asynchronous successive halving (every trial meets the same rungs, so TPE sees every
-    # trial, not only its bracket's), TPE's random start-up sized to the few trials a cheap budget allows.
+    # trial, not only its bracket's), TPE's random start-up sized to the few trials a cheap budget allows
+    # (kp.yaml's since 2026-12-05, with its start-up at 8 of 40 trials).
     "tpe_sh": ({"type": "tpe", "n_startup_trials": 4, "multivariate": True, "group": True, "constant_liar": True},
                {"type": "successive_halving", "min_resource": 1, "reduction_factor": 3}),
     # The control: does the sampler beat chance at this many trials?
@@ -45,10 +47,7 @@ def setup_sweep(name: str, seed: int, epochs: int):
     from studies.sweep import load_sweep
 
     sweep = load_sweep(REPO / "sweeps" / "kp.yaml")
-    if SETUPS[name] is not None:
-        sweep.sampler, sweep.pruner = (dict(s) for s in SETUPS[name])
-    else:  # the shipped pruner's rungs in proportion to the shorter trials
-        sweep.pruner = {**sweep.pruner, "min_resource": 1}
+    sweep.sampler, sweep.pruner = (dict(s) for s in SETUPS[name])
     sweep.sampler = {**sweep.sampler, "seed": seed}
     sweep.fixed = {**sweep.fixed, "train.epochs": epochs, "track.mode": "disabled"}
     sweep.constraints = {}  # the set-ups are compared on what they find, not on cost
@@ -103,7 +102,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10, help="epochs of a full trial")
     parser.add_argument("--budget", type=int, default=100, help="epochs each study may train in all")
     parser.add_argument("--seeds", default="0,1", help="study (sampler) seeds")
-    parser.add_argument("--setups", nargs="+", default=["shipped", "tpe_sh", "random_sh"], choices=list(SETUPS))
+    parser.add_argument("--setups", nargs="+", default=["tpe_hyperband", "tpe_sh", "random_sh"], choices=list(SETUPS))
     parser.add_argument("--keep", type=Path, default=None, help="keep (and resume) the studies here")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
