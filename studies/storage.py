@@ -196,7 +196,9 @@ def fail_dead_trials(study, storage, max_retry: int = DEFAULT_MAX_RETRY, grace_s
     """RUNNING trials whose worker is gone: mark them FAIL now and queue their parameters again. On this host, a
     worker whose process is gone (SIGKILL, power loss), at once rather than after the heartbeat's grace period.
     On a journal file, which has no heartbeat, also a trial of another host that has given no sign of life
-    (``alive_at``: its start, then every evaluation) for ``grace_s``: a journal committed under
+    (``alive_at``: its start, then every evaluation) for :data:`JOURNAL_SILENCE_S` (or ``grace_s`` if longer;
+    an ex08 pretraining step evaluates nothing for minutes, so the heartbeat's 3 minutes would take a live
+    trial on a shared journal from its worker): a journal committed under
     ``results/studies/`` by a machine that is gone would otherwise keep its trial RUNNING forever. The
     re-queueing is the heartbeat's own callback, so retries look alike."""
     lazy_optuna()
@@ -212,7 +214,7 @@ def fail_dead_trials(study, storage, max_retry: int = DEFAULT_MAX_RETRY, grace_s
         if t.user_attrs.get("host") == host:
             if not isinstance(pid, int) or _alive(pid):
                 continue
-        elif not (journal and _silent_for(t) > grace_s):
+        elif not (journal and _silent_for(t) > max(grace_s, JOURNAL_SILENCE_S)):
             continue
         # Study and Trial have no public way to end another process's trial; the storage API does (it is what
         # optuna.storages.fail_stale_trials uses for heartbeat storages), reached through its public methods.
@@ -222,6 +224,9 @@ def fail_dead_trials(study, storage, max_retry: int = DEFAULT_MAX_RETRY, grace_s
             retry(study, storage.get_trial(trial_id))
             failed.append(t.number)
     return failed
+
+
+JOURNAL_SILENCE_S = 1800
 
 
 def _silent_for(trial) -> float:
