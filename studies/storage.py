@@ -197,7 +197,7 @@ def fail_dead_trials(study, storage, max_retry: int = DEFAULT_MAX_RETRY, grace_s
     worker whose process is gone (SIGKILL, power loss), at once rather than after the heartbeat's grace period.
     On a journal file, which has no heartbeat, also a trial of another host that has given no sign of life
     (``alive_at``: its start, then every evaluation) for :data:`JOURNAL_SILENCE_S` (or ``grace_s`` if longer;
-    an ex08 pretraining step evaluates nothing for minutes, so the heartbeat's 3 minutes would take a live
+    a pretraining step reports no metric for minutes, so the heartbeat's 3 minutes would take a live
     trial on a shared journal from its worker): a journal committed under
     ``results/studies/`` by a machine that is gone would otherwise keep its trial RUNNING forever. The
     re-queueing is the heartbeat's own callback, so retries look alike."""
