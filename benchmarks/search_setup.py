@@ -72,8 +72,6 @@ def run_setup(name: str, seed: int, epochs: int, budget: int, root: Path, data_d
     storage = open_storage(f"sqlite:///{study_dir / 'study.db'}", sweep.storage)
     study = create_or_load_study(sweep, storage, baseline_cfg=apply_overrides(exp.make_config(sweep.preset),
                                                                               dict(sweep.fixed)))
-    from studies.search import make_pruner, make_sampler
-    study.sampler, study.pruner = make_sampler(sweep.sampler, 0, sweep.space), make_pruner(sweep.pruner)
     objective = make_objective(sweep, exp, study_dir, threads=0)
     t0 = time.perf_counter()
 

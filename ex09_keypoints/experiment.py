@@ -39,13 +39,12 @@ def planned_epochs(cfg) -> int:
 def model_tensors(cfg) -> tuple[int, int]:
     """The parameters and weight bytes (the state dict's tensors: what the saved model holds) of ``cfg``'s model,
     built on the meta device."""
-    from common.files.checkpoint import on_meta
+    from common.files.checkpoint import count_params, on_meta
     from ex09_keypoints.models import build_model
 
     with on_meta():
         model = build_model(cfg.model)
-    tensors = model.state_dict().values()
-    return sum(p.numel() for p in model.parameters()), sum(t.numel() * t.element_size() for t in tensors)
+    return count_params(model), sum(t.numel() * t.element_size() for t in model.state_dict().values())
 
 
 def continue_flags(cfg, out_dir: Path) -> list[str] | None:

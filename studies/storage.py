@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -231,8 +232,6 @@ JOURNAL_SILENCE_S = 1800
 
 def _silent_for(trial) -> float:
     """Seconds since a trial's last sign of life: its ``alive_at`` (set by the objective), else its start."""
-    import time
-
     alive_at = trial.user_attrs.get("alive_at")
     if not isinstance(alive_at, (int, float)):
         start = trial.datetime_start
