@@ -11,12 +11,14 @@ ends, complete or pruned, as ``measured / limit - 1``: relative excesses, so tha
 alike where TPE sums a trial's violations. TPE and the GP sampler read them from the trial (Optuna 5) and steer
 away from infeasible regions; ``study.best_trial`` is the best feasible trial.
 
-A trial's wall is *projected* (:class:`WallProjection`): what it took to its first evaluation, plus its median
-seconds per epoch since times the epochs a full run trains. So a trial pruned after 8 of 70 epochs is judged on
-what it would have cost, and one slow epoch (the other worker starting a trial, a neighbour's evaluation) moves
-the median little. A ratio limit compares against the baseline trial's projection, timed in the same study with
-the same workers and threads (two workers on 2 cores slow every trial alike; a lone run's time would not be a
-fair bar). Params and size are known before training: a trial over them is pruned at once, untrained.
+A trial's wall is *projected* (:class:`WallProjection`): its median seconds per epoch between evaluations times
+the epochs a full run trains. So a trial pruned after 8 of 70 epochs is judged on what it would have cost, one
+slow epoch (the other worker starting a trial, a neighbour's evaluation) moves the median little, and the
+one-time costs before the first epoch ends (imports, data, warm-up: paid by a process's first trial, which is
+the baseline) are left out: they made a tiny baseline look slower than a 60-epoch trial (a flaky test). A ratio
+limit compares against the baseline trial's projection, timed in the same study with the same workers and threads
+(two workers on 2 cores slow every trial alike; a lone run's time would not be a fair bar). Params and size are
+known before training: a trial over them is pruned at once, untrained.
 """
 from __future__ import annotations
 
@@ -55,8 +57,8 @@ def parse_constraints(raw, where: str, baseline: bool) -> dict[str, dict]:
 
 class WallProjection:
     """A trial's projected wall time from its evaluations: ``tick(step)`` after each one (``step``: epochs trained,
-    0-based, as the pruner sees it); ``projected(last_step)``: the seconds to the first evaluation + the median
-    seconds per epoch between evaluations since, times the epochs from there to ``last_step``."""
+    0-based, as the pruner sees it); ``projected(last_step)``: the median seconds per epoch between evaluations
+    times the ``last_step + 1`` epochs of a full run (one evaluation only: its seconds per epoch so far)."""
 
     def __init__(self):
         self.t0 = time.perf_counter()
@@ -76,8 +78,8 @@ class WallProjection:
         if self.first is None:
             return None
         step, seconds = self.first
-        rate = statistics.median(self.rates) if self.rates else seconds / (step + 1)  # one evaluation: all of it
-        return seconds + rate * max(0, last_step - step)
+        rate = statistics.median(self.rates) if self.rates else seconds / (step + 1)
+        return rate * (last_step + 1)
 
 
 def model_costs(experiment, cfg) -> dict[str, float]:
