@@ -169,3 +169,41 @@ def test_augment_images_off_is_identity_and_on_changes_pixels():
     assert torch.equal(augment_images(x, digit_augment()), x)
     strong = augment_images(x, digit_augment(12, 0.1, 0.1, 5, erase_p=1.0), torch.Generator().manual_seed(0))
     assert strong.shape == x.shape and not torch.allclose(strong, x)
+
+
+def test_elastic_distortion_bends_the_image_and_its_points_alike():
+    from common.training.augment import elastic_field
+
+    g = torch.Generator().manual_seed(0)
+    field = elastic_field(4, 96, 96, alpha_px=100.0, sigma_px=8.0, generator=g) * 48  # in pixels
+    step = (field[:, 1:] - field[:, :-1]).abs().max()
+    assert field.abs().max() > 2.0 and step < 0.25 * field.abs().max(), (field.abs().max(), step)  # smooth, not noise
+    pts_px = torch.tensor([[[30.5, 40.5], [60.5, 35.5], [48.5, 70.5]]]).repeat(8, 1, 1)
+    # soft blobs (sigma 1 px), not single-pixel dots: a stretched dot can fall between two bilinear samples
+    ys, xs = torch.meshgrid(torch.arange(96) + 0.5, torch.arange(96) + 0.5, indexing="ij")
+    images = sum(torch.exp(-((xs - pts_px[:, k, 0, None, None]) ** 2 + (ys - pts_px[:, k, 1, None, None]) ** 2)
+                           / 2) for k in range(3))[:, None]
+    pts = pixels_to_normalized(pts_px)
+    affine = dict(flip=False, rotate_deg=10, scale=0.05, shift=0.05, brightness=0, contrast=0)
+    _, plain = augment_batch(images, pts, AffineAugment(**affine), generator=torch.Generator().manual_seed(1))
+    bent_img, bent = augment_batch(images, pts, AffineAugment(**affine, elastic_alpha=100.0, elastic_sigma=8.0),
+                                   generator=torch.Generator().manual_seed(1))
+    assert (bent - plain).abs().max() * 48 > 1.5  # the field moved the points beyond the affine's own move
+    found = blob_centroids(bent_img, bent)
+    assert (found - bent).abs().max() * 48 < 0.6  # and each dot sits where its point went
+
+
+def test_elastic_distortion_of_digits_is_off_by_default_and_drawn_per_image():
+    from common.training.augment import augment_images
+    from ex08_autoencoder.config import digit_augment
+
+    x = torch.zeros(16, 1, 28, 28)
+    x[:, :, 6:22, 12:16] = 1.0  # a "1"
+    assert digit_augment().elastic_alpha == 0
+    aug = digit_augment()
+    aug.elastic_alpha, aug.elastic_sigma = 34.0, 4.0  # Simard et al.'s MNIST values
+    out = augment_images(x, aug, torch.Generator().manual_seed(0))
+    moved = (out - x).abs().sum((1, 2, 3))
+    assert (moved > 1.0).all() and not torch.allclose(out[0], out[1])  # every image bent, each its own way
+    overlap = (out * x).sum((1, 2, 3)) / x.sum((1, 2, 3))
+    assert (overlap > 0.3).all() and out.min() >= 0 and out.max() <= 1  # bent, still the same stroke
