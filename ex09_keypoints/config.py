@@ -244,7 +244,7 @@ def _quick(cfg: KeypointsConfig) -> None:
 
 def _long(cfg: KeypointsConfig) -> None:
     """Three members (an ensemble inside the model: 1.96M parameters, 7.9 MB) of the default on twice the
-    epochs: ~23 minutes on 2 CPU cores. Soft-argmax members beat v2's FC-head members (4.66M) by 10 % on 3 seeds
+    epochs: ~23 minutes on 2 CPU cores. Soft-argmax members beat v2's FC-head members (4.66M) by 11 % on 3 seeds
     at the same wall (RESULTS.md, "ex09 v3")."""
     cfg.model.members = 3
     cfg.train.epochs = 140
