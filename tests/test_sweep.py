@@ -86,7 +86,7 @@ def test_conditional_and_list_parameters_and_the_baseline_round_trip(tmp_path):
 
     sweep = load_sweep(SWEEPS_DIR / "kp.yaml")  # its widths: a range per block
     cnn = dict(baseline_params(sweep.space, make_config("default")))
-    assert cnn["depth"] == 3 and [cnn[f"model.widths[{i}]"] for i in range(3)] == [48, 96, 192]
+    assert cnn["depth"] == 3 and [cnn[f"model.widths[{i}]"] for i in range(3)] == [32, 80, 192]
     overrides = suggest(optuna.trial.FixedTrial(cnn), sweep.space)
     cfg = make_config("default")
     assert overrides["model.widths"] == cfg.model.widths and overrides["train.lr"] == cfg.train.lr
