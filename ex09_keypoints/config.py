@@ -89,10 +89,10 @@ class ModelConfig:
     averaged (an ensemble inside ``forward``; costs ``members`` x the compute and parameters)."""
     tta_shift_px: int = 5
     """At eval, also predict on the face moved by this many whole pixels left, right, up and down (4 more
-    views, each mirrored too with ``flip_tta``), move the points back and average (0 = off). Keep it inside
-    the shifts the model was trained on, roughly (``augment.shift`` x 96 px: 3.6 px for the default, which the kp-v3
-    study found gains from 5 px views). On the same weights, 4 px beat 2 px on 10 of 11 long / v2 models (+1.1 %; RESULTS.md),
-    not on the 12-epoch quick model; 8 px gave the gain back.
+    views, each mirrored too with ``flip_tta``), move the points back and average (0 = off). Keep it near the
+    shifts the model was trained on (``augment.shift`` x 96 px: 3.6 px for the default, which the kp-v3 study
+    found gains from 5 px views). On the same weights, 4 px beat 2 px on 10 of 11 long / v2 models (+1.1 %;
+    RESULTS.md), not on the 12-epoch quick model; 8 px gave the gain back.
     5x the cost of a prediction, so the per-epoch scores skip it."""
     tta_diagonals: bool = False
     """With ``tta_shift_px``, also the four diagonal moves (+-s, +-s): 9 views. Not on by default: +0.7 % val on
