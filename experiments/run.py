@@ -69,7 +69,7 @@ def run(args) -> int:
     exp.check_flags(args, cfg, False)
     from common.run.run_files import check_replaceable
     from common.run.rundir import default_run_dir
-    from common.run.signals import exit_code, signal_name
+    from common.run.signals import exit_code, interrupts_unwrapped, signal_name
 
     resume = args.resume
     if args.out:
@@ -81,17 +81,18 @@ def run(args) -> int:
     if args.overwrite:  # refused now if it is not ours; replaced only after the run's own checks pass
         check_replaceable(out)
     try:
-        if args.seeds:
-            from common.run.seeds import format_spread, run_seeds
+        with interrupts_unwrapped():  # an interrupt that Python wrapped is still one
+            if args.seeds:
+                from common.run.seeds import format_spread, run_seeds
 
-            result = run_seeds(exp, cfg, out, args.seeds, progress=not args.no_progress, overwrite=args.overwrite,
-                               resume=resume is not None)
-            print(f"runs: {out}/seed-N; {out / 'seeds.json'}")
-            print(f"{len(args.seeds)} seeds: {format_spread(result)}")
-            print(json.dumps({k: {m: f[m] for m in ('mean', 'sd', 'min', 'max')}
-                              for k, f in result["figures"].items()}))
-            return 0
-        summary = exp.train(cfg, out, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
+                result = run_seeds(exp, cfg, out, args.seeds, progress=not args.no_progress, overwrite=args.overwrite,
+                                   resume=resume is not None)
+                print(f"runs: {out}/seed-N; {out / 'seeds.json'}")
+                print(f"{len(args.seeds)} seeds: {format_spread(result)}")
+                print(json.dumps({k: {m: f[m] for m in ('mean', 'sd', 'min', 'max')}
+                                  for k, f in result["figures"].items()}))
+                return 0
+            summary = exp.train(cfg, out, resume=resume, overwrite=args.overwrite, progress=not args.no_progress)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (common.run.signals)
         flags = ["--resume", str(out)] if args.seeds else exp.continue_flags(cfg, out)
         again = flags or ["--out", str(out), "--overwrite"]  # --resume RUN_DIR names the dir itself
@@ -153,16 +154,17 @@ def report(args) -> int:
     import shlex
 
     from common.run import record
-    from common.run.signals import exit_code, signal_name
+    from common.run.signals import exit_code, interrupts_unwrapped, signal_name
     from studies.report import report_study
 
     overrides = ([f"data.data_dir={args.data_dir}"] if args.data_dir else []) + args.overrides
     try:
-        return report_study(args.study, overrides, out=args.out, storage=args.storage, retrain=args.retrain_best,
-                            overwrite=args.overwrite, progress=not args.no_progress, artifacts=args.artifacts,
-                            confirm=args.confirm, seeds=args.seeds, workers=args.workers,
-                            worker_index=args.worker_index, worker_threads=args.worker_threads,
-                            study_name=args.study_name)
+        with interrupts_unwrapped():
+            return report_study(args.study, overrides, out=args.out, storage=args.storage, retrain=args.retrain_best,
+                                overwrite=args.overwrite, progress=not args.no_progress, artifacts=args.artifacts,
+                                confirm=args.confirm, seeds=args.seeds, workers=args.workers,
+                                worker_index=args.worker_index, worker_threads=args.worker_threads,
+                                study_name=args.study_name)
     except KeyboardInterrupt as e:  # a retrain or a confirmation: its finished runs are kept
         print(f"interrupted ({signal_name(e)}): finished runs are kept; go on with: {shlex.join(record.COMMAND)}"
               if args.confirm else f"interrupted ({signal_name(e)})", file=sys.stderr)

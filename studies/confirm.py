@@ -94,7 +94,8 @@ def train_in_workers(sweep, study_dir: Path, url: str, k: int, seeds: list[int],
     """Train the candidates in ``workers`` processes (``report ... --worker-index i``) and wait for them; returns
     the threads each used (the parent then ranks what they trained, keeping every run)."""
     from common.run.signals import Terminated
-    from studies.workers import spawn_workers, threads_per_worker
+    from studies.cores import threads_per_worker
+    from studies.workers import spawn_workers
 
     threads = threads_per_worker(workers)
 

@@ -230,10 +230,11 @@ def report_study(study_name_or_file: str, overrides: list[str], *, out: Path | N
     ``confirm`` trials on ``seeds`` in ``workers`` processes, when asked)."""
     import json
 
+    from studies.cores import check_workers
     from studies.search import load_study
     from studies.storage import storage_url
     from studies.study_dir import check_study_dir, claim_study_dir, study_dir_of
-    from studies.workers import check_workers, open_sweep
+    from studies.workers import open_sweep
 
     if (overrides and not (retrain or confirm)) or (overwrite and not retrain):
         raise ConfigError("--set, --data-dir and --overwrite apply to --retrain-best only (--set and --data-dir to "

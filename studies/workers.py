@@ -22,15 +22,23 @@ from common.config import apply_overrides, split_override
 from common.errors import ConfigError, short
 from common.experiment import Experiment
 from common.run import record
-from common.run.signals import Terminated, check_interrupted, die_with_parent, exit_code, signal_name
+from common.run.signals import (
+    Terminated,
+    check_interrupted,
+    die_with_parent,
+    exit_code,
+    interrupts_unwrapped,
+    signal_name,
+)
 from exercises import get_experiment
 from studies.constraints import check_supported
+from studies.cores import check_workers, gpu_ids, threads_per_worker
+from studies.grid_turn import GridTurn
 from studies.objective import grace_s, make_objective, taken_over
 from studies.search import (
     check_grid_cells,
     create_or_load_study,
     finished_count,
-    grid_cells_left,
     load_study,
     make_pruner,
     make_sampler,
@@ -76,9 +84,6 @@ def open_sweep(name_or_file: str, experiment: str | None = None,
     return sweep, exp
 
 
-MAX_WORKERS_PER_CORE = 4  # past this a CPU study only thrashes (and 99999 would be a fork bomb)
-
-
 def check_shared_storage(url: str) -> None:
     """A storage every worker and every later run can open: an in-memory SQLite database would be a new, empty
     one in each process (the workers would not see the study, a resume would start over)."""
@@ -87,14 +92,6 @@ def check_shared_storage(url: str) -> None:
         raise ConfigError(f"--storage {url}: an in-memory database lives and dies with one process, so the study "
                           "could not be resumed, reported or shared by workers; give a file (sqlite:///path/study.db) "
                           "or leave --storage out (a study.db in the study dir)")
-
-
-def check_workers(workers: int) -> None:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    most = MAX_WORKERS_PER_CORE * max(cores, len(gpu_ids()) if workers > cores else 0)
-    if workers < 1 or workers > most:
-        raise ConfigError(f"--workers={workers} must be between 1 and {most} ({MAX_WORKERS_PER_CORE} per core or GPU "
-                          f"of the {cores} cores here); each worker is a whole training process")
 
 
 def run_study(experiment: str, study: str, overrides: list[str], *, out: Path | None = None,
@@ -206,19 +203,19 @@ def run_worker(sweep: Sweep, experiment: Experiment, url: str, study_dir: Path, 
     objective = make_objective(sweep, experiment, study_dir, threads, worker, store)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     grid = sweep.sampler["type"] == "grid"
+    turn = GridTurn(study_dir, study, sweep) if grid else None
     while True:
         remaining = None if trials is None else trials - finished_count(study)
         time_left = None if deadline is None else deadline - time.monotonic()
         if (remaining is not None and remaining <= 0) or (time_left is not None and time_left <= 0):
             return 0
-        if grid and not grid_cells_left(study, sweep):  # every cell has started: a new trial would repeat one
+        if turn and not turn.take():  # every cell has started: a new trial would repeat one
             return 0
-        try:
-            # A grid worker asks for its next cell one trial at a time (grid_cells_left first).
-            study.optimize(objective, n_trials=1 if grid else remaining, timeout=time_left, callbacks=callbacks,
-                           gc_after_trial=True)
-            # Other samplers: optimize returns when the study has its trials or time is up.
-            if not grid and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        try:  # a grid worker takes one cell at a time, in its turn (studies/grid_turn.py)
+            with interrupts_unwrapped():
+                study.optimize(turn.until_started(objective) if turn else objective, timeout=time_left,
+                               n_trials=1 if grid else remaining, callbacks=callbacks, gc_after_trial=True)
+            if not grid and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):  # none queued: done
                 return 0
         except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM (common.run.signals)
             print(f"[study] worker {worker}: interrupted ({signal_name(e)}); its running trial is marked FAIL. "
@@ -230,24 +227,8 @@ def run_worker(sweep: Sweep, experiment: Experiment, url: str, study_dir: Path, 
                 raise
             print(f"[study] worker {worker}: trial {number} was marked FAIL by another worker (no heartbeat "
                   f"for > {grace_s(sweep)} s) and re-queued; going on with the next trial", file=sys.stderr)
-
-
-def gpu_ids() -> list[str]:
-    """GPUs to share among workers: $CUDA_VISIBLE_DEVICES if set, else what nvidia-smi lists, else none."""
-    env = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if env is not None:
-        return [g for g in env.split(",") if g.strip() and g.strip() != "-1"]
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=index", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=10, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line.strip() for line in out.splitlines() if line.strip()]
-
-
-def threads_per_worker(workers: int) -> int:
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores // max(1, workers))
+        finally:
+            turn and turn.give()
 
 
 def spawn_workers(argv_for: Callable[[int], list[str]], workers: int, url: str, threads: int) -> int:

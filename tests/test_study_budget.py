@@ -139,7 +139,7 @@ def test_confirm_ranks_the_top_trials_against_the_preset_and_its_best_config_rep
 
     from common.plots import read_metrics
     from helpers import REPO, ctrl_c_works, wait_for
-    from studies.workers import threads_per_worker
+    from studies.cores import threads_per_worker
 
     sweep = write_sweep(tmp_path / "c.yaml", synthetic_data_dir, trials=3, pruner={"type": "none"},
                         fixed={"train.epochs": 3})

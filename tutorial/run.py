@@ -63,13 +63,14 @@ def ex08_case_study(out: Path, given: Path | None, data_dir: str | None, progres
 
 def main(args) -> int:
     """``python -m experiments.run tutorial ...`` (flags: :mod:`tutorial.flags`)."""
-    from common.run.signals import exit_code, signal_name
-    from studies.workers import check_workers
+    from common.run.signals import exit_code, interrupts_unwrapped, signal_name
+    from studies.cores import check_workers
 
     check_workers(args.workers)
     try:
-        return run_tutorial(args.seeds, args.out, args.workers, args.budget, args.data_dir, args.ex08_run,
-                            progress=not args.no_progress, overrides=args.overrides)
+        with interrupts_unwrapped():  # an interrupt that Python wrapped is still one (common.run.signals)
+            return run_tutorial(args.seeds, args.out, args.workers, args.budget, args.data_dir, args.ex08_run,
+                                progress=not args.no_progress, overrides=args.overrides)
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM, wherever it lands (a grid, the figures, the ex08 run)
         print(f"[tutorial] interrupted ({signal_name(e)}); what finished is kept, the same command continues where "
               "it stopped", file=sys.stderr)

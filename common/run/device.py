@@ -36,12 +36,17 @@ def pick_device(name: str = "auto"):
     return torch.device("cpu")
 
 
+def core_count() -> int:
+    """The cores this process may run on (its affinity mask: a Slurm or taskset share, not the whole machine)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def set_threads(threads: int = 0) -> int:
     """Use ``threads`` intra-op threads (0 = all cores this process may use). Returns the number set."""
     import torch
 
     if threads <= 0:
-        threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        threads = core_count()
     torch.set_num_threads(threads)
     return threads
 

@@ -15,6 +15,8 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from common.run.device import core_count
+
 REPO = Path(__file__).resolve().parents[2]  # common/run/record.py -> the checkout
 COMMAND: list[str] | None = None
 """The command line that started this run, set by the CLI (``python -m experiments.run ...``); else sys.argv."""
@@ -88,7 +90,7 @@ def host(threads: int, device) -> dict:
     except (OSError, StopIteration):
         pass
     out = {"name": platform.node(), "platform": platform.platform(), "cpu": cpu,
-           "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+           "cores": core_count(),
            "threads": threads, "device": str(device)}
     if getattr(device, "type", None) == "cuda":
         import torch

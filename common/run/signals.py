@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+from contextlib import contextmanager
 
 
 class Terminated(KeyboardInterrupt):
@@ -37,6 +38,33 @@ def check_interrupted() -> None:
     ended the loop (and :func:`exit_code` forgot it), so one still pending here was swallowed."""
     if _raised:
         raise _raised.pop()
+
+
+def interrupt_behind(error: BaseException) -> KeyboardInterrupt | None:
+    """The interrupt one of our handlers raised that ``error`` wraps (its cause or context, at any depth), else
+    None. Python wraps what a handler raises while a class is being built (``__set_name__``: a RuntimeError) into
+    another exception: a SIGTERM that landed while matplotlib imported its classes ended the tutorial with
+    exit 1 and a traceback instead of 143 and its continue line (seen in CI)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, KeyboardInterrupt) and any(error is r for r in _raised):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@contextmanager
+def interrupts_unwrapped():
+    """Inside it, an exception that wraps our interrupt (:func:`interrupt_behind`) is raised as that interrupt,
+    so the ``except KeyboardInterrupt`` around it keeps what finished and prints how to go on."""
+    try:
+        yield
+    except Exception as e:
+        interrupt = interrupt_behind(e)
+        if interrupt is None:
+            raise
+        raise interrupt.with_traceback(interrupt.__traceback__) from None
 
 
 def signal_name(interrupt: BaseException) -> str:
