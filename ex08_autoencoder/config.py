@@ -1,6 +1,5 @@
-"""The ex08 run config: the model and its three steps, every field documented, overridable as
-``section.field`` (``--set teacher.epochs=10``). Presets (``--preset leaderboard|case-study|pseudo-label``)
-are named starting points, as in ex09."""
+"""The ex08 run config: the model and its steps, every field documented, overridable as ``section.field``
+(``--set teacher.epochs=10``). Presets (``--preset NAME``, :data:`PRESETS`) are named starting points, as in ex09."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -12,7 +11,7 @@ from common.run.run_config import RunConfig
 from common.run.tracking import TrackConfig
 from common.training.augment import AffineAugment, augment_ranges
 
-STEPS = ("pretrain", "transfer", "teacher")
+STEPS = ("pretrain", "transfer", "teacher", "student")
 
 
 def digit_augment(rotate_deg=0.0, shift=0.0, scale=0.0, shear_deg=0.0, erase_p=0.0, blur_p=0.0) -> AffineAugment:
@@ -164,6 +163,36 @@ class TeacherConfig:
 
 
 @dataclass
+class StudentConfig:
+    """Step 4 (presets that list it): self-training (self_training.py); the student is submitted."""
+
+    init: str = "pretrain"
+    """The student's start: ``pretrain`` (the autoencoder's encoder, a fresh head) or ``teacher`` (a copy)."""
+    epochs: int = 30
+    """Passes over the unlabeled pool."""
+    batch_size: int = 256
+    """Pool images per step."""
+    labeled_batch: int = 32
+    """Labeled images per step (class-balanced, with replacement)."""
+    lr: float = 1e-3
+    """AdamW learning rate."""
+    weight_decay: float = 1e-4
+    """AdamW weight decay."""
+    cosine: bool = True
+    """Cosine-decay the learning rate per step (else constant)."""
+    temperature: float = 1.0
+    """Softmax temperature of the teacher's labels (> 1 softer); 0 = one-hot labels (the teacher's argmax)."""
+    pool_weight: float = 1.0
+    """Weight of the pool's term against the labeled cross entropy."""
+    label_smoothing: float = 0.05
+    """Label smoothing of the labeled cross entropy."""
+    grad_clip: float = 5.0
+    """Clip the gradient norm (0 = off)."""
+    augment: AffineAugment = field(default_factory=lambda: digit_augment(12, 0.10, 0.10, 5, erase_p=0.15))
+    """The student's augmentation."""
+
+
+@dataclass
 class AutoencoderConfig:
     """Everything one ex08 run needs."""
 
@@ -171,30 +200,29 @@ class AutoencoderConfig:
 
     preset: str = "leaderboard"
     """The preset this config started from (informational: ``--preset`` sets it; ``steps`` decides what runs)."""
-    steps: tuple[str, ...] = STEPS
-    """The steps of this preset, in order."""
+    steps: tuple[str, ...] = STEPS[:3]
+    """The steps of this preset, in order (``student`` only where a preset adds it)."""
     only_step: str | None = None
-    """Run only this one of ``steps``, from the previous step's checkpoint in the same run dir (CLI ``--step``);
-    None = all of them."""
+    """Run only this one of ``steps``, from the previous step's checkpoint in the run dir (``--step``); None: all."""
     cache_steps: bool = True
-    """Take a step that an earlier run computed exactly so from the step cache instead of training it again
-    (:mod:`ex08_autoencoder.step_cache`; CLI ``--no-cache`` turns it off)."""
+    """Take a step an earlier run computed exactly so from the step cache (step_cache.py; ``--no-cache``: off)."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     transfer: TransferConfig = field(default_factory=TransferConfig)
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
     run: RunConfig = field(default_factory=RunConfig)
     track: TrackConfig = field(default_factory=TrackConfig)
 
     def validate(self) -> None:
         self.run.validate()
-        m = self.model
-        choices = {"model.norm": (m.norm, ("layer", "batch")),
-                   "model.activation": (m.activation, ("gelu", "leaky_relu")),
+        choices = {"model.norm": (self.model.norm, ("layer", "batch")),
+                   "model.activation": (self.model.activation, ("gelu", "leaky_relu")),
                    "pretrain.loss": (self.pretrain.loss, ("bce", "mse")),
                    "transfer.optimizer": (self.transfer.optimizer, ("adamw", "adam")),
-                   "teacher.consistency": (self.teacher.consistency, ("mse", "pseudo_label"))}
+                   "teacher.consistency": (self.teacher.consistency, ("mse", "pseudo_label")),
+                   "student.init": (self.student.init, ("pretrain", "teacher"))}
         for key, (value, valid) in choices.items():
             if value not in valid:
                 raise ConfigError(f"{key}={value!r} is not valid; choose one of {', '.join(valid)}")
@@ -204,21 +232,22 @@ class AutoencoderConfig:
         if self.only_step is not None and self.only_step not in self.steps:
             raise ConfigError(f"--step {self.only_step} is not a step of the {self.preset} preset; "
                               f"choose one of {', '.join(self.steps)}")
-        p, t, mt = "pretrain", "transfer", "teacher"
+        p, t, mt, st = "pretrain", "transfer", "teacher", "student"
+        shared = {f"{s}.{k}": r for s in (t, mt, st) for k, r in
+                  (("epochs", ">= 1"), ("weight_decay", ">= 0"), ("label_smoothing", "[0, 1)"), ("grad_clip", ">= 0"))}
         check_ranges(self, {
             "model.hidden": ">= 1", "model.latent": ">= 1", "model.dropout": "[0, 1)", "model.head_hidden": ">= 1",
             "model.head_dropout": "[0, 1)", "data.split_seed": ">= 0", "data.per_class": "[1, 1800]",
             "data.max_unlabeled": ">= 0", f"{p}.epochs": ">= 1", f"{p}.batch_size": ">= 2", f"{p}.lr": "> 0",
-            f"{p}.weight_decay": ">= 0", f"{p}.mask_ratio": "[0, 1)", f"{p}.noise_std": ">= 0",
-            f"{t}.epochs": ">= 1", f"{t}.samples_per_epoch": ">= 0", f"{t}.batch_size": ">= 2",
-            f"{t}.lr_encoder": ">= 0", f"{t}.lr_head": "> 0", f"{t}.weight_decay": ">= 0",
-            f"{t}.label_smoothing": "[0, 1)", f"{t}.mixup_alpha": ">= 0", f"{t}.grad_clip": ">= 0",
-            f"{mt}.epochs": ">= 1", f"{mt}.unlabeled_per_epoch": ">= 1", f"{mt}.unlabeled_batch": ">= 1",
-            f"{mt}.labeled_batch": ">= 1", f"{mt}.lr": "> 0", f"{mt}.weight_decay": ">= 0", f"{mt}.ema_decay": "(0, 1)",
-            f"{mt}.consistency_weight": ">= 0", f"{mt}.confidence": "[0, 1]", f"{mt}.vat_weight": ">= 0",
-            f"{mt}.vat_eps": ">= 0", f"{mt}.vat_batch": ">= 0", f"{mt}.ramp_epochs": ">= 0",
-            f"{mt}.label_smoothing": "[0, 1)", f"{mt}.grad_clip": ">= 0", **augment_ranges(f"{p}.augment"),
-            **augment_ranges(f"{t}.augment"), **augment_ranges(f"{mt}.strong"), **augment_ranges(f"{mt}.weak")})
+            f"{p}.weight_decay": ">= 0", f"{p}.mask_ratio": "[0, 1)", f"{p}.noise_std": ">= 0", **shared,
+            f"{t}.samples_per_epoch": ">= 0", f"{t}.batch_size": ">= 2", f"{t}.lr_encoder": ">= 0",
+            f"{t}.lr_head": "> 0", f"{t}.mixup_alpha": ">= 0", f"{mt}.unlabeled_per_epoch": ">= 1",
+            f"{mt}.unlabeled_batch": ">= 1", f"{mt}.labeled_batch": ">= 1", f"{mt}.lr": "> 0",
+            f"{mt}.ema_decay": "(0, 1)", f"{mt}.consistency_weight": ">= 0", f"{mt}.confidence": "[0, 1]",
+            f"{mt}.vat_weight": ">= 0", f"{mt}.vat_eps": ">= 0", f"{mt}.vat_batch": ">= 0", f"{mt}.ramp_epochs": ">= 0",
+            f"{st}.batch_size": ">= 1", f"{st}.labeled_batch": ">= 1", f"{st}.lr": "> 0", f"{st}.temperature": ">= 0",
+            f"{st}.pool_weight": ">= 0", **augment_ranges(f"{p}.augment"), **augment_ranges(f"{t}.augment"),
+            **augment_ranges(f"{mt}.strong"), **augment_ranges(f"{mt}.weak"), **augment_ranges(f"{st}.augment")})
 
 
 def _leaderboard(cfg: AutoencoderConfig) -> None:
@@ -252,7 +281,14 @@ def _pseudo_label(cfg: AutoencoderConfig) -> None:
     cfg.teacher.vat_eps = 1.0  # not the VAT paper's 0.3 for MNIST: val as good or better on all 3 splits
 
 
-PRESETS = {"leaderboard": _leaderboard, "case-study": _case_study, "pseudo-label": _pseudo_label}
+def _noisy_student(cfg: AutoencoderConfig) -> None:
+    """The pseudo-label preset, then self-training: its teacher labels the pool, a student learns from that."""
+    _pseudo_label(cfg)
+    cfg.steps = STEPS
+
+
+PRESETS = {"leaderboard": _leaderboard, "case-study": _case_study, "pseudo-label": _pseudo_label,
+           "noisy-student": _noisy_student}
 
 
 def make_config(preset: str = "leaderboard") -> AutoencoderConfig:

@@ -24,7 +24,8 @@ def export(cfg, run_dir, out_dir) -> tuple[int, dict]:
 
 def planned_evals(cfg) -> int:
     """Val accuracy is reported by the classifier steps only."""
-    return sum({"transfer": cfg.transfer.epochs, "teacher": cfg.teacher.epochs}.get(s, 0) for s in cfg.steps)
+    return sum({"transfer": cfg.transfer.epochs, "teacher": cfg.teacher.epochs,
+                "student": cfg.student.epochs}.get(s, 0) for s in cfg.steps)
 
 
 def continue_flags(cfg, out_dir: Path) -> list[str] | None:

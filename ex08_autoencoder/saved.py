@@ -11,7 +11,7 @@ from ex08_autoencoder.config import AutoencoderConfig, ModelConfig
 from ex08_autoencoder.models import Autoencoder, Classifier
 
 CHECKPOINT_FORMAT = "i2dl-ex08-v1"
-CHECKPOINT_OF = {"pretrain": "pretrain.pt", "transfer": "transfer.pt", "teacher": "teacher.pt"}
+CHECKPOINT_OF = {"pretrain": "pretrain.pt", "transfer": "transfer.pt", "teacher": "teacher.pt", "student": "student.pt"}
 
 
 def save_step(model, kind: str, cfg: AutoencoderConfig, path: Path, **meta) -> int:

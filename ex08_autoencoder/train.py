@@ -1,4 +1,4 @@
-"""Train an ex08 preset: its steps (pretrain -> transfer -> teacher), all of them or one, into one run dir.
+"""Train an ex08 preset: its steps (pretrain -> transfer -> teacher [-> student]), all or one, into one run dir.
 
 The run dir holds the resolved config, the few-label split (``split.json``), ``metrics.jsonl`` (a row per epoch,
 tagged with its step), a checkpoint per step (``pretrain.pt``, ``transfer.pt``, ``teacher.pt``), the exported
@@ -9,6 +9,7 @@ whole preset does. Metrics are named ``val/acc``, ``test10k/acc``, ...; in W&B p
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import sys
@@ -42,6 +43,7 @@ from ex08_autoencoder.models import Autoencoder, Classifier, encode, millions
 from ex08_autoencoder.pretrain import corrupt, pretrain
 from ex08_autoencoder.probe import linear_probe
 from ex08_autoencoder.saved import CHECKPOINT_OF, load_step, save_step
+from ex08_autoencoder.self_training import self_training
 from ex08_autoencoder.transfer import transfer
 
 SAVE_EVERY_S = 5.0
@@ -117,9 +119,14 @@ def run_step(step: str, cfg: AutoencoderConfig, data: FewLabelData, run: RunDir,
         encoder = _previous(run.path, "pretrain", cfg, device).encoder
         model, result = transfer(cfg.transfer, Classifier(cfg.model, encoder).to(device), data, generator,
                                  cfg.run.amp, fit)
-    else:
+    elif step == "teacher":
         student = _previous(run.path, "transfer", cfg, device)
         model, result = mean_teacher(cfg.teacher, student, data, generator, cfg.run.amp, fit)
+    else:
+        teacher = _previous(run.path, "teacher", cfg, device)
+        start = (Classifier(cfg.model, _previous(run.path, "pretrain", cfg, device).encoder).to(device)
+                 if cfg.student.init == "pretrain" else copy.deepcopy(teacher))
+        model, result = self_training(cfg.student, start, teacher, data, generator, cfg.run.amp, fit)
     if step != "pretrain":
         result.update(_report_classifier(model, data, run, step, figures, tracker))
         save_step(model, "classifier", cfg, run / CHECKPOINT_OF[step], **result)
