@@ -1,11 +1,14 @@
-"""ex09's knobs, one at a time, against the default preset at its own budget: each variant is the default plus a
-few ``--set`` overrides, trained as the user would train it, in a fresh process, one after another (never two at
+"""ex09's knobs, one at a time, against a base preset at its own budget: each variant is the base plus a few
+``--set`` overrides, trained as the user would train it, in a fresh process, one after another (never two at
 once: two torch processes on 2 cores are 10-20x slower), on the same seed:
 
-    python -m experiments.run ex09 --out DIR/<variant> --set run.seed=S <overrides>
+    python -m experiments.run ex09 [--preset P] --out DIR/<variant> --set run.seed=S <overrides>
 
-    python benchmarks/ex09_ablation.py --data-dir ../shared/data [--seed 0] [--variants default soft_argmax ...]
-        [--keep DIR]
+    python benchmarks/ex09_ablation.py --data-dir ../shared/data [--seed 0] [--preset v3]
+        [--variants default soft_argmax ...] [--keep DIR]
+
+The base is the default preset unless ``--preset`` names another: the variants were written against ``v3``, so
+some are the default already (``se``, ``soft_argmax``: the default has them) and measure nothing new on it.
 
 Each row: the val score, pixels, parameters, epochs and wall time, and both against the default of the same
 benchmark run (``score_vs_default``, ``wall_vs_default``). A finished variant in ``--keep`` is read, not retrained
@@ -35,11 +38,12 @@ VARIANTS = {
 """Variant name -> overrides on the default preset (``--variant NAME=k=v,k=v`` adds one)."""
 
 
-def run_variant(name: str, overrides: list[str], out: Path, data_dir: str | None, seed: int) -> dict:
+def run_variant(name: str, overrides: list[str], out: Path, data_dir: str | None, seed: int,
+                preset: str | None = None) -> dict:
     summary_path = out / "summary.json"
     if not summary_path.is_file():
-        cmd = [sys.executable, "-m", "experiments.run", "ex09", "--out", str(out), "--no-progress", "--set",
-               f"run.seed={seed}", *overrides]
+        cmd = [sys.executable, "-m", "experiments.run", "ex09", *(["--preset", preset] if preset else []), "--out",
+               str(out), "--no-progress", "--set", f"run.seed={seed}", *overrides]
         cmd += ["--data-dir", data_dir] if data_dir else []
         t0 = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
@@ -55,6 +59,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", default=None, help="the base preset of every variant (default: the default)")
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), help="names of VARIANTS to run")
     parser.add_argument("--variant", action="append", default=[], metavar="NAME=K=V,K=V",
                         help="an extra variant: its name and its overrides, comma-separated")
@@ -69,7 +74,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = args.keep or Path(tmp)
         for name, overrides in variants.items():
-            results[name] = run_variant(name, overrides, root / f"{name}-seed{args.seed}", args.data_dir, args.seed)
+            run_dir = root / "-".join([*([args.preset] if args.preset else []), name, f"seed{args.seed}"])
+            results[name] = run_variant(name, overrides, run_dir, args.data_dir, args.seed, args.preset)
     base = results["default"]
     print(f"{'variant':18s} {'val score':>9s} {'x default':>9s} {'px':>5s} {'params':>9s} {'wall s':>7s} "
           f"{'x default':>9s}", file=sys.stderr)
@@ -78,7 +84,7 @@ def main() -> None:
         r["wall_vs_default"] = r["wall_s"] / base["wall_s"]
         print(f"{name:18s} {r['val/score']:9.1f} {r['score_vs_default']:9.3f} {r['val/rmse_px']:5.2f} "
               f"{r['params']:9,d} {r['wall_s']:7.0f} {r['wall_vs_default']:9.2f}", file=sys.stderr)
-    print(json.dumps({"seed": args.seed, "variants": results}))
+    print(json.dumps({"seed": args.seed, "preset": args.preset or "default", "variants": results}))
 
 
 if __name__ == "__main__":
