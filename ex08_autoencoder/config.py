@@ -269,10 +269,9 @@ def _case_study(cfg: AutoencoderConfig) -> None:
 
 
 def _pseudo_label(cfg: AutoencoderConfig) -> None:
-    """The leaderboard recipe, but its Mean Teacher step learns from the teacher's confident pseudo-labels
-    (FixMatch's term instead of the MSE of the probabilities), class-balanced by distribution alignment, with
-    virtual adversarial training on every image of the student's steps; the leaderboard's 30 epochs (each
-    choice and its measurement: RESULTS.md)."""
+    """The leaderboard recipe, its Mean Teacher step learning from the teacher's confident pseudo-labels (FixMatch's
+    term, not the MSE of the probabilities), class-balanced by distribution alignment, with virtual adversarial
+    training on every image of the student's steps; the leaderboard's 30 epochs (each choice: RESULTS.md)."""
     cfg.teacher.consistency = "pseudo_label"
     cfg.teacher.consistency_weight = 1.0  # FixMatch's lambda_u: a cross entropy, not an MSE of probabilities
     cfg.teacher.ramp_epochs = 5.0
