@@ -1,8 +1,8 @@
 """Train an ex08 preset: its steps (pretrain -> transfer -> teacher [-> student]), all or one, into one run dir.
 
 The run dir holds the resolved config, the few-label split (``split.json``), ``metrics.jsonl`` (a row per epoch,
-tagged with its step), a checkpoint per step (``pretrain.pt``, ``transfer.pt``, ``teacher.pt``), the exported
-final classifier ``model.pt`` (< 5M parameters, < 20 MB, checked), PNGs, and ``summary.json``. One W&B run per
+tagged with its step), a checkpoint per step (``pretrain.pt``, ``transfer.pt``, ``teacher.pt``[, ``student.pt``]), the
+exported final classifier ``model.pt`` (< 5M parameters, < 20 MB, checked), PNGs, and ``summary.json``. One W&B run per
 step, grouped by the run dir's name. Each step is seeded on its own (seed * 1000 + step number), so running
 one step alone (``only_step``, the CLI's ``--step``) from a saved ``pretrain.pt`` gives the same numbers as the
 whole preset does. Metrics are named ``val/acc``, ``test10k/acc``, ...; in W&B prefixed by the step.
