@@ -15,6 +15,7 @@ from helpers import short_real_ex08_sets, tiny_ex08_config
 STUDENT = {"student.epochs": 2, "student.batch_size": 64}
 
 
+@pytest.mark.slow  # 7 s: the preset twice
 def test_the_student_step_alone_equals_the_whole_preset_and_is_submitted(synthetic_mnist, tmp_path):
     whole = train(tiny_ex08_config(synthetic_mnist, "noisy-student", **STUDENT), tmp_path / "whole", progress=False)
     assert whole["final_step"] == "student" and set(whole["steps"]) == {"pretrain", "transfer", "teacher", "student"}
