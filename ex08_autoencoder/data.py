@@ -210,3 +210,17 @@ def labeled_order(labels, n_samples: int, balanced: bool, generator_cpu):
         return torch.tensor(list(class_balanced_sampler(labels.cpu(), n, generator_cpu)))
     passes = -(-n // len(labels))
     return torch.cat([torch.randperm(len(labels), generator=generator_cpu) for _ in range(passes)])[:n]
+
+
+def mixed_batches(train_y, n_pool: int, steps: int, labeled_batch: int, pool_batch: int, generator, generator_cpu):
+    """One epoch of a step that trains on the labeled images and the unlabeled pool together: per step, the
+    indices of ``labeled_batch`` class-balanced labeled images and of ``pool_batch`` pool images (the pool
+    shuffled afresh each epoch)."""
+    import torch
+
+    device = train_y.device
+    pool_order = torch.randperm(n_pool, generator=generator, device=device)
+    l_order = labeled_order(train_y, steps * labeled_batch, True, generator_cpu).to(device)
+    for s in range(steps):
+        yield (l_order[s * labeled_batch:(s + 1) * labeled_batch],
+               pool_order[s * pool_batch:(s + 1) * pool_batch])

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import copy
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from common.training.loop import Candidate
+from common.training.loop import Candidate, Fitted
 
 
 @torch.no_grad()
@@ -41,3 +42,19 @@ def keep_in_memory(best: Candidate, record: dict) -> dict:
     """An ex08 step keeps its best weights in memory (and in its training state): its epochs are too short
     (~0.3 s in transfer) to write a checkpoint file at each improvement."""
     return copy.deepcopy(best.module.state_dict())
+
+
+def fit_best_on_val(fit: Callable[..., Fitted], epochs: int, model, val_x, val_y, weights: str, *, train_epoch,
+                    objects: dict, hint: str, show: tuple, extra: Callable[[], dict] | None = None):
+    """Train a step with the epoch loop ``fit``, scoring ``model`` on val after each epoch (:func:`candidate`,
+    plus ``extra()``'s figures), and load its best weights: returns ``(model in eval mode, {"best_epoch",
+    "val/acc", "val/loss"})``, what every ex08 classifier step reports."""
+    def evaluate(epoch: int) -> tuple[dict, list[Candidate]]:
+        record, best = candidate(model, val_x, val_y, weights)
+        return ({**record, **extra()} if extra else record), [best]
+
+    fitted = fit(epochs, train_epoch=train_epoch, evaluate=evaluate, keep_best=keep_in_memory, objects=objects,
+                 hint=hint, show=show)
+    model.load_state_dict(fitted.best_weights)
+    return model.eval(), {"best_epoch": fitted.best["epoch"], "val/acc": fitted.best["val/acc"],
+                          "val/loss": fitted.best["val/loss"]}

@@ -26,12 +26,12 @@ import torch.nn.functional as F
 from common.run.device import autocast
 from common.training.augment import augment_images
 from common.training.ema import make_ema
-from common.training.loop import Candidate, Fitted
+from common.training.loop import Fitted
 from common.training.optim import optimizer_step, param_groups
 from common.training.schedules import consistency_ramp, cosine_scheduler
 from ex08_autoencoder.config import TeacherConfig
-from ex08_autoencoder.data import FewLabelData, cpu_generator, labeled_order, to_float
-from ex08_autoencoder.evaluate import accuracy, candidate, keep_in_memory
+from ex08_autoencoder.data import FewLabelData, cpu_generator, mixed_batches, to_float
+from ex08_autoencoder.evaluate import accuracy, fit_best_on_val
 from ex08_autoencoder.models import Classifier
 
 
@@ -115,13 +115,11 @@ def mean_teacher(c: TeacherConfig, student: Classifier, data: FewLabelData, gene
     align = DistributionAlignment(torch.bincount(data.train_y, minlength=10)).to(device) if c.align else None
 
     def train_epoch(epoch: int) -> dict:
-        u_order = torch.randperm(n_unlabeled, generator=generator, device=device)
-        l_order = labeled_order(data.train_y, steps * c.labeled_batch, True, cpu_gen).to(device)
         sums = torch.zeros(4, device=device)
-        for s in range(steps):
-            l_idx = l_order[s * c.labeled_batch:(s + 1) * c.labeled_batch]
-            x = to_float(torch.cat([data.train_x[l_idx],
-                                    data.unlabeled_x[u_order[s * c.unlabeled_batch:(s + 1) * c.unlabeled_batch]]]))
+        batches = mixed_batches(data.train_y, n_unlabeled, steps, c.labeled_batch, c.unlabeled_batch, generator,
+                                cpu_gen)
+        for s, (l_idx, u_idx) in enumerate(batches):
+            x = to_float(torch.cat([data.train_x[l_idx], data.unlabeled_x[u_idx]]))
             strong, weak = augment_images(x, c.strong, generator), augment_images(x, c.weak, generator)
             with autocast(device, amp):
                 student_logits = student(strong).float()
@@ -154,15 +152,9 @@ def mean_teacher(c: TeacherConfig, student: Classifier, data: FewLabelData, gene
             row["train/teacher_class_ratio"] = (align.running.max() / align.running.min()).item()
         return row
 
-    def evaluate(epoch: int) -> tuple[dict, list[Candidate]]:
-        record, best = candidate(teacher.module, data.val_x, data.val_y, "teacher")
-        return {**record, "val/student_acc": accuracy(student, data.val_x, data.val_y)["acc"]}, [best]
-
-    fitted = fit(c.epochs, train_epoch=train_epoch, evaluate=evaluate, keep_best=keep_in_memory,
-                 objects={"student": student, "teacher": teacher, "optimizer": optimizer, "scheduler": scheduler,
-                          "generator": generator, "cpu_generator": cpu_gen, "align": align},
-                 hint="lower teacher.lr", show=("val/acc",))
-    final = teacher.module
-    final.load_state_dict(fitted.best_weights)
-    return final.eval(), {"best_epoch": fitted.best["epoch"], "val/acc": fitted.best["val/acc"],
-                          "val/loss": fitted.best["val/loss"]}
+    return fit_best_on_val(
+        fit, c.epochs, teacher.module, data.val_x, data.val_y, "teacher", train_epoch=train_epoch,
+        objects={"student": student, "teacher": teacher, "optimizer": optimizer, "scheduler": scheduler,
+                 "generator": generator, "cpu_generator": cpu_gen, "align": align},
+        hint="lower teacher.lr", show=("val/acc",),
+        extra=lambda: {"val/student_acc": accuracy(student, data.val_x, data.val_y)["acc"]})

@@ -16,12 +16,12 @@ import torch.nn.functional as F
 
 from common.run.device import autocast
 from common.training.augment import augment_images
-from common.training.loop import Candidate, Fitted
+from common.training.loop import Fitted
 from common.training.optim import optimizer_step, param_groups
 from common.training.schedules import cosine_scheduler
 from ex08_autoencoder.config import StudentConfig
-from ex08_autoencoder.data import FewLabelData, cpu_generator, labeled_order, to_float
-from ex08_autoencoder.evaluate import candidate, keep_in_memory, predict_logits
+from ex08_autoencoder.data import FewLabelData, cpu_generator, mixed_batches, to_float
+from ex08_autoencoder.evaluate import fit_best_on_val, predict_logits
 from ex08_autoencoder.models import Classifier
 
 
@@ -50,12 +50,9 @@ def self_training(c: StudentConfig, student: Classifier, teacher: Classifier, da
     cpu_gen = cpu_generator(generator)
 
     def train_epoch(epoch: int) -> dict:
-        order = torch.randperm(n_pool, generator=generator, device=device)
-        l_order = labeled_order(data.train_y, steps * c.labeled_batch, True, cpu_gen).to(device)
         sums = torch.zeros(2, device=device)
-        for s in range(steps):
-            l_idx = l_order[s * c.labeled_batch:(s + 1) * c.labeled_batch]
-            u_idx = order[s * c.batch_size:(s + 1) * c.batch_size]
+        for l_idx, u_idx in mixed_batches(data.train_y, n_pool, steps, c.labeled_batch, c.batch_size, generator,
+                                          cpu_gen):
             x = augment_images(to_float(torch.cat([data.train_x[l_idx], data.unlabeled_x[u_idx]])), c.augment,
                                generator)
             with autocast(device, amp):
@@ -68,18 +65,12 @@ def self_training(c: StudentConfig, student: Classifier, teacher: Classifier, da
         sup, dist = (sums / steps).tolist()
         return {"train/supervised_loss": sup, "train/distill_loss": dist, "lr": optimizer.param_groups[0]["lr"]}
 
-    def evaluate(epoch: int) -> tuple[dict, list[Candidate]]:
-        record, best = candidate(student, data.val_x, data.val_y, "student")
-        return record, [best]
-
-    fitted = fit(c.epochs, train_epoch=train_epoch, evaluate=evaluate, keep_best=keep_in_memory,
-                 objects={"student": student, "optimizer": optimizer, "scheduler": scheduler, "generator": generator,
-                          "cpu_generator": cpu_gen},
-                 hint="lower student.lr", show=("val/acc",))
-    student.load_state_dict(fitted.best_weights)
-    student.eval()
+    student, figures = fit_best_on_val(
+        fit, c.epochs, student, data.val_x, data.val_y, "student", train_epoch=train_epoch,
+        objects={"student": student, "optimizer": optimizer, "scheduler": scheduler, "generator": generator,
+                 "cpu_generator": cpu_gen},
+        hint="lower student.lr", show=("val/acc",))
     # How far the student moved from its labels: where it disagrees with the teacher on the pool it may have
     # corrected the teacher's mistakes (or made new ones; the test accuracy says which).
     agrees = (predict_logits(student, data.unlabeled_x).argmax(1) == teacher_pred).float().mean().item()
-    return student, {"best_epoch": fitted.best["epoch"], "val/acc": fitted.best["val/acc"],
-                     "val/loss": fitted.best["val/loss"], "pool_agreement": agrees}
+    return student, {**figures, "pool_agreement": agrees}

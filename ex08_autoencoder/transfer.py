@@ -11,13 +11,13 @@ import torch
 
 from common.run.device import autocast
 from common.training.augment import augment_images
-from common.training.loop import Candidate, Fitted
+from common.training.loop import Fitted
 from common.training.mixup import mixup_batch, mixup_loss
 from common.training.optim import discriminative_groups, optimizer_step
 from common.training.schedules import cosine_scheduler
 from ex08_autoencoder.config import TransferConfig
 from ex08_autoencoder.data import FewLabelData, cpu_generator, labeled_order, to_float
-from ex08_autoencoder.evaluate import candidate, keep_in_memory
+from ex08_autoencoder.evaluate import fit_best_on_val
 from ex08_autoencoder.models import Classifier
 
 
@@ -66,14 +66,8 @@ def transfer(c: TransferConfig, model: Classifier, data: FewLabelData, generator
             row["train/acc"] = correct.item() / min(len(order), steps * c.batch_size)
         return row
 
-    def evaluate(epoch: int) -> tuple[dict, list[Candidate]]:
-        record, best = candidate(model, data.val_x, data.val_y, "classifier")
-        return record, [best]
-
-    fitted = fit(c.epochs, train_epoch=train_epoch, evaluate=evaluate, keep_best=keep_in_memory,
-                 objects={"model": model, "optimizer": optimizer, "scheduler": scheduler, "generator": generator,
-                          "cpu_generator": cpu_gen},
-                 hint="lower transfer.lr_encoder and transfer.lr_head", show=("train/loss", "val/acc"))
-    model.load_state_dict(fitted.best_weights)
-    return model.eval(), {"best_epoch": fitted.best["epoch"], "val/acc": fitted.best["val/acc"],
-                          "val/loss": fitted.best["val/loss"]}
+    return fit_best_on_val(
+        fit, c.epochs, model, data.val_x, data.val_y, "classifier", train_epoch=train_epoch,
+        objects={"model": model, "optimizer": optimizer, "scheduler": scheduler, "generator": generator,
+                 "cpu_generator": cpu_gen},
+        hint="lower transfer.lr_encoder and transfer.lr_head", show=("train/loss", "val/acc"))
