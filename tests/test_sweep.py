@@ -144,3 +144,31 @@ def test_redact_hides_storage_passwords():
     assert "hunter2" not in redact("postgresql+psycopg2://me:hunter2@db.example:5432/optuna")
     assert redact("postgresql+psycopg2://me:hunter2@db.example:5432/optuna").endswith("@db.example:5432/optuna")
     assert redact("sqlite:////tmp/x.db") == "sqlite:////tmp/x.db"
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml")))
+def test_every_shipped_sweep_holds_its_own_baseline(name):
+    """The baseline trial (the preset + fixed) must be a point of the space: Optuna runs an enqueued value outside
+    a range anyway (with a warning) and TPE then learns from a point it can never sample again. Catches a default
+    changed without its sweep."""
+    from common.config import apply_overrides
+    from exercises import get_experiment
+
+    sweep = load_sweep(SWEEPS_DIR / f"{name}.yaml")
+    if not sweep.baseline:
+        pytest.skip(f"{name}.yaml runs no baseline trial")
+    exp = get_experiment(sweep.experiment)
+    params = baseline_params(sweep.space, apply_overrides(exp.make_config(sweep.preset), dict(sweep.fixed)))
+    specs = {p.name: p.spec for p in sweep.space if p.type != "list"}
+    for p in sweep.space:
+        if p.type == "list":
+            items = p.spec.get("items") or [p.spec["item"]] * 64
+            specs.update({f"{p.name}[{i}]": item for i, item in enumerate(items)})
+    for key, value in params.items():
+        spec = specs[key]
+        if spec["type"] == "categorical":
+            assert value in spec["choices"], (key, value)
+        else:
+            assert spec["low"] <= value <= spec["high"], (key, value, spec)
+            if spec.get("step"):
+                assert (value - spec["low"]) % spec["step"] == pytest.approx(0, abs=1e-9), (key, value, spec)
