@@ -1,5 +1,5 @@
 """The ex08 run config: the model and its steps, every field documented, overridable as ``section.field``
-(``--set teacher.epochs=10``). Presets (``--preset NAME``, :data:`PRESETS`) are named starting points, as in ex09."""
+(``--set teacher.epochs=10``). The named starting points (``--preset NAME``) live in presets.py."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -248,53 +248,3 @@ class AutoencoderConfig:
             f"{st}.batch_size": ">= 1", f"{st}.labeled_batch": ">= 1", f"{st}.lr": "> 0", f"{st}.temperature": ">= 0",
             f"{st}.pool_weight": ">= 0", **augment_ranges(f"{p}.augment"), **augment_ranges(f"{t}.augment"),
             **augment_ranges(f"{mt}.strong"), **augment_ranges(f"{mt}.weak"), **augment_ranges(f"{st}.augment")})
-
-
-def _leaderboard(cfg: AutoencoderConfig) -> None:
-    """The #1 submission: denoising LayerNorm/GELU MLP AE -> transfer -> Mean Teacher (the defaults above)."""
-
-
-def _case_study(cfg: AutoencoderConfig) -> None:
-    """The course's case study: BatchNorm/LeakyReLU MLP AE 784-392-196-98-49-32, then the classifier
-    32-400-400-10; Adam lr 5e-4, wd 1e-4; 5 AE epochs, 50 classifier epochs; rotation/blur/translate."""
-    cfg.steps = ("pretrain", "transfer")
-    cfg.model = ModelConfig(hidden=(392, 196, 98, 49), latent=32, norm="batch", activation="leaky_relu",
-                            dropout=0.0, latent_block=False, head_hidden=(400, 400), head_dropout=0.2)
-    aug = digit_augment(rotate_deg=10, shift=0.1, blur_p=0.5)
-    cfg.pretrain = PretrainConfig(epochs=5, batch_size=256, lr=5e-4, weight_decay=1e-4, cosine=False, loss="mse",
-                                  mask_ratio=0.0, noise_std=0.0, augment=aug)
-    cfg.transfer = TransferConfig(epochs=50, samples_per_epoch=0, balanced=False, batch_size=32, optimizer="adam",
-                                  lr_encoder=5e-4, lr_head=5e-4, weight_decay=1e-4, cosine=False,
-                                  label_smoothing=0.0, mixup_alpha=0.0, grad_clip=0.0, augment=aug)
-
-
-def _pseudo_label(cfg: AutoencoderConfig) -> None:
-    """The leaderboard recipe, its Mean Teacher step learning from the teacher's confident pseudo-labels (FixMatch's
-    term, not the MSE of the probabilities), class-balanced by distribution alignment, with virtual adversarial
-    training on every image of the student's steps; the leaderboard's 30 epochs (each choice: RESULTS.md)."""
-    cfg.teacher.consistency = "pseudo_label"
-    cfg.teacher.consistency_weight = 1.0  # FixMatch's lambda_u: a cross entropy, not an MSE of probabilities
-    cfg.teacher.ramp_epochs = 5.0
-    cfg.teacher.align = True
-    cfg.teacher.vat_weight = 1.0  # VAT's own alpha
-    cfg.teacher.vat_eps = 1.0  # not the VAT paper's 0.3 for MNIST: val as good or better on all 3 splits
-
-
-def _noisy_student(cfg: AutoencoderConfig) -> None:
-    """pseudo-label with an elastic strong view, then self-training (self_training.py); not better: RESULTS.md."""
-    _pseudo_label(cfg)
-    cfg.teacher.strong.elastic_alpha, cfg.teacher.strong.elastic_sigma = 34.0, 4.0  # Simard et al. 2003's
-    cfg.steps = STEPS
-
-
-PRESETS = {"leaderboard": _leaderboard, "case-study": _case_study, "pseudo-label": _pseudo_label,
-           "noisy-student": _noisy_student}
-
-
-def make_config(preset: str = "leaderboard") -> AutoencoderConfig:
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    cfg = AutoencoderConfig(preset=preset)
-    PRESETS[preset](cfg)
-    cfg.validate()
-    return cfg

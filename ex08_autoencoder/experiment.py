@@ -7,7 +7,8 @@ from pathlib import Path
 
 from common.errors import ConfigError
 from common.experiment import Experiment
-from ex08_autoencoder.config import PRESETS, STEPS, AutoencoderConfig, make_config
+from ex08_autoencoder.config import STEPS, AutoencoderConfig
+from ex08_autoencoder.presets import PRESETS, make_config
 
 
 def train(cfg, out_dir, **kwargs) -> dict:

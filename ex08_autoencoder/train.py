@@ -35,11 +35,12 @@ from common.run.timing import since_process_start
 from common.run.tracking import Tracker, open_tracker
 from common.training.training_state import TrainingState, read_state
 from ex08_autoencoder import plots, step_cache
-from ex08_autoencoder.config import STEPS, AutoencoderConfig, make_config
+from ex08_autoencoder.config import STEPS, AutoencoderConfig
 from ex08_autoencoder.data import FewLabelData, few_label_data, load_mnist, mnist_files
 from ex08_autoencoder.evaluate import accuracy, predict_logits, scores
 from ex08_autoencoder.mean_teacher import mean_teacher
 from ex08_autoencoder.models import Autoencoder, Classifier, encode, millions
+from ex08_autoencoder.presets import make_config
 from ex08_autoencoder.pretrain import corrupt, pretrain
 from ex08_autoencoder.probe import linear_probe
 from ex08_autoencoder.saved import CHECKPOINT_OF, load_step, save_step

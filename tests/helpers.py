@@ -102,7 +102,7 @@ def synthetic_digits(n: int, seed: int = 0):
 def tiny_ex08_config(data_dir: Path, preset: str = "leaderboard", **overrides):
     """A seconds-long ex08 config on the synthetic digits."""
     from common.config import apply_overrides
-    from ex08_autoencoder.config import make_config
+    from ex08_autoencoder.presets import make_config
 
     cfg = make_config(preset)
     cfg.data.data_dir = str(data_dir)

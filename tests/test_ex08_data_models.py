@@ -112,8 +112,8 @@ def test_corruption_rate_and_sigma():
 
 def test_parameter_counts_print_as_the_seeds():
     from common.files.checkpoint import count_params
-    from ex08_autoencoder.config import make_config
     from ex08_autoencoder.models import Autoencoder, Classifier
+    from ex08_autoencoder.presets import make_config
     from ex08_autoencoder.train import param_report
 
     case = make_config("case-study")
@@ -127,9 +127,27 @@ def test_parameter_counts_print_as_the_seeds():
         assert not {k for k in kinds if "Conv" in k}, "fully connected layers only"
 
 
+def test_each_preset_that_builds_on_pseudo_label_changes_only_what_it_says():
+    """A preset is pseudo-label plus the fields its docstring names, nothing else (a stray edit would otherwise
+    ride along into every figure measured with it)."""
+    from common.config import flatten, to_dict
+    from ex08_autoencoder.presets import make_config
+
+    def diff(a, b):
+        a, b = (flatten(json.loads(json.dumps(to_dict(make_config(name))))) for name in (a, b))
+        return {k: b[k] for k in a if a[k] != b[k]}
+
+    assert diff("pseudo-label", "pseudo-label-long") == {
+        "preset": "pseudo-label-long", "teacher.strong.elastic_alpha": 34.0, "teacher.epochs": 60, "teacher.lr": 1e-4}
+    assert make_config("pseudo-label-long").teacher.strong.elastic_sigma == 4.0  # Simard et al. 2003's
+    assert diff("pseudo-label", "noisy-student") == {
+        "preset": "noisy-student", "teacher.strong.elastic_alpha": 34.0, "steps": ["pretrain", "transfer", "teacher",
+                                                                                   "student"]}
+
+
 def test_leaderboard_block_structure():
-    from ex08_autoencoder.config import make_config
     from ex08_autoencoder.models import Classifier
+    from ex08_autoencoder.presets import make_config
 
     model = Classifier(make_config("leaderboard").model)
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]

@@ -13,7 +13,7 @@ from common.config import apply_overrides
 from common.errors import ConfigError
 from common.plots import read_metrics
 from ex08_autoencoder import train as ex08_train
-from ex08_autoencoder.config import make_config
+from ex08_autoencoder.presets import make_config
 from ex08_autoencoder.train import train
 from experiments.run import main
 from helpers import REPO, short_real_ex08_sets, tiny_ex08_config, wait_for

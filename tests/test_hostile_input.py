@@ -340,7 +340,7 @@ def test_a_sigkilled_ex08_run_resumes_inside_its_step_to_the_uninterrupted_figur
     are kept, the teacher goes on after its last saved epoch, and the run ends with exactly the figures of a
     run that was never interrupted (CPU, one thread both times). Real MNIST: the CLI checks its md5 sums."""
     from common.config import apply_overrides
-    from ex08_autoencoder.config import make_config
+    from ex08_autoencoder.presets import make_config
     from ex08_autoencoder.train import train as train_ex08
 
     sets = short_real_ex08_sets(cache_steps="false")  # the killed run trains its steps, not a cache lookup
