@@ -23,7 +23,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_recipe(recipe: str, out: Path, data_dir: str | None, overrides: list[str]) -> dict:
-    cmd = [sys.executable, "-m", "experiments.run", "ex08", "--preset", recipe, "--out", str(out), "--no-progress"]
+    # --no-cache: every step trained, so a recipe that shares steps 1-2 with an earlier one is not timed short.
+    cmd = [sys.executable, "-m", "experiments.run", "ex08", "--preset", recipe, "--out", str(out), "--no-progress",
+           "--no-cache"]
     cmd += ["--data-dir", data_dir] if data_dir else []
     cmd += ["--set", *overrides] if overrides else []
     t0 = time.perf_counter()

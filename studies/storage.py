@@ -11,6 +11,8 @@ again.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import socket
@@ -94,10 +96,10 @@ def open_storage(url: str, settings: dict | None = None, wait_s: float = SQLITE_
             path = Path(url[len("journal://"):])
             path.parent.mkdir(parents=True, exist_ok=True)
             repair_journal(path)
-            return JournalStorage(JournalFileBackend(str(path)))
+            return _interrupt_safe(JournalStorage)(JournalFileBackend(str(path)))
         if url.startswith("sqlite:///"):
             Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-        storage = RDBStorage(
+        storage = _interrupt_safe(RDBStorage)(
             url,
             # SQLite: wait for the write lock (workers queue up) rather than fail with "database is locked".
             engine_kwargs={"connect_args": {"timeout": wait_s}} if sqlite else {"pool_pre_ping": True},
@@ -163,6 +165,26 @@ def repair_journal(path: Path) -> None:
         lock.release()
 
 
+@functools.cache
+def _interrupt_safe(storage_class: type) -> type:
+    """``storage_class`` with every method run under :func:`~common.run.signals.interrupts_deferred`: Ctrl-C or
+    SIGTERM is raised when the storage call is over, never inside SQLAlchemy or a journal write, where it left
+    SQLite's write lock held and the interrupted worker (and its parent) hung. A subclass, so Optuna treats it as
+    the storage it is (``isinstance(storage, RDBStorage)`` decides its caching and heartbeats)."""
+    from common.run.signals import interrupts_deferred
+
+    def deferring(method):
+        @functools.wraps(method)
+        def call(*args, **kwargs):
+            with interrupts_deferred():
+                return method(*args, **kwargs)
+        return call
+
+    methods = {name: deferring(method) for klass in reversed(storage_class.__mro__)
+               for name, method in vars(klass).items() if inspect.isfunction(method) and not name.startswith("__")}
+    return type(storage_class.__name__, (storage_class,), methods)
+
+
 def _serialize_sqlite(engine) -> None:
     """SQLite has no ``SELECT ... FOR UPDATE``: two worker processes could both read the same WAITING trial
     (the queued baseline, a retry) and both run it; the slower one then fails with "Cannot tell a COMPLETE
@@ -177,17 +199,6 @@ def _serialize_sqlite(engine) -> None:
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-    @event.listens_for(engine, "handle_error")
-    def _finish_statement_on_interrupt(ctx):
-        # Ctrl-C landing in a query makes SQLAlchemy close the connection without closing its cursor: a SELECT
-        # left mid-rows keeps the closed connection alive as a zombie that holds the write lock taken above, and
-        # the worker's next write (marking its trial FAIL) waited on its own lock for the full 120 s timeout (a
-        # CI run of test_interrupting_the_parent_stops_its_workers_cleanly). Closing the cursor ends the
-        # statement, so the connection really closes. (``ctx.cursor`` is never set in SQLAlchemy 2.0.)
-        cursor = getattr(ctx.execution_context, "cursor", None)
-        if cursor is not None and not isinstance(ctx.original_exception, Exception):
-            cursor.close()
 
     engine.dispose()  # connections opened while creating the tables predate the hooks
 

@@ -191,3 +191,52 @@ def test_sqlite_hands_each_queued_trial_to_one_worker_only(tmp_path):
     assert all(p.returncode == 0 for p in procs), [err[-1500:] for _, err in results]
     numbers = [n for out, _ in results for n in json.loads(out)]
     assert len(numbers) == 60 and len(set(numbers)) == 60, "a queued trial was handed to two workers"
+
+
+CTRL_C_MID_QUERY = """
+import os, signal, sqlite3, sys
+import optuna
+from sqlalchemy import event
+from common.run.signals import exit_code, raise_on_sigterm
+from studies.storage import open_storage
+optuna.logging.set_verbosity(optuna.logging.ERROR)
+raise_on_sigterm()
+url = {url!r}
+storage = open_storage(url)
+study = optuna.create_study(study_name="s", storage=storage)
+for x in range(3):
+    study.enqueue_trial({{"x": x}})
+statements, arm_at = [], None
+@event.listens_for(storage.engine, "after_cursor_execute")
+def count(conn, cursor, statement, *args):
+    statements.append(statement)
+    if len(statements) == arm_at:  # Ctrl-C mid-call: Python runs the handler in SQLAlchemy's next bytecode
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(10000):
+            pass
+storage.get_all_trials(study._study_id)
+whole, statements[:], arm_at = len(statements), [], 2
+try:
+    storage.get_all_trials(study._study_id)
+except KeyboardInterrupt as e:
+    print("raised after", len(statements), "of", whole, flush=True)
+    db = sqlite3.connect(url[len("sqlite:///"):], timeout=0, isolation_level=None)
+    db.execute("BEGIN IMMEDIATE")  # 'database is locked' while the interrupted transaction is open
+    db.execute("ROLLBACK")
+    print("lock free", flush=True)
+    sys.exit(exit_code(e))
+"""
+
+
+def test_ctrl_c_mid_query_is_raised_after_the_storage_call_and_leaves_no_lock(tmp_path):
+    """A Ctrl-C landing inside SQLAlchemy left the session's transaction open, holding SQLite's write lock: the
+    worker could not mark its trial FAIL and it, and the parent waiting on it, hung (CI). The storage holds the
+    interrupt until its call is over; then the lock is free."""
+    from helpers import ctrl_c_works
+
+    proc = subprocess.run([sys.executable, "-c", CTRL_C_MID_QUERY.format(url=f"sqlite:///{tmp_path / 's.db'}")],
+                          cwd=REPO, capture_output=True, text=True, timeout=120, preexec_fn=ctrl_c_works)
+    lines = proc.stdout.split("\n")
+    done, whole = lines[0].split()[2], lines[0].split()[4]
+    assert lines[0].startswith("raised after") and done == whole and int(whole) > 2, proc.stdout + proc.stderr[-2000:]
+    assert lines[1] == "lock free" and proc.returncode == 130, proc.stderr[-2000:]
