@@ -200,6 +200,17 @@ def _serialize_sqlite(engine) -> None:
     def _begin_immediate(connection):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
+    @event.listens_for(engine, "handle_error")
+    def _finish_statement_on_interrupt(ctx):
+        # A process without our signal handlers (a notebook, a user's script: Python's own KeyboardInterrupt,
+        # which _interrupt_safe cannot hold back) may be interrupted inside a query: SQLAlchemy then closes the
+        # connection without closing its cursor, and a SELECT left mid-rows keeps it alive as a zombie holding the
+        # write lock taken above (workers then waited the full 120 s). Closing the cursor ends the statement.
+        # (``ctx.cursor`` is never set in SQLAlchemy 2.0.)
+        cursor = getattr(ctx.execution_context, "cursor", None)
+        if cursor is not None and not isinstance(ctx.original_exception, Exception):
+            cursor.close()
+
     engine.dispose()  # connections opened while creating the tables predate the hooks
 
 

@@ -194,8 +194,9 @@ def test_a_three_trial_study_completes_with_each_sampler(sampler, synthetic_data
 
 
 def test_ctrl_c_inside_a_sqlite_query_leaves_the_study_writable(tmp_path):
-    """Ctrl-C that lands right after a SELECT ran (the worker then marks its trial FAIL on a fresh connection)
-    must not leave the interrupted connection holding the write lock: that write waited 120 s in CI."""
+    """Python's own Ctrl-C (a process without our handlers, which hold it until the storage call is over: see
+    test_study_workers) that lands right after a SELECT ran must not leave the interrupted connection holding
+    the write lock: the next write waited 120 s in CI."""
     import sqlite3
 
     from sqlalchemy import event
