@@ -16,7 +16,8 @@ def config_overrides(exp, args) -> list[str]:
     """The flags that are config values (``--data-dir``, the exercise's own), as overrides, then ``--set`` (which
     wins): the one place they meet."""
     flags = {"data.data_dir": args.data_dir, **exp.flag_overrides(args)}
-    return [f"{key}={value}" for key, value in flags.items() if value] + args.overrides
+    # `is not None`: a flag that sets False (--no-cache: cache_steps=False) is a value too; only an absent one is not
+    return [f"{key}={value}" for key, value in flags.items() if value is not None] + args.overrides
 
 
 def run(args) -> int:
