@@ -193,6 +193,26 @@ def test_elastic_distortion_bends_the_image_and_its_points_alike():
     assert (found - bent).abs().max() * 48 < 0.6  # and each dot sits where its point went
 
 
+def test_the_elastic_fields_blur_is_a_gaussian_with_zeros_past_the_edges():
+    """The field's blur (two matrix products) gives the sums of the separable Gaussian convolution it stands for
+    (taps out to 3 sigma, zero padding, as scipy's gaussian_filter(mode="constant")), on a non-square image."""
+    import math
+
+    import torch.nn.functional as F
+
+    from common.training.augment import elastic_field
+
+    n, h, w, sigma, alpha = 3, 30, 20, 1.5, 10.0
+    field = elastic_field(n, h, w, alpha, sigma, generator=torch.Generator().manual_seed(3))
+    noise = torch.rand(n * 2, 1, h, w, generator=torch.Generator().manual_seed(3)) * 2 - 1  # the same draws
+    r = math.ceil(3 * sigma)
+    taps = torch.exp(-torch.arange(-r, r + 1.0) ** 2 / (2 * sigma ** 2))
+    taps = taps / taps.sum()
+    blurred = F.conv2d(F.conv2d(noise, taps.view(1, 1, 1, -1), padding=(0, r)), taps.view(1, 1, -1, 1), padding=(r, 0))
+    expected = blurred.view(n, 2, h, w).permute(0, 2, 3, 1) * alpha * torch.tensor([2.0 / w, 2.0 / h])
+    assert torch.allclose(field, expected, atol=1e-6), (field - expected).abs().max()
+
+
 def test_elastic_distortion_of_digits_is_off_by_default_and_drawn_per_image():
     from common.training.augment import augment_images
     from ex08_autoencoder.config import digit_augment
