@@ -123,10 +123,10 @@ def _blur_matrix(size: int, sigma_px: float, like):
     import torch
 
     r = max(1, math.ceil(3 * sigma_px))
-    offset = torch.arange(size, device=like.device)[None, :] - torch.arange(size, device=like.device)[:, None]
-    taps = torch.exp(-offset.to(like.dtype) ** 2 / (2 * sigma_px ** 2)) * (offset.abs() <= r)
-    norm = torch.exp(-torch.arange(-r, r + 1, device=like.device, dtype=like.dtype) ** 2 / (2 * sigma_px ** 2)).sum()
-    return taps / norm
+    kernel = torch.exp(-torch.arange(-r, r + 1, device=like.device, dtype=like.dtype) ** 2 / (2 * sigma_px ** 2))
+    i = torch.arange(size, device=like.device)
+    offset = i[None, :] - i[:, None]  # M[i, j] weighs pixel j for output pixel i
+    return torch.where(offset.abs() <= r, kernel[(offset + r).clamp(0, 2 * r)], 0.0) / kernel.sum()
 
 
 def warp_images(images, A, t, out_size=None, field=None):
