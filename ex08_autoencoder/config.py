@@ -131,6 +131,9 @@ class TeacherConfig:
     """Cosine-decay the learning rate per step (else constant)."""
     ema_decay: float = 0.995
     """Teacher = EMA of the student with this decay, updated after every optimizer step."""
+    teacher_dropout: bool = True
+    """The teacher's forward pass on the weak view keeps dropout on (the Mean Teacher paper: part of the noise);
+    False: eval mode, FixMatch's deterministic targets, and three dropout masks a step fewer."""
     consistency: str = "mse"
     """The unlabeled term: ``mse`` (Mean Teacher: squared distance of the class probabilities) or
     ``pseudo_label`` (FixMatch-style: cross entropy of the student's strong view against the teacher's argmax

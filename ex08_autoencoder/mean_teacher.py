@@ -105,6 +105,7 @@ def mean_teacher(c: TeacherConfig, student: Classifier, data: FewLabelData, gene
     student.train()
     teacher = make_ema(student, c.ema_decay)
     teacher.update_parameters(student)  # the first update copies the student
+    teacher.module.train(c.teacher_dropout)  # kept: the val passes (predict_logits) restore the mode they found
     optimizer = torch.optim.AdamW(param_groups(student, c.lr, c.weight_decay), lr=c.lr)
     steps = max(1, c.unlabeled_per_epoch // c.unlabeled_batch)
     scheduler = cosine_scheduler(optimizer, steps * c.epochs) if c.cosine else None
@@ -123,7 +124,7 @@ def mean_teacher(c: TeacherConfig, student: Classifier, data: FewLabelData, gene
             strong, weak = augment_images(x, c.strong, generator), augment_images(x, c.weak, generator)
             with autocast(device, amp):
                 student_logits = student(strong).float()
-                with torch.no_grad():  # teacher in train mode: its dropout is part of the noise, as in the paper
+                with torch.no_grad():  # the teacher's dropout, unless teacher.teacher_dropout=false, is noise too
                     teacher_probs = teacher.module(weak).float().softmax(1)
             if align is not None:
                 teacher_probs = align(teacher_probs)

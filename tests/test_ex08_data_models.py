@@ -235,3 +235,26 @@ def test_vat_finds_the_direction_that_moves_the_prediction_most():
                    for _ in range(20)]
     assert adversarial.item() > 3 * max(r.item() for r in randoms) > 0
     assert vat_loss(model, x, 0.0, g).item() == pytest.approx(0.0, abs=1e-7), "no perturbation, no change"
+
+
+def test_the_teacher_drops_out_for_its_targets_unless_told_not_to(synthetic_mnist, tmp_path, monkeypatch):
+    """``teacher.teacher_dropout``: the teacher's forward passes for the targets (no gradient, dropout on) run
+    in train mode by default, as in the Mean Teacher paper, and in eval mode when it is false; every other
+    no-gradient pass (val, VAT's target) is in eval mode either way."""
+    from ex08_autoencoder.models import Classifier
+    from ex08_autoencoder.train import train
+    from helpers import tiny_ex08_config
+
+    calls, forward = [], Classifier.forward
+
+    def spy(self, x):
+        calls.append(self.training and not torch.is_grad_enabled())
+        return forward(self, x)
+
+    monkeypatch.setattr(Classifier, "forward", spy)
+    for noisy in (True, False):
+        calls.clear()
+        cfg = tiny_ex08_config(synthetic_mnist, "pseudo-label", **{"teacher.teacher_dropout": noisy})
+        train(cfg, tmp_path / str(noisy), progress=False)
+        # 2 epochs of 128 unlabeled images in batches of 64: 4 steps, one target pass each
+        assert sum(calls) == (4 if noisy else 0)
