@@ -237,6 +237,7 @@ def test_vat_finds_the_direction_that_moves_the_prediction_most():
     assert vat_loss(model, x, 0.0, g).item() == pytest.approx(0.0, abs=1e-7), "no perturbation, no change"
 
 
+@pytest.mark.slow  # ~5 s: two tiny runs
 def test_the_teacher_drops_out_for_its_targets_unless_told_not_to(synthetic_mnist, tmp_path, monkeypatch):
     """``teacher.teacher_dropout``: the teacher's forward passes for the targets (no gradient, dropout on) run
     in train mode by default, as in the Mean Teacher paper, and in eval mode when it is false; every other

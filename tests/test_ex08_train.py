@@ -231,6 +231,7 @@ def test_an_interrupted_run_resumes_inside_its_step_to_exactly_the_same_model(sy
     assert not list((tmp_path / "r").glob("*.state.pt")), "a finished step's training state is deleted"
 
 
+@pytest.mark.slow  # ~8 s on a slow 2-core machine: keeps make test-fast under 2 minutes there
 def test_steps_an_earlier_run_computed_come_from_the_cache_bit_for_bit(synthetic_mnist, tmp_path, capsys):
     """The same config again: every step from the cache (the record says which), the figures to the last bit, in
     a fraction of the time. A changed teacher key trains the teacher only; a changed pretrain key all three; an
