@@ -148,6 +148,9 @@ class TeacherConfig:
     forward passes and one more backward pass per step over ``vat_batch`` images."""
     vat_eps: float = 0.3
     """VAT: L2 norm of the adversarial perturbation per image, pixels in [0, 1] (the VAT paper's MNIST value)."""
+    vat_xi: float = 1e-6
+    """VAT: L2 norm of the power iteration's random first step (the VAT paper's 1e-6). Too small for float32:
+    the direction it finds is mostly rounding noise (``vat_direction``); 1e-3 to 0.1 find the exact one."""
     vat_batch: int = 0
     """VAT: images of each step it runs on (the step's labeled ones first, then unlabeled; 0 = all of them, as
     the VAT paper does; ~15 % more time per epoch than 64)."""
@@ -247,7 +250,8 @@ class AutoencoderConfig:
             f"{t}.lr_head": "> 0", f"{t}.mixup_alpha": ">= 0", f"{mt}.unlabeled_per_epoch": ">= 1",
             f"{mt}.unlabeled_batch": ">= 1", f"{mt}.labeled_batch": ">= 1", f"{mt}.lr": "> 0",
             f"{mt}.ema_decay": "(0, 1)", f"{mt}.consistency_weight": ">= 0", f"{mt}.confidence": "[0, 1]",
-            f"{mt}.vat_weight": ">= 0", f"{mt}.vat_eps": ">= 0", f"{mt}.vat_batch": ">= 0", f"{mt}.ramp_epochs": ">= 0",
+            f"{mt}.vat_weight": ">= 0", f"{mt}.vat_eps": ">= 0", f"{mt}.vat_xi": "> 0", f"{mt}.vat_batch": ">= 0",
+            f"{mt}.ramp_epochs": ">= 0",
             f"{st}.batch_size": ">= 1", f"{st}.labeled_batch": ">= 1", f"{st}.lr": "> 0", f"{st}.temperature": ">= 0",
             f"{st}.pool_weight": ">= 0", **augment_ranges(f"{p}.augment"), **augment_ranges(f"{t}.augment"),
             **augment_ranges(f"{mt}.strong"), **augment_ranges(f"{mt}.weak"), **augment_ranges(f"{st}.augment")})

@@ -237,6 +237,32 @@ def test_vat_finds_the_direction_that_moves_the_prediction_most():
     assert vat_loss(model, x, 0.0, g).item() == pytest.approx(0.0, abs=1e-7), "no perturbation, no change"
 
 
+def test_vat_finds_its_direction_in_float32_only_with_a_step_above_rounding():
+    """``teacher.vat_xi``: the power iteration's finite step must move the prediction by more than float32
+    rounds. On the preset's classifier (784 pixels in [0, 1], LayerNorm, GELU) the float32 direction at 1e-2 is
+    the float64 one; at the VAT paper's 1e-6 it is mostly noise."""
+    import copy
+
+    from ex08_autoencoder.config import ModelConfig
+    from ex08_autoencoder.mean_teacher import vat_direction
+    from ex08_autoencoder.models import Classifier
+
+    torch.manual_seed(0)
+    model = Classifier(ModelConfig()).eval()
+    exact = copy.deepcopy(model).double()
+    x = torch.rand(64, 1, 28, 28) * (torch.rand(64, 1, 28, 28) < 0.2)  # sparse strokes, as digits are
+
+    def cosines(xi):
+        with torch.no_grad():
+            target, target64 = model(x).softmax(1), exact(x.double()).softmax(1)
+        ours = vat_direction(model, x, target, xi, torch.Generator().manual_seed(1))
+        ref = vat_direction(exact, x.double(), target64, xi, torch.Generator().manual_seed(1))  # the same step
+        return (ours.flatten(1) * ref.float().flatten(1)).sum(1)
+
+    assert cosines(1e-2).min() > 0.99
+    assert cosines(1e-6).mean() < 0.9, "1e-6 no longer drowns in float32: the knob's reason is gone"
+
+
 @pytest.mark.slow  # ~5 s: two tiny runs
 def test_the_teacher_drops_out_for_its_targets_unless_told_not_to(synthetic_mnist, tmp_path, monkeypatch):
     """``teacher.teacher_dropout``: the teacher's forward passes for the targets (no gradient, dropout on) run
