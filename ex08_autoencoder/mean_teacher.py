@@ -80,12 +80,10 @@ def vat_direction(model, x, target, xi: float, generator=None):
     one power iteration: the gradient of the KL divergence at a random step of L2 norm ``xi``.
 
     ``xi`` is a finite difference and must survive float32: the change it makes to the prediction has to stand
-    above the forward pass's rounding. At the VAT paper's 1e-6, on 784 pixels in [0, 1], it does not: on
-    MNIST's unlabeled digits the float32 direction had a mean cosine of 0.18 with the same iteration in float64
-    (the images not yet predicted at >= 0.99; the rest have no gradient to find), 0.995 at 1e-4, 1.000 from
-    1e-3 to 0.1, falling again past 1 where the step stops being small (RESULTS.md, issue 39)."""
+    above the forward pass's rounding. At the VAT paper's 1e-6, on 784 pixels in [0, 1], it does not, and the
+    direction is mostly rounding noise; 1e-3 to 0.1 give float64's (``benchmarks/vat_xi.py``, RESULTS.md)."""
     d = (xi * _unit(torch.randn(x.shape, generator=generator, device=x.device))).requires_grad_()
-    kl = F.kl_div(model(x + d).float().log_softmax(1), target, reduction="batchmean")
+    kl = F.kl_div(model(x + d).to(target.dtype).log_softmax(1), target, reduction="batchmean")  # amp: bf16 up
     (grad,) = torch.autograd.grad(kl, d)
     return _unit(grad)
 
