@@ -83,7 +83,7 @@ def vat_direction(model, x, target, xi: float, generator=None):
     above the forward pass's rounding. At the VAT paper's 1e-6, on 784 pixels in [0, 1], it does not, and the
     direction is mostly rounding noise; 1e-3 to 0.1 give float64's (``benchmarks/vat_xi.py``, RESULTS.md)."""
     d = (xi * _unit(torch.randn(x.shape, generator=generator, device=x.device))).requires_grad_()
-    kl = F.kl_div(model(x + d).to(target.dtype).log_softmax(1), target, reduction="batchmean")  # amp: bf16 up
+    kl = F.kl_div(model(x + d).to(target.dtype).log_softmax(1), target, reduction="batchmean")  # bf16 under amp
     (grad,) = torch.autograd.grad(kl, d)
     return _unit(grad)
 
