@@ -35,6 +35,7 @@ def test_the_student_step_alone_equals_the_whole_preset_and_is_submitted(synthet
     assert all(torch.equal(again[k], student[k]) for k in student)
 
 
+@pytest.mark.slow  # ~4 s: a whole tiny run
 def test_the_leaderboard_preset_has_no_student_step(synthetic_mnist, tmp_path):
     summary = train(tiny_ex08_config(synthetic_mnist), tmp_path / "r", progress=False)
     assert summary["final_step"] == "teacher" and not (tmp_path / "r" / "student.pt").exists()
