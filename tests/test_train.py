@@ -240,6 +240,7 @@ def test_cli_help_and_bad_override(synthetic_data_dir):
     assert bad.returncode == 2 and "train.epochs" in bad.stderr and "unknown config key" in bad.stderr
 
 
+@pytest.mark.slow  # ~12 s: two CLI processes (torch imports); the fast set keeps the in-process runs
 def test_cli_trains_and_evaluates_a_csv(synthetic_data_dir, tmp_path):
     out = tmp_path / "run"
     cli("ex09", "--preset", "quick", "--data-dir", str(synthetic_data_dir), "--out", str(out), "--no-progress",
