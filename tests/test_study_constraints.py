@@ -16,11 +16,14 @@ from optuna.trial import TrialState  # noqa: E402
 
 
 def _constrained_sweep(tmp_path, data_dir, **top):
+    # 4 epochs, not 2: a wall projected from one interval between evaluations failed CI once (a cheap trial's one
+    # epoch was >2x the baseline's, two workers on 2 cores); the median of 3 and a 3x limit leave margin both
+    # ways: the cheap trial projects ~1x the baseline's wall, the 60-epoch one ~15x.
     return write_sweep(tmp_path / "t.yaml", data_dir, trials=4, pruner={"type": "none"},
-                       fixed={"model.head": "flatten"},  # a fully connected head: head_hidden sets its size
-                       space={"train.epochs": {"type": "categorical", "choices": [2, 60]},
+                       fixed={"model.head": "flatten", "train.epochs": 4},  # flatten: head_hidden sets its size
+                       space={"train.epochs": {"type": "categorical", "choices": [4, 60]},
                               "model.head_hidden": {"type": "categorical", "choices": [32, 64, 2048]}},
-                       constraints={"wall_s": {"max_ratio": 2.0}, "params": {"max": 100000}}, **top)
+                       constraints={"wall_s": {"max_ratio": 3.0}, "params": {"max": 100000}}, **top)
 
 
 @pytest.mark.slow  # ~40 s: four trials in two workers, then a confirmation of two candidates
@@ -36,20 +39,20 @@ def test_infeasible_trials_are_marked_never_best_and_never_confirmed(synthetic_d
     s = load_sweep(sweep)
     study = create_or_load_study(s, open_storage(url), baseline_cfg=apply_overrides(exp.make_config("quick"),
                                                                                       dict(s.fixed)))
-    study.enqueue_trial({"train.epochs": 60, "model.head_hidden": 32})    # better, but 30x the epochs: too slow
-    study.enqueue_trial({"train.epochs": 2, "model.head_hidden": 2048})   # too many parameters: never trained
-    study.enqueue_trial({"train.epochs": 2, "model.head_hidden": 64})     # within both limits
+    study.enqueue_trial({"train.epochs": 60, "model.head_hidden": 32})    # better, but 15x the epochs: too slow
+    study.enqueue_trial({"train.epochs": 4, "model.head_hidden": 2048})   # too many parameters: never trained
+    study.enqueue_trial({"train.epochs": 4, "model.head_hidden": 64})     # within both limits
     r = cli("ex09", "--study", sweep, "--out", out, "--workers", 2)
     assert r.returncode == 0, r.stderr[-3000:]
     study = load(url)
     base, slow, big, ok = sorted(study.trials, key=lambda t: t.number)[:4]  # (the other worker may start a 5th)
     assert base.user_attrs["baseline"] and base.state == slow.state == ok.state == TrialState.COMPLETE
-    assert base.constraints["wall_s"] == pytest.approx(1 / 2.0 - 1)  # its own wall is the bar: ratio 1
-    assert base.constraints["params"] < 0 and ok.constraints["params"] < 0 and ok.constraints["wall_s"] < 1
-    # The 60-epoch trial learned more, and took far longer than 2x the baseline: infeasible.
+    assert base.constraints["wall_s"] == pytest.approx(1 / 3.0 - 1)  # its own wall is the bar: ratio 1
+    assert base.constraints["params"] < 0 and ok.constraints["params"] < 0 and ok.constraints["wall_s"] <= 0
+    # The 60-epoch trial learned more, and took far longer than 3x the baseline: infeasible.
     assert slow.value > base.value and slow.constraints["wall_s"] > 0, (slow.value, base.value, slow.constraints)
     ratio = slow.user_attrs["projected_wall_s"] / base.user_attrs["projected_wall_s"]
-    assert slow.constraints["wall_s"] == pytest.approx(ratio / 2.0 - 1, rel=0.05)  # against the baseline's end
+    assert slow.constraints["wall_s"] == pytest.approx(ratio / 3.0 - 1, rel=0.05)  # against the baseline's end
     rec = read_run(next((out / f"trial-{slow.number:04d}" / "wandb").glob("offline-run-*")))  # W&B has them too
     assert rec["summary"]["trial/constraint/wall_s"] == pytest.approx(slow.constraints["wall_s"])
     assert rec["summary"]["trial/projected_wall_s"] == pytest.approx(slow.user_attrs["projected_wall_s"])
@@ -63,7 +66,7 @@ def test_infeasible_trials_are_marked_never_best_and_never_confirmed(synthetic_d
     r = cli("report", "--study", sweep, "--out", out)
     assert r.returncode == 0, r.stderr[-2000:]
     report = (out / "report.md").read_text()
-    assert "## Best trial within the constraints (wall_s <= 2x the baseline's, params <= 100000)" in report
+    assert "## Best trial within the constraints (wall_s <= 3x the baseline's, params <= 100000)" in report
     assert f"Trial **{best.number}**" in report and f"{n_bad} are infeasible" in report, report
     assert (out / "study_cost.png").stat().st_size > 10_000
 
