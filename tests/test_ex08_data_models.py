@@ -139,7 +139,8 @@ def test_each_preset_that_builds_on_pseudo_label_changes_only_what_it_says():
 
     assert diff("pseudo-label", "pseudo-label-long") == {
         "preset": "pseudo-label-long", "teacher.strong.elastic_alpha": 34.0, "teacher.epochs": 60, "teacher.lr": 1e-4,
-        "teacher.confidence": 0.9, "teacher.vat_xi": 1e-2, "teacher.ema_decay": 0.99}
+        "teacher.confidence": 0.9, "teacher.vat_xi": 1e-2, "teacher.ema_decay": 0.99,
+        "teacher.consistency_weight": 2.0}
     assert make_config("pseudo-label-long").teacher.strong.elastic_sigma == 4.0  # Simard et al. 2003's
     assert diff("pseudo-label", "noisy-student") == {
         "preset": "noisy-student", "teacher.strong.elastic_alpha": 34.0, "steps": ["pretrain", "transfer", "teacher",
