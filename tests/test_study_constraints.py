@@ -14,6 +14,8 @@ from wandb_records import read_run
 optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
 
+MAX_WALL_RATIO = 3.0  # the constrained sweep's wall limit, in multiples of the baseline trial's projected wall
+
 
 def _constrained_sweep(tmp_path, data_dir, **top):
     # 4 epochs, not 2: a wall projected from one interval between evaluations failed CI once (a cheap trial's one
@@ -23,7 +25,7 @@ def _constrained_sweep(tmp_path, data_dir, **top):
                        fixed={"model.head": "flatten", "train.epochs": 4},  # flatten: head_hidden sets its size
                        space={"train.epochs": {"type": "categorical", "choices": [4, 60]},
                               "model.head_hidden": {"type": "categorical", "choices": [32, 64, 2048]}},
-                       constraints={"wall_s": {"max_ratio": 3.0}, "params": {"max": 100000}}, **top)
+                       constraints={"wall_s": {"max_ratio": MAX_WALL_RATIO}, "params": {"max": 100000}}, **top)
 
 
 @pytest.mark.slow  # ~40 s: four trials in two workers, then a confirmation of two candidates
@@ -47,12 +49,12 @@ def test_infeasible_trials_are_marked_never_best_and_never_confirmed(synthetic_d
     study = load(url)
     base, slow, big, ok = sorted(study.trials, key=lambda t: t.number)[:4]  # (the other worker may start a 5th)
     assert base.user_attrs["baseline"] and base.state == slow.state == ok.state == TrialState.COMPLETE
-    assert base.constraints["wall_s"] == pytest.approx(1 / 3.0 - 1)  # its own wall is the bar: ratio 1
+    assert base.constraints["wall_s"] == pytest.approx(1 / MAX_WALL_RATIO - 1)  # its own wall is the bar: ratio 1
     assert base.constraints["params"] < 0 and ok.constraints["params"] < 0 and ok.constraints["wall_s"] <= 0
     # The 60-epoch trial learned more, and took far longer than 3x the baseline: infeasible.
     assert slow.value > base.value and slow.constraints["wall_s"] > 0, (slow.value, base.value, slow.constraints)
     ratio = slow.user_attrs["projected_wall_s"] / base.user_attrs["projected_wall_s"]
-    assert slow.constraints["wall_s"] == pytest.approx(ratio / 3.0 - 1, rel=0.05)  # against the baseline's end
+    assert slow.constraints["wall_s"] == pytest.approx(ratio / MAX_WALL_RATIO - 1, rel=0.05)  # the baseline's end
     rec = read_run(next((out / f"trial-{slow.number:04d}" / "wandb").glob("offline-run-*")))  # W&B has them too
     assert rec["summary"]["trial/constraint/wall_s"] == pytest.approx(slow.constraints["wall_s"])
     assert rec["summary"]["trial/projected_wall_s"] == pytest.approx(slow.user_attrs["projected_wall_s"])
@@ -66,7 +68,8 @@ def test_infeasible_trials_are_marked_never_best_and_never_confirmed(synthetic_d
     r = cli("report", "--study", sweep, "--out", out)
     assert r.returncode == 0, r.stderr[-2000:]
     report = (out / "report.md").read_text()
-    assert "## Best trial within the constraints (wall_s <= 3x the baseline's, params <= 100000)" in report
+    limits = f"wall_s <= {MAX_WALL_RATIO:g}x the baseline's, params <= 100000"
+    assert f"## Best trial within the constraints ({limits})" in report
     assert f"Trial **{best.number}**" in report and f"{n_bad} are infeasible" in report, report
     assert (out / "study_cost.png").stat().st_size > 10_000
 
